@@ -1,0 +1,164 @@
+"""`cowest`: provision models and run the local stack.
+
+    cowest models pull [--profile default|quality|tiny] [--model KEY]
+    cowest models list
+    cowest up [--profile ...]     start Redis (if none answers), the weak and the strong vLLM server
+    cowest status [--json]        health, pid, port, model and loaded adapters of each part
+    cowest down                   SIGTERM each process group, SIGKILL after --timeout
+    cowest chat weak|strong "..." one chat completion through the official openai client
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cowest.models import ModelPullError, pull_model
+from cowest.models.pull import is_complete, model_dir
+from cowest.processes import StackError
+from cowest.stack import SERVERS, Stack
+from shared.config import CowestSettings
+from shared.models import MODELS, get_model, get_profile
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Provision model weights into COWEST_HOME/models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+err_console = Console(stderr=True)
+
+ProfileOpt = typer.Option(None, "--profile", "-p", help="default | quality | tiny (default: COWEST_PROFILE)")
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=err_console, transient=False)
+
+
+@models_app.command("pull")
+def models_pull(profile: str = ProfileOpt,
+                model: list[str] = typer.Option(None, "--model", "-m", help="a model key (repeatable)")) -> None:
+    """Download, verify and convert the models of a profile (idempotent: cached entries are reused)."""
+    settings = CowestSettings()
+    try:
+        keys = model or list(dict.fromkeys(_profile_keys(profile or settings.profile)))
+        specs = [get_model(k) for k in keys]
+    except ValueError as exc:
+        _fail(str(exc))
+    for spec in specs:
+        with _progress() as progress:
+            task = progress.add_task(f"{spec.key}: starting")
+            try:
+                result = pull_model(settings, spec, lambda m: progress.update(task, description=f"{spec.key}: {m}"))
+            except ModelPullError as exc:
+                progress.update(task, description=f"{spec.key}: failed")
+                progress.stop()
+                _fail(str(exc))
+            progress.update(task, description=f"{spec.key}: ready ({result.source}, {result.seconds:.1f}s)")
+        console.print(f"{spec.key} -> {result.path}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The catalog and what is in the cache."""
+    settings = CowestSettings()
+    table = Table("model", "cached", "source", "path")
+    for key, spec in MODELS.items():
+        path = model_dir(settings, key)
+        source = "generated" if spec.is_tiny else ("pypi-gguf" if spec.gguf else "hub")
+        table.add_row(key, "yes" if is_complete(path) else "no", source, str(path))
+    console.print(table)
+
+
+@app.command()
+def up(profile: str = ProfileOpt,
+       timeout: float = typer.Option(600, help="seconds to wait for every part to be ready")) -> None:
+    """Start the stack in the background and wait until every part answers."""
+    stack = Stack()
+    profile = profile or stack.settings.profile
+    t0 = time.monotonic()
+    with _progress() as progress:
+        task = progress.add_task(f"profile {profile}: preparing")
+        try:
+            started = stack.start(profile, lambda m: progress.update(task, description=m))
+            tasks = {n: progress.add_task(f"{n}: starting") for n in started}
+            progress.update(task, description=f"profile {profile}: started {', '.join(started) or 'nothing new'}")
+
+            def on_ready(name: str) -> None:
+                progress.update(tasks[name], description=f"{name}: ready ({time.monotonic() - t0:.0f}s)")
+                progress.stop_task(tasks[name])
+
+            asyncio.run(stack.wait_ready(started, timeout, on_ready))
+        except (StackError, ModelPullError, ValueError, FileNotFoundError) as exc:
+            progress.stop()
+            stack.stop()
+            _fail(f"{exc}\nThe stack was stopped.")
+    console.print(f"stack is up ({time.monotonic() - t0:.0f}s). `cowest status` shows it; `cowest down` stops it.")
+
+
+@app.command()
+def down(timeout: float = typer.Option(20, help="seconds between SIGTERM and SIGKILL")) -> None:
+    """Stop every part this machine's stack started (Redis only when `up` started it)."""
+    outcomes = Stack().stop(timeout)
+    for name, outcome in outcomes.items():
+        console.print(f"{name}: {outcome}")
+    if not outcomes:
+        console.print("nothing was running")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Health, pid, port, model and loaded adapters of each part."""
+    statuses = asyncio.run(Stack().status())
+    if as_json:
+        print(json.dumps([asdict(s) for s in statuses], indent=2))
+        return
+    table = Table("part", "state", "pid", "port", "model", "adapters", "url")
+    colors = {"healthy": "green", "external": "green", "starting": "yellow"}
+    for s in statuses:
+        color = colors.get(s.state, "red")
+        table.add_row(s.name, f"[{color}]{s.state}[/]", str(s.pid or "-"), str(s.port or "-"),
+                      s.model or "-", ", ".join(s.adapters) or "-", s.url or "-")
+    console.print(table)
+
+
+@app.command()
+def chat(server: str = typer.Argument(..., help="weak | strong"), message: str = typer.Argument(...),
+         max_tokens: int = typer.Option(64), model: str = typer.Option(None, help="model or adapter name")) -> None:
+    """Send one chat completion to a server of the stack with the official openai client."""
+    from openai import OpenAI, OpenAIError
+
+    if server not in SERVERS:
+        _fail(f"server must be one of {', '.join(SERVERS)}")
+    stack = Stack()
+    url = stack.servers[server].base_url
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=300, max_retries=0)
+    try:
+        name = model or client.models.list().data[0].id
+        t0 = time.monotonic()
+        reply = client.chat.completions.create(model=name, max_tokens=max_tokens, temperature=0,
+                                               messages=[{"role": "user", "content": message}])
+    except OpenAIError as exc:
+        _fail(f"{server} server at {url}: {exc}")
+    console.print(f"[bold]{server}[/] ({name}, {time.monotonic() - t0:.1f}s, "
+                  f"{reply.usage.completion_tokens} tokens): {reply.choices[0].message.content}")
+
+
+def _profile_keys(profile: str) -> list[str]:
+    p = get_profile(profile)
+    return [p.weak, p.strong]
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Common code of every CoWest service: configuration, the model catalog, schemas and clients."""

