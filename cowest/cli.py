@@ -31,7 +31,7 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pret
 models_app = typer.Typer(help="Provision model weights into COWEST_HOME/models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copy-pastable
 
 ProfileOpt = typer.Option(None, "--profile", "-p", help="default | quality | tiny (default: COWEST_PROFILE)")
 

@@ -23,6 +23,7 @@ from shared.config import REPO_ROOT, CowestSettings
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach a model hub
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+ADAPTERS = ("adapter-a", "adapter-b", "adapter-c")  # three fill every slot of --max-loras 3
 TEST_HOME = Path(os.environ.get("COWEST_TEST_HOME", REPO_ROOT / ".cowest-test")).resolve()
 
 
@@ -66,3 +67,28 @@ def running_vllm(server: VllmServerSettings, model_dir: Path, served_name: str, 
 def weak_server_settings(**overrides) -> WeakServerSettings:
     """Weak-server settings on a free port, as `cowest up` would launch them."""
     return WeakServerSettings(port=free_port(), **overrides)
+
+
+def make_lora_adapter(base_dir: Path, out_dir: Path, seed: int, rank: int = 8) -> Path:
+    """A peft LoRA adapter with random, non-zero lora_B (peft initialises B to zero = no-op adapter)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    model = get_peft_model(base, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_models: dict[str, Path], tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {name: make_lora_adapter(tiny_models["tiny-weak"], root / name, seed=i + 1)
+            for i, name in enumerate(ADAPTERS)}

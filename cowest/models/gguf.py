@@ -100,6 +100,9 @@ def convert(gguf_path: Path, spec: ModelSpec, out_dir: Path) -> None:
     """Dequantize a GGUF checkpoint into a transformers directory that vLLM loads (bf16 safetensors)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the CLI shows its own progress
 
     kwargs = {"gguf_file": gguf_path.name}
     model = AutoModelForCausalLM.from_pretrained(

@@ -1,4 +1,4 @@
-"""LoRA adapters made with peft on the tiny weak model, and their transformers+peft greedy reference."""
+"""Prompts and the transformers+peft greedy reference for the LoRA parity tests."""
 
 from __future__ import annotations
 
@@ -6,34 +6,10 @@ from pathlib import Path
 
 import pytest
 
-ADAPTERS = ("adapter-a", "adapter-b", "adapter-c")  # three fill every slot of --max-loras 3
+from tests.conftest import ADAPTERS
+
 PROMPTS = ("The quick brown fox", "def parse(path):", "Return the JSON object", "A logger records events")
 N_TOKENS = 12
-
-
-def make_lora_adapter(base_dir: Path, out_dir: Path, seed: int, rank: int = 8) -> Path:
-    """A peft LoRA adapter with random, non-zero lora_B (peft initialises B to zero = no-op adapter)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    model = get_peft_model(base, config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    model.save_pretrained(out_dir)
-    return out_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_adapters(tiny_models: dict[str, Path], tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    return {name: make_lora_adapter(tiny_models["tiny-weak"], root / name, seed=i + 1)
-            for i, name in enumerate(ADAPTERS)}
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ import pytest
 
 from services.weak_server.admin_client import VllmAdminClient
 from tests.conftest import running_vllm, weak_server_settings
-from tests.weak_server.conftest import ADAPTERS, N_TOKENS
+from tests.conftest import ADAPTERS
+from tests.weak_server.conftest import N_TOKENS
 
 pytestmark = pytest.mark.slow
 BASE = "tiny-weak"
