@@ -104,6 +104,11 @@ def up(profile: str = ProfileOpt,
             progress.stop()
             stack.stop()
             _fail(f"{exc}\nThe stack was stopped.")
+        except KeyboardInterrupt:
+            progress.stop()
+            stack.stop()
+            err_console.print("interrupted: the stack was stopped")
+            raise typer.Exit(130) from None
     console.print(f"stack is up ({time.monotonic() - t0:.0f}s). `cowest status` shows it; `cowest down` stops it.")
 
 
@@ -124,12 +129,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     if as_json:
         print(json.dumps([asdict(s) for s in statuses], indent=2))
         return
-    table = Table("part", "state", "pid", "port", "model", "adapters", "url")
+    table = Table("part", "state", "pid", "port", "model", "adapters", "memory (PSS)", "url")
     colors = {"healthy": "green", "external": "green", "starting": "yellow"}
     for s in statuses:
         color = colors.get(s.state, "red")
         table.add_row(s.name, f"[{color}]{s.state}[/]", str(s.pid or "-"), str(s.port or "-"),
-                      s.model or "-", ", ".join(s.adapters) or "-", s.url or "-")
+                      s.model or "-", ", ".join(s.adapters) or "-",
+                      f"{s.memory_mib:.0f} MiB" if s.memory_mib else "-", s.url or "-")
     console.print(table)
 
 

@@ -145,6 +145,17 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
+def group_pss_mb(pgid: int) -> float | None:
+    """Proportional set size of a whole process group (server + engine + workers), in MiB."""
+    total = 0
+    for proc in group_members(pgid):
+        try:
+            total += proc.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return round(total / 2**20, 1) if total else None
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from urllib.parse import urlparse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from cowest.models import pull_profile
-from cowest.processes import ProcessTable, StackError, wait_until_ready
+from cowest.processes import ProcessTable, StackError, group_pss_mb, wait_until_ready
 from cowest.redis_server import redis_ping, start_redis
 from services.weak_server.admin_client import VllmAdminClient
 from services.weak_server.settings import StrongServerSettings, VllmServerSettings, WeakServerSettings
@@ -28,6 +29,7 @@ class ComponentStatus:
     model: str | None = None
     url: str | None = None
     adapters: list[str] = field(default_factory=list)
+    memory_mib: float | None = None  # PSS of the process group
 
 
 class Stack:
@@ -97,12 +99,15 @@ class Stack:
         statuses = [ComponentStatus(
             "redis",
             ("healthy" if redis_up else "starting") if rec and rec.alive() else ("external" if redis_up else "down"),
-            pid=rec.pid if rec and rec.alive() else None, url=self.settings.redis_url)]
+            pid=rec.pid if rec and rec.alive() else None, port=urlparse(self.settings.redis_url).port or 6379,
+            url=self.settings.redis_url,
+            memory_mib=group_pss_mb(rec.pid) if rec and rec.alive() else None)]
         for role in SERVERS:
             server, record = self.servers[role], self.table.get(role)
             status = ComponentStatus(role, "down", port=server.port, url=server.base_url)
             if record and record.alive():
                 status.pid, status.model = record.pid, record.model
+                status.memory_mib = group_pss_mb(record.pid)
             async with VllmAdminClient(server.base_url, timeout=5) as client:
                 if await client.health():
                     try:

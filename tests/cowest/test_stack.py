@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from cowest.processes import ProcessTable, StackError, group_members
-from cowest.redis_server import start_redis
+from cowest.processes import group_members
 from services.weak_server.admin_client import VllmAdminClient
-from shared.config import REPO_ROOT, CowestSettings
+from shared.config import REPO_ROOT
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -85,10 +84,3 @@ def test_up_fails_with_the_server_log_and_stops_the_rest(stack_env):
     assert "no-such-vllm-flag" in up.stderr  # vLLM's own complaint, from the log tail
     assert "The stack was stopped" in up.stderr
     assert all(p["state"] == "down" for p in status(stack_env).values())
-
-
-def test_redis_elsewhere_that_does_not_answer_is_a_clear_error(tmp_path):
-    """Only a Redis on this machine is ours to start (checked without connecting anywhere)."""
-    settings = CowestSettings(home=tmp_path, redis_url="redis://redis.example.internal:6379/0")
-    with pytest.raises(StackError, match="is not on this machine"):
-        start_redis(settings, ProcessTable(tmp_path / "run"))
