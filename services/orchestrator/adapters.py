@@ -1,0 +1,83 @@
+"""Which LoRA adapter each domain's weak drafts use, cached in process.
+
+The trainer points `adapter:active:<domain>` at a new version and publishes on
+`adapter:active:changed` (shared/adapters.py). This cache subscribes to that channel, so a swap takes
+effect on the next request, and re-reads every key every `refresh_s` in case a message was missed
+(pub/sub is at-most-once). Requests read the dict: no Redis round-trip per request. While Redis is
+away the last known aliases stay in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.adapters import ACTIVE_PATTERN, CHANGED_CHANNEL
+
+logger = logging.getLogger(__name__)
+
+
+class AdapterAliases:
+    def __init__(self, redis: Redis, refresh_s: float = 30.0, on_change=lambda domain, adapter: None):
+        self.redis = redis
+        self.refresh_s = refresh_s
+        self.on_change = on_change
+        self._active: dict[str, str] = {}
+
+    def get(self, domain: str) -> str | None:
+        return self._active.get(domain)
+
+    def snapshot(self) -> dict[str, str]:
+        return dict(self._active)
+
+    def _set(self, domain: str, adapter: str | None) -> None:
+        if self._active.get(domain) == adapter:
+            return
+        if adapter:
+            self._active[domain] = adapter
+        else:
+            self._active.pop(domain, None)
+        logger.info("active adapter of %s: %s", domain, adapter or "(base model)")
+        self.on_change(domain, adapter)
+
+    async def refresh(self) -> None:
+        keys = [k async for k in self.redis.scan_iter(match=ACTIVE_PATTERN, count=100)]
+        values = await self.redis.mget(keys) if keys else []
+        fresh = {(k.decode() if isinstance(k, bytes) else k).rsplit(":", 1)[1]:
+                 (v.decode() if isinstance(v, bytes) else v) for k, v in zip(keys, values) if v}
+        for domain in set(self._active) | set(fresh):
+            self._set(domain, fresh.get(domain))
+
+    async def run(self) -> None:
+        """Subscribe and refresh forever; reconnect with backoff when Redis goes away."""
+        backoff = 0.5
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANGED_CHANNEL)
+                    await self.refresh()  # after subscribing: no change can fall in between
+                    backoff = 0.5
+                    loop = asyncio.get_running_loop()
+                    next_refresh = loop.time() + self.refresh_s
+                    while True:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message and message.get("type") == "message":
+                            self._apply(message["data"])
+                        if loop.time() >= next_refresh:
+                            await self.refresh()
+                            next_refresh = loop.time() + self.refresh_s
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                logger.warning("adapter alias subscription lost (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _apply(self, data) -> None:
+        try:
+            change = json.loads(data)
+            self._set(str(change["domain"]), change.get("adapter"))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring malformed alias change: %r", data)

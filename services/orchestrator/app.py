@@ -1,0 +1,54 @@
+"""Orchestrator wiring: `python -m services.orchestrator.app` (or `cowest up`) serves it with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from services.orchestrator.config import OrchestratorSettings
+from services.orchestrator.deps import AppState
+from services.orchestrator.errors import install_error_handlers
+from services.orchestrator.middleware import RequestContextMiddleware
+from services.orchestrator.routes import chat, collaborate, feedback, health, models
+
+
+def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
+    settings = settings or OrchestratorSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = AppState.create(settings)
+        app.state.cowest = state
+        with contextlib.suppress(Exception):  # Redis may be down at start: the loops keep trying
+            await asyncio.wait_for(state.aliases.refresh(), 2.0)
+        tasks = [asyncio.create_task(state.aliases.run()), asyncio.create_task(state.log.run_replayer())]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await state.log.replay()  # last chance to ship the spool; what is left stays on disk
+            await state.aclose()
+
+    app = FastAPI(title="CoWest orchestrator", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    for module in (collaborate, chat, models, feedback, health):
+        app.include_router(module.router)
+    return app
+
+
+def main() -> None:
+    settings = OrchestratorSettings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

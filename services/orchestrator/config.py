@@ -1,0 +1,52 @@
+"""Orchestrator settings (pydantic-settings, env prefix COWEST_ORCH_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from shared.config import CowestSettings
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COWEST_ORCH_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Upstreams: any OpenAI-compatible base URL (ending in /v1).
+    weak_url: str = "http://127.0.0.1:8001/v1"
+    weak_model: str = "SmolLM2-135M-Instruct"  # the base model's served name
+    strong_url: str = "http://127.0.0.1:8002/v1"
+    strong_model: str = "Qwen2.5-Coder-0.5B-Instruct"
+    strong_api_key: SecretStr | None = None
+    # Timeouts per stage (seconds) and the strong endpoint's retry policy.
+    connect_timeout_s: float = 3.0
+    weak_timeout_s: float = 120.0
+    strong_timeout_s: float = 300.0
+    strong_retries: int = 2
+    retry_max_wait_s: float = 20.0
+    # What to answer when the strong model fails after retries: the weak draft (flagged degraded) or 503.
+    strong_fallback: Literal["draft", "error"] = "draft"
+    weak_max_tokens: int = 256
+    strong_max_tokens: int = 512
+    max_tokens_limit: int = 4096
+    max_body_bytes: int = 1_000_000
+    domains: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["general"])
+    # Bearer keys; empty = no auth. Read from COWEST_API_KEYS (comma-separated).
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False, validation_alias=AliasChoices("COWEST_API_KEYS", "COWEST_ORCH_API_KEYS"))
+    redis_url: str = Field(default_factory=lambda: CowestSettings().redis_url,
+                           validation_alias=AliasChoices("COWEST_REDIS_URL", "REDIS_URL"))
+    redis_timeout_s: float = 0.5  # a slow Redis must not slow a request: spool instead
+    traces_maxlen: int = 1_000_000  # approximate cap of each stream (XADD MAXLEN ~)
+    spool_path: Path = Field(default_factory=lambda: CowestSettings().home_dir / "spool" / "orchestrator.jsonl")
+    alias_refresh_s: float = 30.0  # full re-read of the alias keys, in case a notification was missed
+
+    @field_validator("domains", "api_keys", mode="before")
+    @classmethod
+    def _split_csv(cls, value):
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value

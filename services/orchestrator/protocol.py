@@ -1,0 +1,157 @@
+"""Request and response models: the OpenAI-compatible chat API and CoWest's own endpoints."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.prompts import DraftFormat
+from shared.schemas import Usage
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Role
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class Sampling(BaseModel):
+    """Sampling overrides for one stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+
+    def params(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    # Unknown OpenAI parameters are kept: they pass through to the model server unchanged.
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    n: int = Field(default=1, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    # CoWest extensions (ignored by the pass-through models).
+    draft_format: DraftFormat | None = None
+    context: str | None = None
+
+    def sampling(self) -> Sampling:
+        return Sampling(max_tokens=self.max_completion_tokens or self.max_tokens, temperature=self.temperature,
+                        top_p=self.top_p, seed=self.seed, stop=self.stop)
+
+
+class CollaborateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str | None = Field(default=None, min_length=1)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    context: str | None = None
+    draft_format: DraftFormat = DraftFormat.cot
+    return_draft: bool = True
+    weak: Sampling = Field(default_factory=Sampling)
+    strong: Sampling = Field(default_factory=Sampling)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_question(self) -> CollaborateRequest:
+        if (self.question is None) == (self.messages is None):
+            raise ValueError("give exactly one of `question` or `messages`")
+        if self.messages is not None and (self.messages[-1].role != "user" or not self.messages[-1].text().strip()):
+            raise ValueError("`messages` must end with a non-empty user message")
+        if self.question is not None and not self.question.strip():
+            raise ValueError("`question` must not be blank")
+        return self
+
+
+class StageInfo(BaseModel):
+    model: str | None = None
+    adapter: str | None = None
+    adapter_version: str | None = None
+    latency_ms: float | None = None
+    usage: Usage | None = None
+
+
+class CollaborateResponse(BaseModel):
+    id: str
+    object: Literal["cowest.collaboration"] = "cowest.collaboration"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    domain: str
+    answer: str
+    draft: str | None = None
+    weak: StageInfo
+    strong: StageInfo
+    degraded: str | None = None
+    latency_ms: float
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=128, description="the trace id of a response")
+    score: float | None = None
+    label: str | None = Field(default=None, max_length=256)
+    correct_answer: str | None = None
+    comment: str | None = Field(default=None, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _something(self) -> FeedbackRequest:
+        if all(v is None for v in (self.score, self.label, self.correct_answer, self.comment)):
+            raise ValueError("give at least one of score, label, correct_answer, comment")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    id: str
+    trace_id: str
+    status: Literal["accepted"] = "accepted"
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "cowest"
+    root: str | None = None
+    parent: str | None = None
+    # CoWest extensions
+    kind: Literal["pipeline", "weak", "strong", "adapter"] = "pipeline"
+    domain: str | None = None
+    active_adapter: str | None = None
+    adapter_version: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

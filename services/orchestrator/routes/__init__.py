@@ -1,0 +1,1 @@
+"""Thin FastAPI routes over the orchestrator's clients (deps.AppState)."""

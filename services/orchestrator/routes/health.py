@@ -1,0 +1,48 @@
+"""Liveness, readiness (says which dependency is missing) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.orchestrator.deps import AppState, get_state
+from services.orchestrator.upstream import UpstreamError
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
+    async def upstream(role: str) -> str:
+        try:
+            await state.directory.upstreams[role].models()
+            return "ok"
+        except UpstreamError as exc:
+            return f"unavailable: {exc}"
+
+    async def redis() -> str:
+        try:
+            await asyncio.wait_for(state.redis.ping(), 1.0)
+            return "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return f"unavailable: {type(exc).__name__}: {exc}"
+
+    weak, strong, red = await asyncio.gather(upstream("weak"), upstream("strong"), redis())
+    checks = {"weak": weak, "strong": strong, "redis": red, "log_backlog": state.log.backlog}
+    ready = all(v == "ok" for v in (weak, strong, red))
+    return JSONResponse({"status": "ready" if ready else "unready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(state: AppState = Depends(get_state)) -> Response:
+    state.metrics.log_backlog.set(state.log.backlog)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

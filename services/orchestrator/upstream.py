@@ -1,0 +1,140 @@
+"""One pooled HTTP client per OpenAI-compatible model server, with explicit timeouts and retries.
+
+Retries (tenacity) cover 429, 5xx and timeouts, honour `Retry-After`, and never happen once a
+stream has started delivering tokens. Connection refusals are not retried: the server is down and
+the pipeline degrades instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+
+class UpstreamError(Exception):
+    def __init__(self, upstream: str, message: str, *, kind: str = "http", status_code: int | None = None,
+                 retry_after: float | None = None, body: dict | None = None):
+        super().__init__(f"{upstream}: {message}")
+        self.upstream, self.kind, self.status_code = upstream, kind, status_code
+        self.retry_after, self.body = retry_after, body
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another try: rate limits, server errors, timeouts. Not: refused connections, 4xx."""
+        return self.kind == "timeout" or self.status_code in RETRYABLE_STATUS
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class Upstream:
+    def __init__(self, name: str, base_url: str, *, timeout_s: float, connect_timeout_s: float,
+                 retries: int = 0, retry_max_wait_s: float = 20.0, api_key: str | None = None):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.retry_max_wait_s = retry_max_wait_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def _wait(self, retry_state) -> float:
+        exc = retry_state.outcome.exception()
+        if isinstance(exc, UpstreamError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.retry_max_wait_s)
+        return wait_exponential_jitter(initial=0.5, max=self.retry_max_wait_s)(retry_state)
+
+    def _retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(stop=stop_after_attempt(self.retries + 1), wait=self._wait, reraise=True,
+                             retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable))
+
+    async def chat(self, payload: dict, headers: dict[str, str] | None = None) -> dict:
+        """POST /chat/completions (non-streaming) with retries; returns the parsed body."""
+        async for attempt in self._retrying():
+            with attempt:
+                response = await self._send("POST", "/chat/completions", json={**payload, "stream": False},
+                                            headers=headers)
+                return response.json()
+        raise AssertionError("unreachable")
+
+    async def stream_chat(self, payload: dict, headers: dict[str, str] | None = None) -> AsyncIterator[dict]:
+        """POST a streaming chat; yields parsed chunks. Retries only until the response starts."""
+        async for attempt in self._retrying():
+            with attempt:
+                request = self.client.build_request("POST", "/chat/completions", json={**payload, "stream": True},
+                                                    headers=headers)
+                response = await self._send_request(request, stream=True)
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise UpstreamError(self.name, f"stream error: {chunk['error']}", kind="stream", body=chunk)
+                yield chunk
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(self.name, f"timed out mid-stream ({type(exc).__name__})", kind="stream") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(self.name, f"connection lost mid-stream: {exc}", kind="stream") from exc
+        finally:
+            await response.aclose()
+
+    async def models(self) -> list[dict]:
+        response = await self._send("GET", "/models", timeout=5.0)
+        return response.json().get("data", [])
+
+    async def proxy(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """Forward a raw request (pass-through models); the caller streams and closes the response."""
+        request = self.client.build_request(method, path, content=body, headers=headers)
+        return await self._send_request(request, stream=True, check=False)
+
+    async def _send(self, method: str, path: str, *, timeout: float | None = None, **kwargs) -> httpx.Response:
+        extra = {"timeout": timeout} if timeout else {}
+        request = self.client.build_request(method, path, **kwargs, **extra)
+        return await self._send_request(request)
+
+    async def _send_request(self, request: httpx.Request, *, stream: bool = False, check: bool = True) -> httpx.Response:
+        try:
+            response = await self.client.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(self.name, f"timed out ({type(exc).__name__})", kind="timeout") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(self.name, f"unreachable: {type(exc).__name__}: {exc}", kind="unreachable") from exc
+        if check and response.status_code >= 400:
+            body = (await response.aread()) if stream else response.content
+            if stream:
+                await response.aclose()
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            message = (parsed or {}).get("error", {}).get("message") if isinstance(parsed, dict) else None
+            raise UpstreamError(self.name, f"HTTP {response.status_code}: {message or body[:200]!r}",
+                                status_code=response.status_code,
+                                retry_after=parse_retry_after(response.headers.get("retry-after")), body=parsed)
+        return response
