@@ -18,7 +18,7 @@ import pytest
 from cowest.models import pull_profile
 from cowest.processes import ProcessTable, wait_until_ready
 from services.weak_server.admin_client import VllmAdminClient
-from services.weak_server.settings import VllmServerSettings, WeakServerSettings
+from services.weak_server.settings import StrongServerSettings, VllmServerSettings, WeakServerSettings
 from shared.config import REPO_ROOT, CowestSettings
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach a model hub
@@ -62,6 +62,27 @@ def running_vllm(server: VllmServerSettings, model_dir: Path, served_name: str, 
     finally:
         outcome = table.stop(name, timeout=20)
         assert outcome in {"stopped", "killed", "not running"}
+
+
+@pytest.fixture(scope="session")
+def tiny_weak_server(tiny_models, tiny_adapters, tmp_path_factory) -> Iterator[str]:
+    """The tiny weak model on real vLLM (fp32, LoRA on, plugin on) with ADAPTERS loaded; shared by
+    every test module that needs a weak server, so the suite starts it once."""
+    server = weak_server_settings()
+    with running_vllm(server, tiny_models["tiny-weak"], "tiny-weak", tmp_path_factory.mktemp("run-weak")) as url:
+        async def load() -> None:
+            async with VllmAdminClient(url) as admin:
+                for name in ADAPTERS:
+                    await admin.load_lora_adapter(name, str(tiny_adapters[name]))
+        asyncio.run(load())
+        yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_strong_server(tiny_models, tmp_path_factory) -> Iterator[str]:
+    server = StrongServerSettings(port=free_port())
+    with running_vllm(server, tiny_models["tiny-strong"], "tiny-strong", tmp_path_factory.mktemp("run-strong")) as url:
+        yield url
 
 
 def weak_server_settings(**overrides) -> WeakServerSettings:

@@ -13,7 +13,7 @@ from shared.config import CowestSettings
 
 
 class OrchestratorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COWEST_ORCH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="COWEST_ORCH_", extra="ignore", populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = 8000

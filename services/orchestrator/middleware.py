@@ -15,10 +15,6 @@ from services.orchestrator.pipeline import new_trace_id
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class RequestContextMiddleware:
     def __init__(self, app, max_body_bytes: int):
         self.app = app
@@ -34,39 +30,43 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state.update(request_id=request_id, trace_id=trace_id, traceparent=_traceparent(headers.get("traceparent")))
         extra = [(b"x-request-id", request_id.encode()), (b"x-cowest-trace-id", trace_id.encode())]
-        started = False
+        started = rejected = False
 
         async def send_with_ids(message):
             nonlocal started
+            if rejected:
+                return  # the 413 already went out; drop whatever the app still sends
             if message["type"] == "http.response.start":
                 started = True
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        too_large = _too_large(headers.get("content-length"), self.max_body_bytes)
-        if not too_large:
-            received = 0
+        async def reject() -> None:
+            nonlocal rejected
+            body = json.dumps(error_body(413, f"request body larger than {self.max_body_bytes} bytes",
+                                         code="request_too_large")).encode()
+            await send_with_ids({"type": "http.response.start", "status": 413,
+                                 "headers": [(b"content-type", b"application/json"),
+                                             (b"content-length", str(len(body)).encode())]})
+            await send_with_ids({"type": "http.response.body", "body": body})
+            rejected = True
 
-            async def limited_receive():
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > self.max_body_bytes:
-                        raise BodyTooLarge
-                return message
+        if _too_large(headers.get("content-length"), self.max_body_bytes):
+            return await reject()
+        received = 0
 
-            try:
-                return await self.app(scope, limited_receive, send_with_ids)
-            except BodyTooLarge:
-                if started:
-                    raise
-        body = json.dumps(error_body(413, f"request body larger than {self.max_body_bytes} bytes",
-                                     code="request_too_large")).encode()
-        await send_with_ids({"type": "http.response.start", "status": 413,
-                             "headers": [(b"content-type", b"application/json"),
-                                         (b"content-length", str(len(body)).encode())]})
-        await send_with_ids({"type": "http.response.body", "body": body})
+        async def limited_receive():
+            # Bodies without Content-Length (chunked) are counted as they arrive.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request" and not rejected:
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes and not started:
+                    await reject()
+                    return {"type": "http.disconnect"}  # the app stops reading and gives up
+            return message
+
+        await self.app(scope, limited_receive, send_with_ids)
 
 
 def _too_large(content_length: str | None, limit: int) -> bool:

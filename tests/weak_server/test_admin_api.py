@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 
 from services.weak_server.admin_client import VllmAdminClient, VllmAdminError
-from tests.conftest import running_vllm, weak_server_settings
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tiny_models, tmp_path_factory):
-    settings = weak_server_settings()
-    with running_vllm(settings, tiny_models["tiny-weak"], "tiny-weak", tmp_path_factory.mktemp("run")) as url:
-        yield url
+def server(tiny_weak_server):
+    return tiny_weak_server
 
 
 async def test_load_lists_adapter_with_parent_then_unload(server, tiny_adapters):
@@ -24,9 +21,9 @@ async def test_load_lists_adapter_with_parent_then_unload(server, tiny_adapters)
         cards = {c.id: c for c in await admin.models()}
         assert cards["contract-v1"].parent == "tiny-weak"
         assert cards["contract-v1"].is_adapter and not cards["tiny-weak"].is_adapter
-        assert [a.id for a in await admin.adapters()] == ["contract-v1"]
+        assert "contract-v1" in [a.id for a in await admin.adapters()]
         await admin.unload_lora_adapter("contract-v1")
-        assert await admin.adapters() == []
+        assert "contract-v1" not in [a.id for a in await admin.adapters()]
 
 
 async def test_duplicate_name_is_400(server, tiny_adapters):

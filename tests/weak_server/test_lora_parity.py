@@ -56,10 +56,8 @@ def start_weak(tiny_models, tmp_path_factory, **overrides):
 
 
 @pytest.fixture(scope="module")
-def lora_server(tiny_models, tiny_adapters, tmp_path_factory):
-    with start_weak(tiny_models, tmp_path_factory) as url:
-        asyncio.run(load_adapters(url, tiny_adapters))
-        yield url
+def lora_server(tiny_weak_server):
+    return tiny_weak_server  # the session's weak server: ADAPTERS are loaded there
 
 
 def test_adapters_change_the_output(greedy_reference, prompt_ids):
