@@ -39,6 +39,7 @@ demo: setup
 	$(VENV)/bin/cowest status
 	$(VENV)/bin/cowest chat weak "What is the capital of France? Answer in one sentence."
 	$(VENV)/bin/cowest chat strong "What is the capital of France? Answer in one sentence."
+	$(VENV)/bin/cowest ask "Which gas do plants absorb from the air for photosynthesis?"
 	@echo "The stack is still running. Stop it with: $(VENV)/bin/cowest down"
 
 test: setup

@@ -2,10 +2,11 @@
 
     cowest models pull [--profile default|quality|tiny] [--model KEY]
     cowest models list
-    cowest up [--profile ...]     start Redis (if none answers), the weak and the strong vLLM server
+    cowest up [--profile ...]     start Redis (if none answers), the weak and strong vLLM servers, the orchestrator
     cowest status [--json]        health, pid, port, model and loaded adapters of each part
     cowest down                   SIGTERM each process group, SIGKILL after --timeout
     cowest chat weak|strong "..." one chat completion through the official openai client
+    cowest ask "..."              one collaboration (weak draft -> strong answer) via the orchestrator
 """
 
 from __future__ import annotations
@@ -129,13 +130,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
     if as_json:
         print(json.dumps([asdict(s) for s in statuses], indent=2))
         return
-    table = Table("part", "state", "pid", "port", "model", "adapters", "memory (PSS)", "url")
+    table = Table("part", "state", "pid", "port", "model", "adapters", "memory (PSS)")
     colors = {"healthy": "green", "external": "green", "starting": "yellow"}
     for s in statuses:
         color = colors.get(s.state, "red")
         table.add_row(s.name, f"[{color}]{s.state}[/]", str(s.pid or "-"), str(s.port or "-"),
                       s.model or "-", ", ".join(s.adapters) or "-",
-                      f"{s.memory_mib:.0f} MiB" if s.memory_mib else "-", s.url or "-")
+                      f"{s.memory_mib:.0f} MiB" if s.memory_mib else "-")
     console.print(table)
 
 
@@ -159,6 +160,30 @@ def chat(server: str = typer.Argument(..., help="weak | strong"), message: str =
         _fail(f"{server} server at {url}: {exc}")
     console.print(f"[bold]{server}[/] ({name}, {time.monotonic() - t0:.1f}s, "
                   f"{reply.usage.completion_tokens} tokens): {reply.choices[0].message.content}")
+
+
+@app.command()
+def ask(question: str = typer.Argument(...), domain: str = typer.Option(None, help="e.g. general"),
+        max_tokens: int = typer.Option(128, help="for the draft and for the answer")) -> None:
+    """One CoWest collaboration through the running orchestrator: weak draft, then strong answer."""
+    import httpx
+
+    url = f"{Stack().orchestrator_url}/v1/collaborate"
+    body = {"question": question, "domain": domain, "weak": {"max_tokens": max_tokens, "temperature": 0},
+            "strong": {"max_tokens": max_tokens, "temperature": 0}}
+    try:
+        r = httpx.post(url, json={k: v for k, v in body.items() if v is not None}, timeout=600)
+    except httpx.HTTPError as exc:
+        _fail(f"orchestrator at {url} is not reachable ({exc}); start it with `cowest up`")
+    if r.status_code != 200:
+        _fail(f"{r.status_code}: {r.text}")
+    out = r.json()
+    weak, strong = out["weak"], out["strong"]
+    console.print(f"[bold]draft[/] ({weak['model']}{' + ' + weak['adapter'] if weak['adapter'] else ''}, "
+                  f"{weak['latency_ms'] / 1000:.1f}s):\n{out['draft']}\n")
+    console.print(f"[bold]answer[/] ({strong['model']}, {strong['latency_ms'] / 1000:.1f}s):\n{out['answer']}\n")
+    console.print(f"trace {out['id']}, total {out['latency_ms'] / 1000:.1f}s"
+                  + (f", [yellow]degraded: {out['degraded']}[/]" if out["degraded"] else ""))
 
 
 def _profile_keys(profile: str) -> list[str]:

@@ -1,23 +1,33 @@
-"""The local stack behind `cowest up/down/status`: Redis, the weak vLLM server, the strong vLLM server."""
+"""The local stack behind `cowest up/down/status`: Redis, the weak and strong vLLM servers, the orchestrator.
+
+With COWEST_ORCH_STRONG_URL set, the strong model is that external OpenAI-compatible endpoint
+(COWEST_ORCH_STRONG_MODEL, COWEST_ORCH_STRONG_API_KEY) and no embedded strong server is started.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
-from urllib.parse import urlparse
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import httpx
 
 from cowest.models import pull_profile
 from cowest.processes import ProcessTable, StackError, group_pss_mb, wait_until_ready
 from cowest.redis_server import redis_ping, start_redis
+from services.orchestrator.config import OrchestratorSettings
 from services.weak_server.admin_client import VllmAdminClient
 from services.weak_server.settings import StrongServerSettings, VllmServerSettings, WeakServerSettings
 from shared.config import CowestSettings
 from shared.models import get_model, get_profile
 
 SERVERS = ("weak", "strong")
+PARTS = ("redis", *SERVERS, "orchestrator")  # start order; stop goes the other way
 
 
 @dataclass
@@ -34,11 +44,17 @@ class ComponentStatus:
 
 class Stack:
     def __init__(self, settings: CowestSettings | None = None, weak: VllmServerSettings | None = None,
-                 strong: VllmServerSettings | None = None):
+                 strong: VllmServerSettings | None = None, orchestrator: OrchestratorSettings | None = None):
         self.settings = settings or CowestSettings()
         self.servers: dict[str, VllmServerSettings] = {
             "weak": weak or WeakServerSettings(), "strong": strong or StrongServerSettings()}
+        self.orchestrator = orchestrator or OrchestratorSettings()
+        self.external_strong = "COWEST_ORCH_STRONG_URL" in os.environ
         self.table = ProcessTable(self.settings.run_dir)
+
+    @property
+    def orchestrator_url(self) -> str:
+        return f"http://{self.orchestrator.host}:{self.orchestrator.port}"
 
     # --- up -------------------------------------------------------------------------------
     def start(self, profile: str, report: Callable[[str], None] = lambda m: None) -> list[str]:
@@ -50,7 +66,8 @@ class Stack:
             if (rec := self.table.get("redis")) is None or not rec.alive():
                 start_redis(self.settings, self.table, report)
                 started.append("redis")
-        for role, key in (("weak", chosen.weak), ("strong", chosen.strong)):
+        roles = [("weak", chosen.weak)] + ([] if self.external_strong else [("strong", chosen.strong)])
+        for role, key in roles:
             record = self.table.get(role)
             if record and record.alive():
                 if record.model != key:
@@ -65,6 +82,21 @@ class Stack:
             self.table.start(role, argv, server.env(), port=server.port, model=key,
                              extra={"profile": profile, "url": server.base_url})
             started.append(role)
+        record = self.table.get("orchestrator")
+        if not (record and record.alive()):
+            if _port_in_use(self.orchestrator.host, self.orchestrator.port):
+                raise StackError(f"port {self.orchestrator.port} (orchestrator) is taken by another process; "
+                                 "free it or set COWEST_ORCH_PORT")
+            env = {  # the orchestrator talks to the servers this stack runs
+                "COWEST_ORCH_WEAK_URL": f"{self.servers['weak'].base_url}/v1", "COWEST_ORCH_WEAK_MODEL": chosen.weak,
+                "COWEST_REDIS_URL": self.settings.redis_url, "COWEST_HOME": str(self.settings.home_dir)}
+            if not self.external_strong:
+                env |= {"COWEST_ORCH_STRONG_URL": f"{self.servers['strong'].base_url}/v1",
+                        "COWEST_ORCH_STRONG_MODEL": chosen.strong}
+            self.table.start("orchestrator", [sys.executable, "-m", "services.orchestrator.app"], env,
+                             port=self.orchestrator.port, model=None,
+                             extra={"profile": profile, "url": self.orchestrator_url})
+            started.append("orchestrator")
         (self.settings.run_dir / "stack.json").write_text(json.dumps({"profile": profile}))
         return started
 
@@ -76,6 +108,8 @@ class Stack:
     def _probe(self, name: str) -> Callable[[], Awaitable[bool]]:
         if name == "redis":
             return lambda: asyncio.to_thread(redis_ping, self.settings.redis_url)
+        if name == "orchestrator":
+            return lambda: _http_ok(f"{self.orchestrator_url}/healthz")
 
         async def vllm_ready() -> bool:
             async with VllmAdminClient(self.servers[name].base_url, timeout=5) as client:
@@ -86,7 +120,7 @@ class Stack:
     # --- down -----------------------------------------------------------------------------
     def stop(self, timeout: float = 20.0) -> dict[str, str]:
         """Stop every recorded process (servers first, Redis last); SIGKILL after `timeout`."""
-        names = [n for n in (*SERVERS, "redis") if n in self.table.names()]
+        names = [n for n in reversed(PARTS) if n in self.table.names()]
         names += [n for n in self.table.names() if n not in names and n != "stack"]
         outcomes = {name: self.table.stop(name, timeout) for name in names}
         (self.settings.run_dir / "stack.json").unlink(missing_ok=True)
@@ -120,7 +154,21 @@ class Stack:
                 elif status.pid:
                     status.state = "starting"
             statuses.append(status)
+        record = self.table.get("orchestrator")
+        alive = bool(record and record.alive())
+        statuses.append(ComponentStatus(
+            "orchestrator", "healthy" if await _http_ok(f"{self.orchestrator_url}/readyz") else
+            ("starting" if alive else "down"), pid=record.pid if alive else None, port=self.orchestrator.port,
+            url=self.orchestrator_url, memory_mib=group_pss_mb(record.pid) if alive else None))
         return statuses
+
+
+async def _http_ok(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=3) as client:
+            return (await client.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _port_in_use(host: str, port: int) -> bool:

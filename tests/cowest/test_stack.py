@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -34,6 +35,7 @@ def stack_env(tmp_path, tiny_models) -> dict[str, str]:
         "COWEST_LOCAL_MODELS_DIR": str(Path(tiny_models["tiny-weak"]).parent),
         "COWEST_WEAK_PORT": str(free_port()),
         "COWEST_STRONG_PORT": str(free_port()),
+        "COWEST_ORCH_PORT": str(free_port()),
         # Nothing listens here, so `up` must start (and `down` stop) a Redis of its own.
         "COWEST_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
     }
@@ -56,6 +58,12 @@ def test_up_status_down(stack_env, tiny_adapters):
             assert parts[role]["model"] == f"tiny-{role}" and parts[role]["pid"]
             assert parts[role]["port"] == int(stack_env[f"COWEST_{role.upper()}_PORT"])
         assert redis.Redis.from_url(stack_env["COWEST_REDIS_URL"]).ping()
+        assert parts["orchestrator"]["state"] == "healthy"
+        answer = httpx.post(f"{parts['orchestrator']['url']}/v1/collaborate", json={"question": "hi"}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["degraded"] is None
+        trace_ids = [f["id"] for _, f in redis.Redis.from_url(stack_env["COWEST_REDIS_URL"], decode_responses=True)
+                     .xrange("cowest:traces")]
+        assert answer.json()["id"] in trace_ids  # logged to the stack's own Redis
 
         async def load() -> None:
             async with VllmAdminClient(parts["weak"]["url"]) as admin:
@@ -65,12 +73,13 @@ def test_up_status_down(stack_env, tiny_adapters):
 
         again = cowest(stack_env, "up", "--profile", "tiny")  # idempotent: nothing new to start
         assert again.returncode == 0 and "started nothing new" in again.stderr
-        groups = [parts[n]["pid"] for n in ("redis", "weak", "strong")]
+        groups = [parts[n]["pid"] for n in ("redis", "weak", "strong", "orchestrator")]
         assert all(group_members(g) for g in groups)
     finally:
         down = cowest(stack_env, "down")
     assert down.returncode == 0, down.stderr
-    assert "weak: stopped" in down.stdout and "redis: stopped" in down.stdout
+    for part in ("orchestrator", "weak", "strong", "redis"):
+        assert f"{part}: stopped" in down.stdout
     assert [g for g in groups if group_members(g)] == [], "processes left behind after down"
     assert all(p["state"] == "down" for p in status(stack_env).values())
     assert not list((Path(stack_env["COWEST_HOME"]) / "run").glob("*.pid"))

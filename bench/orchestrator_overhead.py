@@ -1,0 +1,153 @@
+"""Orchestrator overhead: what the orchestrator adds on top of its two upstream calls.
+
+Instant fake upstreams (a canned OpenAI-compatible reply, in their own process) isolate the
+orchestrator's own cost: routing, validation, prompt building, two pooled HTTP hops, the Redis XADD
+of the trace, JSON. Per request, overhead = client-observed latency - (weak + strong upstream time
+as the orchestrator measured it). The baseline, run back to back in the same script, is the client
+calling the two fake upstreams directly: the ratio says how much slower one collaboration is than
+two bare model calls.
+
+    .venv/bin/python bench/orchestrator_overhead.py [--requests 400] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+FAKE = '''
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+BODY = {"id": "x", "object": "chat.completion", "model": "fake",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+async def chat(request):
+    await request.body()
+    return JSONResponse(BODY)
+async def models(request):
+    return JSONResponse({"object": "list", "data": [{"id": "fake"}]})
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
+'''
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(argv: list[str], env: dict[str, str], cwd: str) -> subprocess.Popen:
+    return subprocess.Popen(argv, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def wait_up(url: str) -> None:
+    async with httpx.AsyncClient() as c:
+        for _ in range(200):
+            try:
+                if (await c.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+async def run(args) -> str:
+    work = tempfile.mkdtemp()
+    Path(work, "fake_upstream.py").write_text(FAKE)
+    weak_port, strong_port, orch_port = free_port(), free_port(), free_port()
+    uv = [sys.executable, "-m", "uvicorn", "fake_upstream:app", "--log-level", "warning", "--no-access-log", "--port"]
+    procs = [spawn(uv + [str(weak_port)], {}, work), spawn(uv + [str(strong_port)], {}, work)]
+    env = {"COWEST_ORCH_PORT": str(orch_port), "COWEST_ORCH_WEAK_URL": f"http://127.0.0.1:{weak_port}/v1",
+           "COWEST_ORCH_STRONG_URL": f"http://127.0.0.1:{strong_port}/v1", "COWEST_ORCH_WEAK_MODEL": "fake",
+           "COWEST_ORCH_STRONG_MODEL": "fake", "COWEST_ORCH_SPOOL_PATH": f"{work}/spool.jsonl"}
+    procs.append(spawn([sys.executable, "-c", "import logging, uvicorn; from services.orchestrator.app import "
+                        "create_app; uvicorn.run(create_app(), port=%d, log_level='warning', access_log=False)"
+                        % orch_port], env, str(Path(__file__).resolve().parent.parent)))
+    try:
+        for port, path in ((weak_port, "/v1/models"), (strong_port, "/v1/models"), (orch_port, "/healthz")):
+            await wait_up(f"http://127.0.0.1:{port}{path}")
+        orch = f"http://127.0.0.1:{orch_port}"
+        body = {"question": "What is the capital of France?"}
+        chat = {"model": "fake", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as c:
+            async def direct() -> float:  # the baseline: the two model calls without the orchestrator
+                t0 = time.perf_counter()
+                await c.post(f"http://127.0.0.1:{weak_port}/v1/chat/completions", json=chat)
+                await c.post(f"http://127.0.0.1:{strong_port}/v1/chat/completions", json=chat)
+                return (time.perf_counter() - t0) * 1000
+
+            async def collab() -> tuple[float, float]:
+                t0 = time.perf_counter()
+                r = (await c.post(f"{orch}/v1/collaborate", json=body)).json()
+                total = (time.perf_counter() - t0) * 1000
+                return total, total - r["weak"]["latency_ms"] - r["strong"]["latency_ms"]
+
+            for _ in range(50):  # warm up both paths
+                await direct()
+                await collab()
+            base = [await direct() for _ in range(args.requests)]
+            seq = [await collab() for _ in range(args.requests)]
+            sem = asyncio.Semaphore(args.concurrency)
+
+            async def limited():
+                async with sem:
+                    return await collab()
+            t0 = time.perf_counter()
+            conc = await asyncio.gather(*(limited() for _ in range(args.requests)))
+            conc_s = time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+    totals, overheads = [t for t, _ in seq], [o for _, o in seq]
+    conc_over = [o for _, o in conc]
+    lines = [
+        f"# Orchestrator overhead ({time.strftime('%Y-%m-%d')})", "",
+        f"Command: `.venv/bin/python bench/orchestrator_overhead.py --requests {args.requests} "
+        f"--concurrency {args.concurrency}`  ",
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, no GPU; instant fake upstreams in their own "
+        "processes; real Redis (trace XADD on every request); orchestrator in its own process.", "",
+        "| measure | p50 (ms) | p99 (ms) |", "|---|---|---|",
+        f"| baseline: client calls weak + strong directly | {pct(base, 50):.2f} | {pct(base, 99):.2f} |",
+        f"| /v1/collaborate total, sequential | {pct(totals, 50):.2f} | {pct(totals, 99):.2f} |",
+        f"| overhead = total - upstream time, sequential | {pct(overheads, 50):.2f} | {pct(overheads, 99):.2f} |",
+        f"| overhead, {args.concurrency} concurrent | {pct(conc_over, 50):.2f} | {pct(conc_over, 99):.2f} |", "",
+        f"Collaboration / direct baseline (p50): {statistics.median(totals) / statistics.median(base):.2f}x. "
+        f"Throughput at {args.concurrency} concurrent: {args.requests / conc_s:.0f} collaborations/s "
+        "(one orchestrator process).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--out", default="bench/results/orchestrator_overhead.md")
+    args = ap.parse_args()
+    report = asyncio.run(run(args))
+    Path(args.out).write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
