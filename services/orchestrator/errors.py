@@ -52,15 +52,24 @@ def _describe(exc: RequestValidationError) -> tuple[str, str | None]:
     return "; ".join(parts) or "invalid request body", param
 
 
+def _count(request: Request, status: int) -> None:
+    """Errors count in cowest_requests_total too (the routes count their successes)."""
+    state = getattr(request.app.state, "cowest", None)
+    if state is not None:
+        state.metrics.requests.labels(request.url.path, "-", str(status)).inc()
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        _count(request, exc.status_code)
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _describe(exc)
         status = 400 if request.url.path in OPENAI_ROUTES else 422
+        _count(request, status)
         return JSONResponse(error_body(status, message, param=param, code="invalid_request"), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)

@@ -69,4 +69,6 @@ def test_health_endpoints(app_url):
     assert httpx.get(f"{app_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{app_url}/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok"
-    assert "cowest_log_backlog" in httpx.get(f"{app_url}/metrics").text
+    metrics = httpx.get(f"{app_url}/metrics").text
+    assert "cowest_log_backlog" in metrics
+    assert 'cowest_requests_total{domain="-",route="/v1/feedback",status="404"}' in metrics  # errors are counted
