@@ -1,0 +1,150 @@
+"""Trainer service wiring: `python -m services.trainer.app`.
+
+Background loops: the collector (streams -> pairs), the round trigger (enough pairs, or the
+schedule), and reconciliation (re-load the desired adapters when vLLM restarted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from services.trainer.collab import CollabClient
+from services.trainer.collector import Collector
+from services.trainer.config import TrainerSettings
+from services.trainer.registry import AdapterError, AdapterRegistry
+from services.trainer.rounds import RoundRunner
+from services.trainer.store import TrainerStore
+from services.trainer.swap import AdapterSwapper
+from shared.adapters import active_key
+
+logger = logging.getLogger(__name__)
+
+
+class TrainRequest(BaseModel):
+    domain: str
+    force: bool = False  # train even below min_pairs_per_round (needs at least one pair)
+
+
+class Trainer:
+    """Everything the service runs, built once."""
+
+    def __init__(self, settings: TrainerSettings):
+        self.settings = settings
+        self.redis = Redis.from_url(settings.redis_url)
+        self.store = TrainerStore(self.redis)
+        self.registry = AdapterRegistry(settings.adapters_dir)
+        self.collab = CollabClient(settings)
+        self.swapper = AdapterSwapper(settings, self.registry, self.redis)
+        self.collector = Collector(settings, self.redis, self.store, self.collab)
+        self.rounds = RoundRunner(settings, self.redis, self.store, self.registry, self.swapper, self.collab)
+        self._last_scheduled: dict[str, float] = {}
+
+    async def domains(self) -> list[str]:
+        keys = [k.decode().rsplit(":", 1)[1] async for k in self.redis.scan_iter(match="cowest:round:*")]
+        pair_keys = [k.decode().split(":")[2] async for k in self.redis.scan_iter(match="cowest:pairs:*")]
+        return sorted(set(keys) | set(pair_keys) | set(self.registry.domains()))
+
+    async def trigger_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            with contextlib.suppress(Exception):
+                for domain in await self.domains():
+                    pairs = len(await self.store.pairs(domain, await self.store.round(domain)))
+                    due = (self.settings.round_interval_s > 0 and time.time() - self._last_scheduled.get(domain, 0)
+                           >= self.settings.round_interval_s)
+                    if pairs >= self.settings.min_pairs_per_round or (due and pairs):
+                        self._last_scheduled[domain] = time.time()
+                        await self.rounds.run(domain, force=due)
+
+    async def reconcile_loop(self) -> None:
+        while True:
+            for domain in await self.domains():
+                try:
+                    if missing := await self.swapper.reconcile(domain):
+                        logger.warning("re-loaded %s into vLLM for %s", missing, domain)
+                except Exception as exc:  # noqa: BLE001 - vLLM may be restarting
+                    logger.info("reconcile %s: %s", domain, exc)
+            await asyncio.sleep(10)
+
+    async def aclose(self) -> None:
+        await self.collab.aclose()
+        await self.swapper.aclose()
+        await self.redis.aclose()
+
+
+def create_app(settings: TrainerSettings | None = None) -> FastAPI:
+    settings = settings or TrainerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        trainer = Trainer(settings)
+        app.state.trainer = trainer
+        tasks = [asyncio.create_task(loop()) for loop in
+                 (trainer.collector.run, trainer.trigger_loop, trainer.reconcile_loop)]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await trainer.aclose()
+
+    app = FastAPI(title="CoWest trainer", lifespan=lifespan)
+
+    def trainer_of(request: Request) -> Trainer:
+        return request.app.state.trainer
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/status")
+    async def status(request: Request) -> dict:
+        t = trainer_of(request)
+        domains = {}
+        for domain in await t.domains():
+            round_ = await t.store.round(domain)
+            active = await t.redis.get(active_key(domain))
+            domains[domain] = {"round": round_, "pending_pairs": len(await t.store.pairs(domain, round_)),
+                               "active": active.decode() if active else None,
+                               "heldout_items": len(await t.store.heldout(domain))}
+        return {"domains": domains, "processed_questions": t.collector.processed, **t.rounds.status()}
+
+    @app.get("/adapters")
+    async def adapters(request: Request) -> dict:
+        t = trainer_of(request)
+        return {d: [m.model_dump() for m in t.registry.versions(d)] for d in t.registry.domains()}
+
+    @app.post("/train")
+    async def train(body: TrainRequest, request: Request) -> dict:
+        return asdict(await trainer_of(request).rounds.run(body.domain, force=body.force))
+
+    @app.post("/adapters/{domain}/rollback")
+    async def rollback(domain: str, request: Request) -> dict:
+        try:
+            previous = await trainer_of(request).swapper.rollback(domain)
+        except AdapterError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {"domain": domain, "active": previous}
+
+    return app
+
+
+def main() -> None:
+    settings = TrainerSettings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    main()

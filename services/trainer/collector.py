@@ -1,0 +1,149 @@
+"""Turns traffic and datasets into preference pairs.
+
+Reads `cowest:traces` and `cowest:feedback` with a Redis consumer group (XREADGROUP, XACK after the
+pairs are stored; entries left pending by a crashed consumer are reclaimed with XAUTOCLAIM):
+at-least-once delivery, made idempotent by writing each question's pairs once per round. A trace is
+remembered until feedback with a `correct_answer` names it; then collaborative feedback is computed
+for its question with that reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from services.trainer.collab import CollabClient
+from services.trainer.config import TrainerSettings
+from services.trainer.pairs import PreferencePair, select_pairs
+from services.trainer.store import Item, TrainerStore, is_heldout
+from shared.adapters import active_key
+from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM, FeedbackRecord, TraceRecord
+
+logger = logging.getLogger(__name__)
+GROUP = "cowest-trainer"
+TRACE_WAIT_S = 600  # how long feedback waits (unacknowledged) for its trace to be read
+
+
+class TraceNotSeenYet(Exception):
+    """The two streams are read independently: feedback can come before its trace. Retry later."""
+
+
+class Collector:
+    def __init__(self, settings: TrainerSettings, redis: Redis, store: TrainerStore, collab: CollabClient,
+                 consumer: str | None = None, reclaim_idle_ms: int = 60_000):
+        self.settings, self.redis, self.store, self.collab = settings, redis, store, collab
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self.processed = 0
+        self._sem = asyncio.Semaphore(settings.concurrency)
+
+    async def ensure_groups(self) -> None:
+        for stream in (TRACES_STREAM, FEEDBACK_STREAM):
+            try:
+                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def active_adapter(self, domain: str) -> str | None:
+        value = await self.redis.get(active_key(domain))
+        return value.decode() if isinstance(value, bytes) else value
+
+    # --- one question -----------------------------------------------------------------------
+    async def process_item(self, item: Item, trace_ids: list[str] | None = None) -> int:
+        """Collaborative feedback for one question; returns how many pairs it stored."""
+        if item.answer is None or (self.settings.domains is not None and item.domain not in self.settings.domains):
+            return 0
+        if is_heldout(item.id):
+            await self.store.add_heldout(item)
+            return 0
+        round_ = await self.store.round(item.domain)
+        if await self.store.has_pairs_for(item.domain, round_, item.id):
+            return 0  # already done (a redelivered message)
+        adapter = await self.active_adapter(item.domain)
+        async with self._sem:
+            fb = await self.collab.feedback(item.question, item.domain, adapter, item.answer, item.context)
+        pairs = [PreferencePair(
+            pair_id=f"{item.domain}:{round_}:{item.id}:{i}", domain=item.domain, round=round_, question_id=item.id,
+            prompt=fb.prompt, chosen=c.draft, rejected=r.draft, chosen_delta=dc, rejected_delta=dr,
+            strong_alone_score=fb.strong_alone_score, adapter=adapter, trace_ids=trace_ids or [])
+            for i, (c, r, dc, dr) in enumerate(select_pairs(
+                fb.drafts, fb.strong_alone_score, self.settings.pair_margin, self.settings.max_pairs_per_question))]
+        stored = await self.store.put_pairs(item.domain, round_, item.id, pairs)
+        self.processed += 1
+        return len(pairs) if stored else 0
+
+    # --- the streams ------------------------------------------------------------------------
+    async def handle(self, stream: str, fields: dict) -> None:
+        decoded = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                   for k, v in fields.items()}
+        if stream == TRACES_STREAM:
+            trace = TraceRecord.from_fields(decoded)
+            await self.store.remember_trace(trace.trace_id, trace.model_dump_json())
+            return
+        feedback = FeedbackRecord.from_fields(decoded)
+        if feedback.correct_answer is None:
+            return  # scores and comments are kept in the log; pairs need a reference
+        trace = await self.store.trace(feedback.trace_id)
+        if trace is None:
+            if time.time() - feedback.created_at < TRACE_WAIT_S:
+                raise TraceNotSeenYet(feedback.trace_id)
+            logger.warning("feedback %s names a trace never seen: %s", feedback.feedback_id, feedback.trace_id)
+            return
+        item = Item(id=trace["trace_id"], domain=trace["domain"], question=trace["question"],
+                    answer=feedback.correct_answer, context=trace.get("context"))
+        await self.process_item(item, trace_ids=[trace["trace_id"]])
+
+    async def poll(self, block_ms: int = 1000) -> int:
+        """One pass: reclaimed pending entries first, then new ones. Returns entries handled."""
+        batches = []
+        for stream in (TRACES_STREAM, FEEDBACK_STREAM):
+            _, claimed, *_ = await self.redis.xautoclaim(stream, GROUP, self.consumer, self.reclaim_idle_ms,
+                                                         start_id="0-0", count=500)
+            own = await self.redis.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=500)  # ours, unacked
+            batches.append((stream, list(claimed) + [e for _, entries in own for e in entries]))
+        fresh = await self.redis.xreadgroup(GROUP, self.consumer, {TRACES_STREAM: ">", FEEDBACK_STREAM: ">"},
+                                            count=50, block=block_ms)
+        for stream, entries in fresh or []:
+            batches.append((stream.decode() if isinstance(stream, bytes) else stream, entries))
+        handled = 0
+        seen: set[bytes | str] = set()
+        # Traces before feedback, so a trace and its feedback in one batch join up.
+        for stream, entries in sorted(batches, key=lambda b: b[0] != TRACES_STREAM):
+            tasks = []
+            for entry_id, fields in entries:
+                if (stream, entry_id) in seen or not fields:
+                    continue
+                seen.add((stream, entry_id))
+                tasks.append(self._handle_and_ack(stream, entry_id, fields))
+            handled += sum(await asyncio.gather(*tasks))
+        return handled
+
+    async def _handle_and_ack(self, stream: str, entry_id, fields) -> int:
+        try:
+            await self.handle(stream, fields)
+        except TraceNotSeenYet:
+            return 0  # stays pending: the next pass retries it, after the trace was read
+        except (ValueError, KeyError) as exc:
+            logger.error("dropping malformed entry %s of %s: %s", entry_id, stream, exc)
+        await self.redis.xack(stream, GROUP, entry_id)  # only after the pairs are stored
+        return 1
+
+    async def run(self) -> None:
+        await self.ensure_groups()
+        while True:
+            try:
+                await self.poll()
+            except (RedisError, OSError) as exc:
+                logger.warning("collector: Redis unavailable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            except Exception:  # noqa: BLE001 - a model server error must not kill the loop
+                logger.exception("collector pass failed; its entries stay pending and are retried")
+                await asyncio.sleep(1.0)

@@ -1,0 +1,46 @@
+"""Trainer settings (pydantic-settings, env prefix COWEST_TRAINER_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.config import CowestSettings
+
+
+class TrainerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COWEST_TRAINER_", extra="ignore", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8003
+    # The weak vLLM server (its admin API too) and the base model it serves.
+    weak_url: str = "http://127.0.0.1:8001"
+    weak_model: str = "SmolLM2-135M-Instruct"
+    base_model_dir: Path = Field(default_factory=lambda: CowestSettings().models_dir / "SmolLM2-135M-Instruct")
+    strong_url: str = "http://127.0.0.1:8002/v1"
+    strong_model: str = "Qwen2.5-Coder-0.5B-Instruct"
+    strong_api_key: SecretStr | None = None
+    redis_url: str = Field(default_factory=lambda: CowestSettings().redis_url,
+                           validation_alias=AliasChoices("COWEST_REDIS_URL", "REDIS_URL"))
+    domains: list[str] | None = None  # the domains this trainer learns; None: every domain it sees
+    adapters_dir: Path = Field(default_factory=lambda: CowestSettings().home_dir / "adapters")
+    # Collaborative feedback
+    k_drafts: int = 4
+    draft_temperature: float = 0.8
+    draft_max_tokens: int = 128
+    strong_max_tokens: int = 128
+    pair_margin: float = 0.0
+    max_pairs_per_question: int = 1
+    concurrency: int = 8  # questions in flight: vLLM batches them
+    # Rounds
+    min_pairs_per_round: int = 8
+    round_interval_s: float = 0.0  # 0: no schedule, rounds start on enough pairs or POST /train
+    lock_ttl_s: int = 3600
+    # Gate, swap, rollback
+    gate_tolerance: float = 0.0  # promote when candidate >= active - tolerance
+    rollback_depth: int = 1  # older versions kept loaded for instant rollback
+    max_lora_rank: int = 16
+    drain_s: float = 5.0  # how long the previous version stays loaded after the flip at least
+    request_timeout_s: float = 300.0

@@ -1,0 +1,129 @@
+"""Immutable, versioned adapter directories: `<adapters_dir>/<domain>/<domain>-v<N>/`.
+
+Each holds the peft files plus `cowest-adapter.json`: base model, parent version, round, pair count,
+content sha256, metrics, created time. A name is never reused. `validate` rejects a corrupt adapter
+or one made for another base before it can reach vLLM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from shared.adapters import versioned_name
+
+MANIFEST = "cowest-adapter.json"
+CONTENT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class AdapterError(ValueError):
+    pass
+
+
+class AdapterManifest(BaseModel):
+    name: str
+    domain: str
+    version: int
+    base_model: str  # the served name of the base model
+    base_model_path: str
+    parent: str | None = None
+    round: int | None = None
+    pairs: int | None = None
+    kind: str = "dpo"  # sft | dpo
+    sha256: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    created: float = Field(default_factory=time.time)
+
+
+def content_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    for name in CONTENT_FILES:
+        file = path / name
+        if not file.is_file():
+            raise AdapterError(f"{path} has no {name}")
+        digest.update(name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+class AdapterRegistry:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def domain_dir(self, domain: str) -> Path:
+        return self.root / domain
+
+    def versions(self, domain: str) -> list[AdapterManifest]:
+        manifests = []
+        for path in sorted(self.domain_dir(domain).glob(f"{domain}-v*/{MANIFEST}")):
+            manifests.append(AdapterManifest.model_validate_json(path.read_text()))
+        return sorted(manifests, key=lambda m: m.version)
+
+    def domains(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else []
+
+    def path(self, name: str) -> Path:
+        match = re.fullmatch(r"(.+)-v(\d+)", name)
+        if not match:
+            raise AdapterError(f"{name!r} is not a versioned adapter name (<domain>-v<N>)")
+        return self.domain_dir(match.group(1)) / name
+
+    def get(self, name: str) -> AdapterManifest:
+        manifest = self.path(name) / MANIFEST
+        if not manifest.is_file():
+            raise AdapterError(f"no adapter {name!r} in {self.root}")
+        return AdapterManifest.model_validate_json(manifest.read_text())
+
+    def next_version(self, domain: str) -> int:
+        # Directories without a manifest count too: a name is never reused, even after a failed write.
+        taken = [int(m.group(1)) for p in self.domain_dir(domain).glob(f"{domain}-v*")
+                 if (m := re.fullmatch(rf"{re.escape(domain)}-v(\d+)", p.name))]
+        return max(taken, default=0) + 1
+
+    def register(self, trained_dir: Path, *, domain: str, base_model: str, base_model_path: Path,
+                 parent: str | None, round: int | None, pairs: int | None, kind: str,
+                 metrics: dict[str, float] | None = None) -> AdapterManifest:
+        """Move a freshly trained adapter into the registry under the next version name."""
+        version = self.next_version(domain)
+        name = versioned_name(domain, version)
+        target = self.domain_dir(domain) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{name}.staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(trained_dir, staging)
+        manifest = AdapterManifest(name=name, domain=domain, version=version, base_model=base_model,
+                                   base_model_path=str(base_model_path), parent=parent, round=round, pairs=pairs,
+                                   kind=kind, sha256=content_sha256(staging), metrics=metrics or {})
+        (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        os.replace(staging, target)
+        return manifest
+
+    def update_metrics(self, name: str, metrics: dict[str, float]) -> AdapterManifest:
+        manifest = self.get(name)
+        manifest.metrics.update(metrics)
+        (self.path(name) / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        return manifest
+
+    def validate(self, name: str, *, base_model_path: Path, max_rank: int) -> AdapterManifest:
+        """Reject what must not reach traffic: altered files, another base model, a rank vLLM cannot load."""
+        manifest = self.get(name)
+        path = self.path(name)
+        if content_sha256(path) != manifest.sha256:
+            raise AdapterError(f"{name}: content does not match its manifest sha256 (corrupt or altered)")
+        try:
+            config = json.loads((path / "adapter_config.json").read_text())
+        except ValueError as exc:
+            raise AdapterError(f"{name}: adapter_config.json is not valid JSON") from exc
+        base = config.get("base_model_name_or_path")
+        if not base or Path(base).resolve() != base_model_path.resolve():
+            raise AdapterError(f"{name}: trained on {base!r}, but the weak server serves {str(base_model_path)!r}")
+        if int(config.get("r", 0)) > max_rank:
+            raise AdapterError(f"{name}: rank {config.get('r')} exceeds the server's --max-lora-rank {max_rank}")
+        return manifest

@@ -1,0 +1,158 @@
+"""One training round for a domain: pairs -> DPO job (own process) -> register -> gate -> swap.
+
+One round at a time per domain, across processes: a Redis lock with expiry. A round that dies
+midway leaves no trace in serving: the candidate is registered (immutable, versioned) but the alias
+only flips after the gate passed, and the round counter only advances after a promotion or a clean
+rejection, so a restarted trainer re-runs the round on the same pairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from services.trainer.collab import CollabClient
+from services.trainer.config import TrainerSettings
+from services.trainer.jobs import JobConfig
+from services.trainer.registry import AdapterError, AdapterRegistry
+from services.trainer.store import Item, TrainerStore
+from services.trainer.swap import AdapterSwapper
+from shared.adapters import active_key
+
+logger = logging.getLogger(__name__)
+LOCK_KEY = "cowest:trainer:lock:{domain}"
+
+
+@dataclass
+class RoundResult:
+    domain: str
+    round: int
+    status: str  # promoted | rejected | skipped | failed
+    detail: str = ""
+    pairs: int = 0
+    candidate: str | None = None
+    active_before: str | None = None
+    candidate_score: float | None = None
+    active_score: float | None = None
+    swap_seconds: float | None = None
+    train: dict = field(default_factory=dict)
+
+
+async def run_job(kind: str, cfg: JobConfig) -> dict:
+    """Run a training job in a child process; raise with its log tail when it fails."""
+    job_file = Path(cfg.output_dir).with_suffix(".job.json")
+    Path(cfg.output_dir).parent.mkdir(parents=True, exist_ok=True)
+    cfg.save(job_file)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.trainer.jobs", kind, str(job_file),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} job failed ({proc.returncode}):\n{out.decode(errors='replace')[-2000:]}")
+    return json.loads(Path(cfg.output_dir, "metrics.json").read_text())
+
+
+async def score_adapter(collab: CollabClient, domain: str, adapter: str | None, items: list[Item],
+                        concurrency: int) -> float:
+    """Mean metric of the served collaboration (greedy draft with `adapter` -> strong) on `items`."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(item: Item) -> float:
+        async with sem:
+            return (await collab.collaborate(item.question, domain, adapter, item.answer, item.context))[2]
+    return statistics.fmean(await asyncio.gather(*(one(i) for i in items))) if items else float("nan")
+
+
+class RoundRunner:
+    def __init__(self, settings: TrainerSettings, redis: Redis, store: TrainerStore, registry: AdapterRegistry,
+                 swapper: AdapterSwapper, collab: CollabClient, job_overrides: dict | None = None):
+        self.settings, self.redis, self.store, self.registry = settings, redis, store, registry
+        self.swapper, self.collab = swapper, collab
+        self.job_overrides = job_overrides or {}
+        self.current: dict[str, str] = {}  # domain -> what its round is doing now (for GET /status)
+        self.history: list[RoundResult] = []
+
+    async def run(self, domain: str, force: bool = False) -> RoundResult:
+        lock = self.redis.lock(LOCK_KEY.format(domain=domain), timeout=self.settings.lock_ttl_s, blocking=False)
+        round_ = await self.store.round(domain)
+        if not await lock.acquire():
+            return RoundResult(domain, round_, "skipped", "another round of this domain is running")
+        try:
+            result = await self._run_locked(domain, round_, force)
+        except Exception as exc:  # noqa: BLE001 - report, keep serving the active version
+            logger.exception("round %s of %s failed", round_, domain)
+            result = RoundResult(domain, round_, "failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.current.pop(domain, None)
+            await lock.release()
+        self.history.append(result)
+        return result
+
+    async def _run_locked(self, domain: str, round_: int, force: bool) -> RoundResult:
+        pairs = await self.store.pairs(domain, round_)
+        if len(pairs) < self.settings.min_pairs_per_round and not (force and pairs):
+            return RoundResult(domain, round_, "skipped", f"{len(pairs)} pairs, need {self.settings.min_pairs_per_round}",
+                               pairs=len(pairs))
+        active = await self.redis.get(active_key(domain))
+        active = active.decode() if isinstance(active, bytes) else active
+        result = RoundResult(domain, round_, "rejected", pairs=len(pairs), active_before=active)
+        work = Path(tempfile.mkdtemp(prefix=f"cowest-{domain}-r{round_}-"))
+        data = work / "pairs.jsonl"
+        data.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],
+                                            "rejected": [{"role": "assistant", "content": p.rejected}]}) + "\n"
+                                for p in pairs))
+        init = str(self.registry.path(active)) if active and self._ours(active) else None
+        self.current[domain] = f"training round {round_} on {len(pairs)} pairs"
+        cfg = JobConfig(base_model_dir=str(self.settings.base_model_dir), data_file=str(data),
+                        output_dir=str(work / "adapter"), init_adapter=init, **self.job_overrides)
+        result.train = await run_job("dpo", cfg)
+        manifest = self.registry.register(work / "adapter", domain=domain, base_model=self.settings.weak_model,
+                                          base_model_path=self.settings.base_model_dir, parent=active, round=round_,
+                                          pairs=len(pairs), kind="dpo",
+                                          metrics={"final_loss": (result.train["loss"] or [float("nan")])[-1]})
+        result.candidate = manifest.name
+        self.current[domain] = f"gating {manifest.name}"
+        try:
+            await self.swapper.load_verified(manifest.name)
+        except AdapterError as exc:
+            result.detail = f"candidate rejected before traffic: {exc}"
+            await self.store.next_round(domain)
+            return result
+        heldout = await self.store.heldout(domain)
+        result.candidate_score, result.active_score = await asyncio.gather(
+            score_adapter(self.collab, domain, manifest.name, heldout, self.settings.concurrency),
+            score_adapter(self.collab, domain, active, heldout, self.settings.concurrency))
+        self.registry.update_metrics(manifest.name, {"gate_candidate": result.candidate_score,
+                                                     "gate_active": result.active_score, "gate_items": len(heldout)})
+        passed = not heldout or result.candidate_score >= result.active_score - self.settings.gate_tolerance
+        if passed:
+            self.current[domain] = f"swapping to {manifest.name}"
+            result.swap_seconds = await self.swapper.activate(domain, manifest.name)
+            result.status = "promoted"
+            result.detail = "no held-out items: promoted ungated" if not heldout else "gate passed"
+        else:
+            result.detail = (f"gate failed: {result.candidate_score:.3f} < {result.active_score:.3f} "
+                             f"- {self.settings.gate_tolerance}")
+            await self.swapper.unload(manifest.name)
+        await self.store.next_round(domain)
+        logger.info("round %s of %s: %s (%s)", round_, domain, result.status, result.detail)
+        return result
+
+    def _ours(self, name: str) -> bool:
+        try:
+            self.registry.get(name)
+            return True
+        except AdapterError:
+            return False
+
+    def status(self) -> dict:
+        return {"running": dict(self.current), "last": [asdict(r) for r in self.history[-5:]],
+                "checked_at": time.time()}

@@ -1,0 +1,80 @@
+"""The trainer's state in Redis: preference pairs per (domain, round, question), the round counter,
+held-out items for the gate, and the traces it has seen (to join feedback with its question).
+
+Pairs of one question in one round are written once (HSETNX on the question id), so reprocessing a
+redelivered message never duplicates pairs. Every 5th question (by a stable hash of its id) is held
+out for the gate and never turned into pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from services.trainer.pairs import PreferencePair
+
+PAIRS_KEY = "cowest:pairs:{domain}:{round}"
+ROUND_KEY = "cowest:round:{domain}"
+HELDOUT_KEY = "cowest:heldout:{domain}"
+TRACE_KEY = "cowest:trainer:trace:{id}"
+TRACE_TTL_S = 7 * 24 * 3600
+
+
+class Item(BaseModel):
+    """A question with its reference answer (from a dataset or from feedback)."""
+
+    id: str
+    domain: str
+    question: str
+    answer: str | None = None
+    context: str | None = None
+
+
+def is_heldout(item_id: str, every: int = 5) -> bool:
+    return int(hashlib.sha256(item_id.encode()).hexdigest(), 16) % every == 0
+
+
+def _s(value) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class TrainerStore:
+    def __init__(self, redis: Redis):
+        self.redis = redis
+
+    async def round(self, domain: str) -> int:
+        return int(_s(await self.redis.get(ROUND_KEY.format(domain=domain))) or 1)
+
+    async def next_round(self, domain: str) -> int:
+        key = ROUND_KEY.format(domain=domain)
+        await self.redis.set(key, 1, nx=True)  # an absent counter means round 1
+        return int(await self.redis.incr(key))
+
+    async def has_pairs_for(self, domain: str, round: int, question_id: str) -> bool:
+        return bool(await self.redis.hexists(PAIRS_KEY.format(domain=domain, round=round), question_id))
+
+    async def put_pairs(self, domain: str, round: int, question_id: str, pairs: list[PreferencePair]) -> bool:
+        """Store a question's pairs (possibly none: it still counts as processed). False if already there."""
+        payload = json.dumps([p.model_dump() for p in pairs])
+        return bool(await self.redis.hsetnx(PAIRS_KEY.format(domain=domain, round=round), question_id, payload))
+
+    async def pairs(self, domain: str, round: int) -> list[PreferencePair]:
+        values = await self.redis.hvals(PAIRS_KEY.format(domain=domain, round=round))
+        return [PreferencePair(**p) for v in values for p in json.loads(v)]
+
+    async def add_heldout(self, item: Item) -> None:
+        await self.redis.hset(HELDOUT_KEY.format(domain=item.domain), item.id, item.model_dump_json())
+
+    async def heldout(self, domain: str) -> list[Item]:
+        values = await self.redis.hvals(HELDOUT_KEY.format(domain=domain))
+        return sorted((Item.model_validate_json(v) for v in values), key=lambda i: i.id)
+
+    async def remember_trace(self, trace_id: str, data: str) -> None:
+        await self.redis.set(TRACE_KEY.format(id=trace_id), data, ex=TRACE_TTL_S)
+
+    async def trace(self, trace_id: str) -> dict | None:
+        raw = await self.redis.get(TRACE_KEY.format(id=trace_id))
+        return json.loads(raw) if raw else None

@@ -1,0 +1,127 @@
+"""Hot-swap protocol over stock vLLM (anchors.md §7):
+
+validate (sha256, base, rank) -> load under the new immutable name -> verify it is listed with the
+right parent and that it really changes the model (log-probs differ from the base) -> flip the
+domain's alias in Redis (orchestrators switch on the next request) -> keep `rollback_depth` older
+versions loaded, unload what is older once in-flight requests had `drain_s` to finish.
+The desired state lives in Redis (alias + history), so `reconcile` re-loads it after a vLLM restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+from redis.asyncio import Redis
+
+from services.trainer.config import TrainerSettings
+from services.trainer.registry import AdapterError, AdapterRegistry
+from services.weak_server.admin_client import VllmAdminClient, VllmAdminError
+from shared.adapters import active_key, set_active_adapter
+
+logger = logging.getLogger(__name__)
+HISTORY_KEY = "adapter:history:{domain}"  # newest first: the active version, then its predecessors
+WARMUP = [{"role": "user", "content": "Briefly, what is a good answer to a hard question?"}]
+
+
+class AdapterSwapper:
+    def __init__(self, settings: TrainerSettings, registry: AdapterRegistry, redis: Redis):
+        self.settings, self.registry, self.redis = settings, registry, redis
+        self.admin = VllmAdminClient(settings.weak_url, timeout=60)
+        self._locks: dict[str, asyncio.Lock] = {}  # admin operations are serialised per domain
+
+    def _lock(self, domain: str) -> asyncio.Lock:
+        return self._locks.setdefault(domain, asyncio.Lock())
+
+    async def aclose(self) -> None:
+        await self.admin.aclose()
+
+    async def loaded(self) -> set[str]:
+        return {c.id for c in await self.admin.adapters()}
+
+    async def _logprobs(self, model: str) -> list[float]:
+        async with httpx.AsyncClient(base_url=self.settings.weak_url, timeout=60) as client:
+            r = await client.post("/v1/chat/completions", json={
+                "model": model, "messages": WARMUP, "max_tokens": 8, "temperature": 0, "logprobs": True})
+            r.raise_for_status()
+            return [t["logprob"] for t in r.json()["choices"][0]["logprobs"]["content"]]
+
+    async def load_verified(self, name: str) -> None:
+        """Validate, load (if not yet loaded) and verify an adapter; raise AdapterError and unload on failure."""
+        manifest = self.registry.validate(name, base_model_path=self.settings.base_model_dir,
+                                          max_rank=self.settings.max_lora_rank)
+        if name not in await self.loaded():
+            try:
+                await self.admin.load_lora_adapter(name, str(self.registry.path(name)))
+            except VllmAdminError as exc:
+                raise AdapterError(f"vLLM refused {name}: {exc.message}") from exc
+        try:
+            cards = {c.id: c for c in await self.admin.models()}
+            if cards.get(name) is None or cards[name].parent != self.settings.weak_model:
+                raise AdapterError(f"{name} is not listed under {self.settings.weak_model} after loading")
+            # Greedy tokens may coincide after a short round; log-probs still move when the adapter is applied.
+            base, tuned = await asyncio.gather(self._logprobs(self.settings.weak_model), self._logprobs(name))
+            if max((abs(a - b) for a, b in zip(base, tuned)), default=0.0) < 1e-6:
+                raise AdapterError(f"{name} does not change the model's output: not applied, or a no-op adapter")
+        except (AdapterError, httpx.HTTPError) as exc:
+            await self.unload(name)
+            raise AdapterError(str(exc)) from exc
+        logger.info("adapter %s (round %s, %s pairs) loaded and verified", name, manifest.round, manifest.pairs)
+
+    async def activate(self, domain: str, name: str) -> float:
+        """Load, verify and make `name` the domain's active adapter. Returns load->flip seconds."""
+        async with self._lock(domain):
+            t0 = time.perf_counter()
+            await self.load_verified(name)
+            await set_active_adapter(self.redis, domain, name)
+            await self.redis.lpush(HISTORY_KEY.format(domain=domain), name)
+            seconds = time.perf_counter() - t0
+        asyncio.get_running_loop().create_task(self._retire(domain))
+        return seconds
+
+    async def rollback(self, domain: str) -> str | None:
+        """Point the domain back at the previous version (or the base model when there is none)."""
+        async with self._lock(domain):
+            key = HISTORY_KEY.format(domain=domain)
+            history = [h.decode() if isinstance(h, bytes) else h for h in await self.redis.lrange(key, 0, -1)]
+            if not history:
+                raise AdapterError(f"{domain} has no adapter to roll back from")
+            previous = history[1] if len(history) > 1 else None
+            if previous:
+                await self.load_verified(previous)
+            await set_active_adapter(self.redis, domain, previous)
+            await self.redis.lpop(key)
+            self.registry.update_metrics(history[0], {"rolled_back_at": time.time()})
+            logger.warning("%s rolled back from %s to %s", domain, history[0], previous or "the base model")
+            return previous
+
+    async def _retire(self, domain: str) -> None:
+        """Unload versions older than the rollback depth, after in-flight requests had time to drain."""
+        await asyncio.sleep(self.settings.drain_s)
+        history = await self.redis.lrange(HISTORY_KEY.format(domain=domain), 0, -1)
+        keep = {h.decode() if isinstance(h, bytes) else h for h in history[: self.settings.rollback_depth + 1]}
+        for name in await self.loaded():
+            if name.startswith(f"{domain}-v") and name not in keep:
+                await self.unload(name)
+
+    async def unload(self, name: str) -> None:
+        try:
+            await self.admin.unload_lora_adapter(name)
+        except (VllmAdminError, httpx.HTTPError):
+            pass
+
+    async def reconcile(self, domain: str) -> list[str]:
+        """Re-load the desired adapters (active + rollback depth) that vLLM lost, e.g. after a restart."""
+        history = await self.redis.lrange(HISTORY_KEY.format(domain=domain), 0, self.settings.rollback_depth)
+        wanted = [h.decode() if isinstance(h, bytes) else h for h in history]
+        active = await self.redis.get(active_key(domain))
+        active = active.decode() if isinstance(active, bytes) else active
+        if active and active not in wanted:
+            wanted.insert(0, active)
+        missing = [n for n in wanted if n not in await self.loaded()]
+        for name in missing:
+            async with self._lock(domain):
+                await self.load_verified(name)
+        return missing

@@ -1,0 +1,51 @@
+"""Versioned adapter registry: immutable names, manifests, and rejection of bad adapters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.trainer.registry import AdapterError, AdapterRegistry, content_sha256
+
+
+def fake_adapter(path, base, rank=8):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base), "r": rank}))
+    (path / "adapter_model.safetensors").write_bytes(b"weights")
+    return path
+
+
+def register(reg, tmp_path, base, name="t", **kw):
+    return reg.register(fake_adapter(tmp_path / name, base, **kw), domain="d", base_model="m", base_model_path=base,
+                        parent=None, round=1, pairs=3, kind="dpo")
+
+
+def test_versions_increase_and_are_never_reused(tmp_path):
+    base = tmp_path / "base"
+    reg = AdapterRegistry(tmp_path / "adapters")
+    assert register(reg, tmp_path, base, "a").name == "d-v1"
+    assert register(reg, tmp_path, base, "b").name == "d-v2"
+    (tmp_path / "adapters" / "d" / "d-v3").mkdir()  # a half-written version still takes its number
+    assert register(reg, tmp_path, base, "c").name == "d-v4"
+    m = reg.get("d-v2")
+    assert (m.version, m.round, m.pairs, m.sha256) == (2, 1, 3, content_sha256(reg.path("d-v2")))
+    assert [v.name for v in reg.versions("d")] == ["d-v1", "d-v2", "d-v4"]
+
+
+def test_validate_rejects_corrupt_wrong_base_and_rank(tmp_path):
+    base = tmp_path / "base"
+    reg = AdapterRegistry(tmp_path / "adapters")
+    register(reg, tmp_path, base, "a")
+    assert reg.validate("d-v1", base_model_path=base, max_rank=16).name == "d-v1"
+    with pytest.raises(AdapterError, match="trained on"):
+        reg.validate("d-v1", base_model_path=tmp_path / "other-base", max_rank=16)
+    with pytest.raises(AdapterError, match="exceeds"):
+        reg.validate("d-v1", base_model_path=base, max_rank=4)
+    (reg.path("d-v1") / "adapter_model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(AdapterError, match="corrupt"):
+        reg.validate("d-v1", base_model_path=base, max_rank=16)
+    with pytest.raises(AdapterError, match="no adapter"):
+        reg.get("d-v9")
+    with pytest.raises(AdapterError, match="not a versioned"):
+        reg.path("latest")

@@ -1,0 +1,239 @@
+"""A full round on real parts: traces and feedback in Redis -> pairs -> DPO (trl, a few steps on the
+tiny model) -> gate -> hot swap -> the orchestrator's next request uses the new version, with zero
+failed requests from a client that keeps sending throughout; then crash safety and bad adapters.
+
+The tiny models write gibberish, so the test domain's metric rewards longer answers: deterministic
+and different per draft, which is all the plumbing needs (it proves the loop, not quality).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from services.orchestrator.app import create_app
+from services.trainer import evaluators
+from services.trainer.collab import CollabClient
+from services.trainer.collector import GROUP, Collector
+from services.trainer.config import TrainerSettings
+from services.trainer.registry import AdapterError, AdapterRegistry
+from services.trainer.rounds import RoundRunner
+from services.trainer.store import TrainerStore, is_heldout
+from services.trainer.swap import AdapterSwapper
+from shared.adapters import set_active_adapter
+from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM
+from tests.orchestrator.conftest import orch_settings, serve_app
+
+pytestmark = pytest.mark.slow
+FAST_JOB = {"max_steps": 4, "learning_rate": 1e-3, "batch_size": 4}
+
+
+@pytest.fixture
+def length_metric(monkeypatch):
+    def use(domain: str):
+        monkeypatch.setitem(evaluators.METRICS, domain, lambda pred, ref: min(len(pred), 300) / 300)
+    return use
+
+
+class Parts:
+    def __init__(self, settings: TrainerSettings):
+        self.settings = settings
+        self.redis = Redis.from_url(settings.redis_url)
+        self.store = TrainerStore(self.redis)
+        self.registry = AdapterRegistry(settings.adapters_dir)
+        self.collab = CollabClient(settings)
+        self.swapper = AdapterSwapper(settings, self.registry, self.redis)
+        self.runner = RoundRunner(settings, self.redis, self.store, self.registry, self.swapper, self.collab, FAST_JOB)
+
+    def collector(self, consumer: str) -> Collector:
+        return Collector(self.settings, self.redis, self.store, self.collab, consumer=consumer, reclaim_idle_ms=0)
+
+    async def aclose(self):
+        await self.collab.aclose()
+        await self.swapper.aclose()
+        await self.redis.aclose()
+
+
+def trainer_settings(domain, tiny_models, weak, strong, redis_url, tmp_path, **kw) -> TrainerSettings:
+    return TrainerSettings(weak_url=weak, weak_model="tiny-weak", base_model_dir=tiny_models["tiny-weak"],
+                           strong_url=f"{strong}/v1", strong_model="tiny-strong", redis_url=redis_url,
+                           adapters_dir=tmp_path / "adapters", domains=[domain], k_drafts=6, draft_temperature=1.0,
+                           draft_max_tokens=16, strong_max_tokens=16, min_pairs_per_round=2, drain_s=0.5,
+                           concurrency=8, gate_tolerance=1.0, **kw)
+
+
+def send_traffic(url: str, domain: str, n: int) -> list[str]:
+    """n questions through /v1/collaborate, each followed by feedback with its correct answer."""
+    ids = []
+    for i in range(n):
+        r = httpx.post(f"{url}/v1/collaborate", json={"question": f"Question number {i}?", "domain": domain}, timeout=60)
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["id"])
+        fb = httpx.post(f"{url}/v1/feedback", json={"id": ids[-1], "correct_answer": f"answer {i}"}, timeout=10)
+        assert fb.status_code == 202
+    return ids
+
+
+async def collect_all(collector: Collector, store: TrainerStore, domain: str, ids: list[str]) -> None:
+    await collector.ensure_groups()
+    deadline = time.monotonic() + 120
+    want = [i for i in ids if not is_heldout(i)]
+    while time.monotonic() < deadline:
+        await collector.poll(block_ms=200)
+        done = [i for i in want if await store.has_pairs_for(domain, await store.round(domain), i)]
+        if len(done) == len(want) and len(await store.heldout(domain)) == len(ids) - len(want):
+            return
+    raise AssertionError("the collector did not process every question in time")
+
+
+class Load(threading.Thread):
+    """Sends /v1/collaborate requests until stopped; records every status and adapter."""
+
+    def __init__(self, url: str, domain: str):
+        super().__init__(daemon=True)
+        self.url, self.domain, self.results, self.stop = url, domain, [], threading.Event()
+
+    def run(self):
+        with httpx.Client(timeout=60) as client:
+            while not self.stop.is_set():
+                r = client.post(f"{self.url}/v1/collaborate", json={"question": "load?", "domain": self.domain})
+                body = r.json() if r.status_code == 200 else {}
+                self.results.append((r.status_code, body.get("degraded"), (body.get("weak") or {}).get("adapter")))
+
+
+async def test_full_round_swaps_with_zero_failed_requests(tiny_models, tiny_weak_server, tiny_strong_server,
+                                                          private_redis, tmp_path, length_metric):
+    domain = "plumbing"
+    length_metric(domain)
+    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path)
+    parts = Parts(settings)
+    orch = orch_settings(tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "spool.jsonl",
+                         domains=["general", domain])
+    try:
+        with serve_app(create_app(orch)) as url:
+            ids = await asyncio.to_thread(send_traffic, url, domain, 16)
+            await collect_all(parts.collector("c1"), parts.store, domain, ids)
+            pairs = await parts.store.pairs(domain, 1)
+            assert len(pairs) >= 2, "too few pairs for a round"
+            for p in pairs:
+                assert p.chosen_delta > 0 >= p.rejected_delta and p.trace_ids == [p.question_id]
+                assert p.prompt[-1]["role"] == "user" and p.adapter is None
+
+            load = Load(url, domain)
+            load.start()
+            try:
+                result = await parts.runner.run(domain)
+                await asyncio.sleep(1.5)  # requests after the flip
+            finally:
+                load.stop.set()
+                load.join(60)
+            assert result.status == "promoted", result
+            assert result.candidate == f"{domain}-v1" and result.swap_seconds is not None
+            assert len(result.train["loss"]) == FAST_JOB["max_steps"]
+            failed = [r for r in load.results if r[0] != 200 or r[1] is not None]
+            assert load.results and failed == [], f"{len(failed)} failed of {len(load.results)}"
+            assert load.results[-1][2] == f"{domain}-v1"  # the orchestrator switched without a restart
+
+            manifest = parts.registry.get(f"{domain}-v1")
+            assert (manifest.round, manifest.pairs, manifest.parent) == (1, len(pairs), None)
+            assert "gate_candidate" in manifest.metrics and await parts.store.round(domain) == 2
+
+            # Rollback restores the previous version (here: the base model).
+            assert await parts.swapper.rollback(domain) is None
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                r = httpx.post(f"{url}/v1/collaborate", json={"question": "q", "domain": domain}, timeout=60).json()
+                if r["weak"]["adapter"] is None:
+                    break
+            assert r["weak"]["adapter"] is None
+    finally:
+        await set_active_adapter(parts.redis, domain, None)
+        await parts.aclose()
+
+
+async def test_crashed_consumer_loses_nothing_and_duplicates_nothing(tiny_models, tiny_weak_server,
+                                                                     tiny_strong_server, private_redis, tmp_path,
+                                                                     length_metric):
+    domain = "crashy"
+    length_metric(domain)
+    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path)
+    parts = Parts(settings)
+    orch = orch_settings(tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "spool.jsonl",
+                         domains=["general", domain])
+    try:
+        with serve_app(create_app(orch)) as url:
+            ids = await asyncio.to_thread(send_traffic, url, domain, 6)
+        await parts.collector("c0").ensure_groups()
+        # Consumer A takes delivery of everything and dies before acknowledging anything.
+        taken = await parts.redis.xreadgroup(GROUP, "A", {TRACES_STREAM: ">", FEEDBACK_STREAM: ">"}, count=10_000)
+        assert sum(len(entries) for _, entries in taken)
+        await collect_all(parts.collector("B"), parts.store, domain, ids)  # B reclaims A's entries
+        for stream in (TRACES_STREAM, FEEDBACK_STREAM):
+            assert (await parts.redis.xpending(stream, GROUP))["pending"] == 0
+        before = sorted(p.pair_id for p in await parts.store.pairs(domain, 1))
+        # A redelivery (at-least-once) must not duplicate pairs.
+        for _, fields in (await parts.redis.xrange(FEEDBACK_STREAM))[-6:]:
+            await parts.collector("B").handle(FEEDBACK_STREAM, fields)
+        after = sorted(p.pair_id for p in await parts.store.pairs(domain, 1))
+        assert after == before and len(set(after)) == len(after)
+
+        # A round whose training process dies changes nothing; the next run trains on the same pairs.
+        parts.runner.job_overrides = {**FAST_JOB, "lora_r": 0}
+        failed = await parts.runner.run(domain, force=True)
+        assert failed.status == "failed" and await parts.store.round(domain) == 1
+        assert parts.registry.versions(domain) == []
+        parts.runner.job_overrides = FAST_JOB
+        assert (await parts.runner.run(domain, force=True)).status == "promoted"
+    finally:
+        await set_active_adapter(parts.redis, domain, None)
+        await parts.aclose()
+
+
+async def test_bad_adapters_never_reach_traffic(tiny_models, tiny_weak_server, tiny_strong_server, private_redis,
+                                                tmp_path):
+    from tests.conftest import make_lora_adapter
+
+    domain = "guarded"
+    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path)
+    parts = Parts(settings)
+    try:
+        def register(src):
+            return parts.registry.register(src, domain=domain, base_model="tiny-weak",
+                                           base_model_path=tiny_models["tiny-weak"], parent=None, round=1, pairs=0,
+                                           kind="dpo").name
+        good = register(make_lora_adapter(tiny_models["tiny-weak"], tmp_path / "good", seed=7))
+        # Corrupt: weights changed after registration.
+        corrupt = register(make_lora_adapter(tiny_models["tiny-weak"], tmp_path / "corrupt", seed=8))
+        weights = parts.registry.path(corrupt) / "adapter_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)
+        # Wrong base: trained on the strong model.
+        wrong = register(make_lora_adapter(tiny_models["tiny-strong"], tmp_path / "wrong", seed=9))
+        for name, reason in ((corrupt, "corrupt"), (wrong, "trained on")):
+            with pytest.raises(AdapterError, match=reason):
+                await parts.swapper.activate(domain, name)
+            assert name not in await parts.swapper.loaded()
+        # A no-op adapter (peft's default init: lora_B = 0) is caught by the verification step.
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+        noop_dir = tmp_path / "noop"
+        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_models["tiny-weak"]),
+                       LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(noop_dir)
+        noop = register(noop_dir)
+        with pytest.raises(AdapterError, match="does not change"):
+            await parts.swapper.activate(domain, noop)
+        assert noop not in await parts.swapper.loaded()
+
+        seconds = await parts.swapper.activate(domain, good)
+        assert seconds < 30 and good in await parts.swapper.loaded()
+        assert (await parts.redis.get(f"adapter:active:{domain}")).decode() == good
+        # After a vLLM restart the adapter is gone; reconcile loads it again from the Redis state.
+        await parts.swapper.unload(good)
+        assert await parts.swapper.reconcile(domain) == [good] and good in await parts.swapper.loaded()
+    finally:
+        await set_active_adapter(parts.redis, domain, None)
+        await parts.aclose()
