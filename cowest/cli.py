@@ -7,6 +7,9 @@
     cowest down                   SIGTERM each process group, SIGKILL after --timeout
     cowest chat weak|strong "..." one chat completion through the official openai client
     cowest ask "..."              one collaboration (weak draft -> strong answer) via the orchestrator
+    cowest sft --domain D --data F    LoRA SFT: the domain's first adapter, activated
+    cowest train --domain D --data F  collaborative-feedback pairs + one gated DPO round
+    cowest adapters list|show|rollback
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ from cowest.models import ModelPullError, pull_model
 from cowest.models.pull import is_complete, model_dir
 from cowest.processes import StackError
 from cowest.stack import SERVERS, Stack
+from cowest.trainer_cli import adapters_app, sft, train
 from shared.config import CowestSettings
 from shared.models import MODELS, get_model, get_profile
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Provision model weights into COWEST_HOME/models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(adapters_app, name="adapters")
+app.command()(train)
+app.command()(sft)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copy-pastable
 

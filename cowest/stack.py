@@ -1,4 +1,5 @@
-"""The local stack behind `cowest up/down/status`: Redis, the weak and strong vLLM servers, the orchestrator.
+"""The local stack behind `cowest up/down/status`: Redis, the weak and strong vLLM servers, the
+orchestrator and the trainer.
 
 With COWEST_ORCH_STRONG_URL set, the strong model is that external OpenAI-compatible endpoint
 (COWEST_ORCH_STRONG_MODEL, COWEST_ORCH_STRONG_API_KEY) and no embedded strong server is started.
@@ -21,13 +22,14 @@ from cowest.models import pull_profile
 from cowest.processes import ProcessTable, StackError, group_pss_mb, wait_until_ready
 from cowest.redis_server import redis_ping, start_redis
 from services.orchestrator.config import OrchestratorSettings
+from services.trainer.config import TrainerSettings
 from services.weak_server.admin_client import VllmAdminClient
 from services.weak_server.settings import StrongServerSettings, VllmServerSettings, WeakServerSettings
 from shared.config import CowestSettings
 from shared.models import get_model, get_profile
 
 SERVERS = ("weak", "strong")
-PARTS = ("redis", *SERVERS, "orchestrator")  # start order; stop goes the other way
+PARTS = ("redis", *SERVERS, "orchestrator", "trainer")  # start order; stop goes the other way
 
 
 @dataclass
@@ -49,12 +51,37 @@ class Stack:
         self.servers: dict[str, VllmServerSettings] = {
             "weak": weak or WeakServerSettings(), "strong": strong or StrongServerSettings()}
         self.orchestrator = orchestrator or OrchestratorSettings()
+        self.trainer = TrainerSettings()
         self.external_strong = "COWEST_ORCH_STRONG_URL" in os.environ
         self.table = ProcessTable(self.settings.run_dir)
 
     @property
     def orchestrator_url(self) -> str:
         return f"http://{self.orchestrator.host}:{self.orchestrator.port}"
+
+    @property
+    def trainer_url(self) -> str:
+        return f"http://{self.trainer.host}:{self.trainer.port}"
+
+    def trainer_env(self, profile: str) -> dict[str, str]:
+        """The trainer's view of this stack: the weak server it swaps adapters on, the strong model."""
+        chosen = get_profile(profile)
+        env = {"COWEST_TRAINER_WEAK_URL": self.servers["weak"].base_url, "COWEST_TRAINER_WEAK_MODEL": chosen.weak,
+               "COWEST_TRAINER_BASE_MODEL_DIR": str(self.settings.models_dir / chosen.weak),
+               "COWEST_REDIS_URL": self.settings.redis_url, "COWEST_HOME": str(self.settings.home_dir)}
+        if self.external_strong:
+            env |= {"COWEST_TRAINER_STRONG_URL": os.environ["COWEST_ORCH_STRONG_URL"],
+                    "COWEST_TRAINER_STRONG_MODEL": self.orchestrator.strong_model}
+        else:
+            env |= {"COWEST_TRAINER_STRONG_URL": f"{self.servers['strong'].base_url}/v1",
+                    "COWEST_TRAINER_STRONG_MODEL": chosen.strong}
+        return env
+
+    def profile(self) -> str:
+        try:
+            return json.loads((self.settings.run_dir / "stack.json").read_text())["profile"]
+        except (OSError, ValueError, KeyError):
+            return self.settings.profile
 
     # --- up -------------------------------------------------------------------------------
     def start(self, profile: str, report: Callable[[str], None] = lambda m: None) -> list[str]:
@@ -97,6 +124,14 @@ class Stack:
                              port=self.orchestrator.port, model=None,
                              extra={"profile": profile, "url": self.orchestrator_url})
             started.append("orchestrator")
+        record = self.table.get("trainer")
+        if not (record and record.alive()):
+            if _port_in_use(self.trainer.host, self.trainer.port):
+                raise StackError(f"port {self.trainer.port} (trainer) is taken by another process; "
+                                 "free it or set COWEST_TRAINER_PORT")
+            self.table.start("trainer", [sys.executable, "-m", "services.trainer.app"], self.trainer_env(profile),
+                             port=self.trainer.port, model=None, extra={"profile": profile, "url": self.trainer_url})
+            started.append("trainer")
         (self.settings.run_dir / "stack.json").write_text(json.dumps({"profile": profile}))
         return started
 
@@ -110,6 +145,8 @@ class Stack:
             return lambda: asyncio.to_thread(redis_ping, self.settings.redis_url)
         if name == "orchestrator":
             return lambda: _http_ok(f"{self.orchestrator_url}/healthz")
+        if name == "trainer":
+            return lambda: _http_ok(f"{self.trainer_url}/healthz")
 
         async def vllm_ready() -> bool:
             async with VllmAdminClient(self.servers[name].base_url, timeout=5) as client:
@@ -154,13 +191,17 @@ class Stack:
                 elif status.pid:
                     status.state = "starting"
             statuses.append(status)
-        record = self.table.get("orchestrator")
-        alive = bool(record and record.alive())
-        statuses.append(ComponentStatus(
-            "orchestrator", "healthy" if await _http_ok(f"{self.orchestrator_url}/readyz") else
-            ("starting" if alive else "down"), pid=record.pid if alive else None, port=self.orchestrator.port,
-            url=self.orchestrator_url, memory_mib=group_pss_mb(record.pid) if alive else None))
+        statuses.append(await self._service_status("orchestrator", self.orchestrator_url, "/readyz",
+                                                   self.orchestrator.port))
+        statuses.append(await self._service_status("trainer", self.trainer_url, "/healthz", self.trainer.port))
         return statuses
+
+    async def _service_status(self, name: str, url: str, probe: str, port: int) -> ComponentStatus:
+        record = self.table.get(name)
+        alive = bool(record and record.alive())
+        state = "healthy" if await _http_ok(url + probe) else ("starting" if alive else "down")
+        return ComponentStatus(name, state, pid=record.pid if alive else None, port=port, url=url,
+                               memory_mib=group_pss_mb(record.pid) if alive else None)
 
 
 async def _http_ok(url: str) -> bool:

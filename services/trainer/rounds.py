@@ -61,14 +61,14 @@ async def run_job(kind: str, cfg: JobConfig) -> dict:
 
 
 async def score_adapter(collab: CollabClient, domain: str, adapter: str | None, items: list[Item],
-                        concurrency: int) -> float:
+                        concurrency: int) -> float | None:
     """Mean metric of the served collaboration (greedy draft with `adapter` -> strong) on `items`."""
     sem = asyncio.Semaphore(concurrency)
 
     async def one(item: Item) -> float:
         async with sem:
             return (await collab.collaborate(item.question, domain, adapter, item.answer, item.context))[2]
-    return statistics.fmean(await asyncio.gather(*(one(i) for i in items))) if items else float("nan")
+    return statistics.fmean(await asyncio.gather(*(one(i) for i in items))) if items else None
 
 
 class RoundRunner:
@@ -117,7 +117,7 @@ class RoundRunner:
         manifest = self.registry.register(work / "adapter", domain=domain, base_model=self.settings.weak_model,
                                           base_model_path=self.settings.base_model_dir, parent=active, round=round_,
                                           pairs=len(pairs), kind="dpo",
-                                          metrics={"final_loss": (result.train["loss"] or [float("nan")])[-1]})
+                                          metrics={"final_loss": result.train["loss"][-1]} if result.train["loss"] else {})
         result.candidate = manifest.name
         self.current[domain] = f"gating {manifest.name}"
         try:
@@ -130,8 +130,10 @@ class RoundRunner:
         result.candidate_score, result.active_score = await asyncio.gather(
             score_adapter(self.collab, domain, manifest.name, heldout, self.settings.concurrency),
             score_adapter(self.collab, domain, active, heldout, self.settings.concurrency))
-        self.registry.update_metrics(manifest.name, {"gate_candidate": result.candidate_score,
-                                                     "gate_active": result.active_score, "gate_items": len(heldout)})
+        if heldout:
+            self.registry.update_metrics(manifest.name, {"gate_candidate": result.candidate_score,
+                                                         "gate_active": result.active_score,
+                                                         "gate_items": float(len(heldout))})
         passed = not heldout or result.candidate_score >= result.active_score - self.settings.gate_tolerance
         if passed:
             self.current[domain] = f"swapping to {manifest.name}"

@@ -36,6 +36,8 @@ def stack_env(tmp_path, tiny_models) -> dict[str, str]:
         "COWEST_WEAK_PORT": str(free_port()),
         "COWEST_STRONG_PORT": str(free_port()),
         "COWEST_ORCH_PORT": str(free_port()),
+        "COWEST_TRAINER_PORT": str(free_port()),
+        "COWEST_TRAINER_ADAPTERS_DIR": str(tmp_path / "adapters"),
         # Nothing listens here, so `up` must start (and `down` stop) a Redis of its own.
         "COWEST_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
     }
@@ -58,7 +60,8 @@ def test_up_status_down(stack_env, tiny_adapters):
             assert parts[role]["model"] == f"tiny-{role}" and parts[role]["pid"]
             assert parts[role]["port"] == int(stack_env[f"COWEST_{role.upper()}_PORT"])
         assert redis.Redis.from_url(stack_env["COWEST_REDIS_URL"]).ping()
-        assert parts["orchestrator"]["state"] == "healthy"
+        assert parts["orchestrator"]["state"] == "healthy" and parts["trainer"]["state"] == "healthy"
+        assert httpx.get(f"{parts['trainer']['url']}/status").status_code == 200
         answer = httpx.post(f"{parts['orchestrator']['url']}/v1/collaborate", json={"question": "hi"}, timeout=60)
         assert answer.status_code == 200 and answer.json()["degraded"] is None
         trace_ids = [f["id"] for _, f in redis.Redis.from_url(stack_env["COWEST_REDIS_URL"], decode_responses=True)
@@ -73,12 +76,12 @@ def test_up_status_down(stack_env, tiny_adapters):
 
         again = cowest(stack_env, "up", "--profile", "tiny")  # idempotent: nothing new to start
         assert again.returncode == 0 and "started nothing new" in again.stderr
-        groups = [parts[n]["pid"] for n in ("redis", "weak", "strong", "orchestrator")]
+        groups = [parts[n]["pid"] for n in ("redis", "weak", "strong", "orchestrator", "trainer")]
         assert all(group_members(g) for g in groups)
     finally:
         down = cowest(stack_env, "down")
     assert down.returncode == 0, down.stderr
-    for part in ("orchestrator", "weak", "strong", "redis"):
+    for part in ("trainer", "orchestrator", "weak", "strong", "redis"):
         assert f"{part}: stopped" in down.stdout
     assert [g for g in groups if group_members(g)] == [], "processes left behind after down"
     assert all(p["state"] == "down" for p in status(stack_env).values())

@@ -1,0 +1,160 @@
+"""Trainer commands of the `cowest` CLI: adapters list/show/rollback, train, sft.
+
+They act on the running stack (its weak vLLM server, strong model and Redis) in this process;
+the trainer service (`cowest up`) shares the same state through Redis and the adapter registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.trainer.config import TrainerSettings
+from services.trainer.registry import AdapterError
+from services.trainer.store import Item
+from shared.adapters import active_key
+from shared.prompts import DraftFormat, weak_messages
+
+adapters_app = typer.Typer(help="Versioned LoRA adapters of the weak model.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _settings(**overrides) -> TrainerSettings:
+    from cowest.stack import Stack
+
+    stack = Stack()
+    env = {k: v for k, v in stack.trainer_env(stack.profile()).items() if k not in os.environ}
+    os.environ.update(env)  # explicit COWEST_TRAINER_* settings win over the stack's defaults
+    return TrainerSettings(**overrides)
+
+
+def _trainer(settings: TrainerSettings):
+    from services.trainer.app import Trainer
+
+    return Trainer(settings)
+
+
+def load_items(path: Path, domain: str) -> list[Item]:
+    """JSONL rows {id, question, answer, context?, rationale?} (the harness's schema)."""
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            row = json.loads(line)
+            items.append(Item(id=str(row.get("id", n)), domain=domain, question=row["question"],
+                              answer=row.get("answer"), context=row.get("context")))
+    return items
+
+
+@adapters_app.command("list")
+def adapters_list(domain: str = typer.Option(None)) -> None:
+    """Every registered version, with the active one marked."""
+    async def go():
+        t = _trainer(_settings())
+        try:
+            table = Table("domain", "version", "kind", "round", "pairs", "parent", "active", "metrics")
+            for d in [domain] if domain else t.registry.domains():
+                active = await t.redis.get(active_key(d))
+                for m in t.registry.versions(d):
+                    metrics = ", ".join(f"{k}={v:.3g}" for k, v in m.metrics.items() if isinstance(v, float))
+                    table.add_row(d, m.name, m.kind, str(m.round or "-"), str(m.pairs or "-"), m.parent or "-",
+                                  "*" if active and active.decode() == m.name else "", metrics)
+            console.print(table)
+        finally:
+            await t.aclose()
+    asyncio.run(go())
+
+
+@adapters_app.command("show")
+def adapters_show(name: str) -> None:
+    """One version's manifest."""
+    try:
+        console.print_json(_trainer(_settings()).registry.get(name).model_dump_json())
+    except AdapterError as exc:
+        _fail(str(exc))
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(domain: str = typer.Option(..., "--domain", "-d")) -> None:
+    """Point the domain back at its previous version (the base model when there is none)."""
+    async def go():
+        t = _trainer(_settings())
+        try:
+            return await t.swapper.rollback(domain)
+        finally:
+            await t.aclose()
+    try:
+        previous = asyncio.run(go())
+    except AdapterError as exc:
+        _fail(str(exc))
+    console.print(f"{domain}: active adapter is now {previous or 'the base model'}")
+
+
+def train(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.Option(..., exists=True),
+          limit: int = typer.Option(None, help="use the first N items")) -> None:
+    """Build collaborative-feedback pairs from a labelled JSONL set, then run one gated DPO round."""
+    async def go():
+        t = _trainer(_settings(domains=[domain]))
+        try:
+            items = load_items(data, domain)[:limit]
+            with console.status(f"collaborative feedback on {len(items)} questions"):
+                counts = await asyncio.gather(*(t.collector.process_item(i) for i in items))
+            console.print(f"{sum(counts)} pairs from {len(items)} questions "
+                          f"({len(await t.store.heldout(domain))} held out for the gate)")
+            with console.status("DPO round: train, gate, swap"):
+                return await t.rounds.run(domain, force=True)
+        finally:
+            await t.aclose()
+    result = asyncio.run(go())
+    console.print(f"round {result.round}: [bold]{result.status}[/] {result.detail} "
+                  f"(candidate {result.candidate}, gate {result.candidate_score} vs {result.active_score})")
+
+
+def sft(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.Option(..., exists=True),
+        steps: int = typer.Option(60), learning_rate: float = typer.Option(2e-4)) -> None:
+    """LoRA SFT of the weak model on domain data (rationale + answer): the domain's first adapter."""
+    from services.trainer.rounds import run_job
+    from services.trainer.jobs import JobConfig
+
+    settings = _settings()
+    rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    work = Path(tempfile.mkdtemp(prefix=f"cowest-sft-{domain}-"))
+    with (work / "sft.jsonl").open("w") as f:
+        for row in rows:
+            target = (f"{row['rationale'].strip()}\nAnswer: {row['answer']}" if row.get("rationale")
+                      else f"Answer: {row['answer']}")
+            prompt = weak_messages(row["question"], domain, row.get("context"), DraftFormat.cot)
+            f.write(json.dumps({"prompt": prompt, "completion": [{"role": "assistant", "content": target}]}) + "\n")
+
+    async def go():
+        t = _trainer(settings)
+        try:
+            cfg = JobConfig(base_model_dir=str(settings.base_model_dir), data_file=str(work / "sft.jsonl"),
+                            output_dir=str(work / "adapter"), max_steps=steps, learning_rate=learning_rate)
+            with console.status(f"SFT on {len(rows)} examples, {steps} steps"):
+                metrics = await run_job("sft", cfg)
+            manifest = t.registry.register(work / "adapter", domain=domain, base_model=settings.weak_model,
+                                           base_model_path=settings.base_model_dir, parent=None, round=0,
+                                           pairs=None, kind="sft", metrics={"final_loss": metrics["loss"][-1]})
+            seconds = await t.swapper.activate(domain, manifest.name)
+            return manifest.name, metrics, seconds
+        finally:
+            await t.aclose()
+    try:
+        name, metrics, seconds = asyncio.run(go())
+    except (AdapterError, RuntimeError) as exc:
+        _fail(str(exc))
+    console.print(f"{name}: SFT loss {metrics['loss'][0]:.3f} -> {metrics['loss'][-1]:.3f} "
+                  f"({metrics['seconds_per_step']:.1f}s/step); active for {domain} (swap {seconds:.2f}s)")
