@@ -7,7 +7,6 @@ schedule), and reconciliation (re-load the desired adapters when vLLM restarted)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -57,14 +56,17 @@ class Trainer:
     async def trigger_loop(self) -> None:
         while True:
             await asyncio.sleep(5)
-            with contextlib.suppress(Exception):
+            try:
                 for domain in await self.domains():
+                    await self.swapper.check_live_regression(domain, self.store)
                     pairs = len(await self.store.pairs(domain, await self.store.round(domain)))
                     due = (self.settings.round_interval_s > 0 and time.time() - self._last_scheduled.get(domain, 0)
                            >= self.settings.round_interval_s)
                     if pairs >= self.settings.min_pairs_per_round or (due and pairs):
                         self._last_scheduled[domain] = time.time()
                         await self.rounds.run(domain, force=due)
+            except Exception:  # noqa: BLE001 - the loop must outlive Redis or vLLM outages
+                logger.exception("round trigger pass failed")
 
     async def reconcile_loop(self) -> None:
         while True:

@@ -42,7 +42,8 @@ class Collector:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.reclaim_idle_ms = reclaim_idle_ms
         self.processed = 0
-        self._sem = asyncio.Semaphore(settings.concurrency)
+        self._sem = asyncio.Semaphore(settings.concurrency)  # model calls in flight
+        self._entries = asyncio.Semaphore(32)  # entries in flight: bounds Redis connections too
 
     async def ensure_groups(self) -> None:
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
@@ -89,13 +90,17 @@ class Collector:
             await self.store.remember_trace(trace.trace_id, trace.model_dump_json())
             return
         feedback = FeedbackRecord.from_fields(decoded)
-        if feedback.correct_answer is None:
-            return  # scores and comments are kept in the log; pairs need a reference
+        if feedback.correct_answer is None and feedback.score is None:
+            return  # labels and comments stay in the log
         trace = await self.store.trace(feedback.trace_id)
         if trace is None:
             if time.time() - feedback.created_at < TRACE_WAIT_S:
                 raise TraceNotSeenYet(feedback.trace_id)
             logger.warning("feedback %s names a trace never seen: %s", feedback.feedback_id, feedback.trace_id)
+            return
+        if feedback.score is not None:  # live quality of the version that wrote the draft (auto-rollback)
+            await self.store.add_live_score(trace["domain"], trace.get("weak_adapter"), feedback.score)
+        if feedback.correct_answer is None:
             return
         item = Item(id=trace["trace_id"], domain=trace["domain"], question=trace["question"],
                     answer=feedback.correct_answer, context=trace.get("context"))
@@ -127,6 +132,10 @@ class Collector:
         return handled
 
     async def _handle_and_ack(self, stream: str, entry_id, fields) -> int:
+        async with self._entries:
+            return await self._handle_and_ack_one(stream, entry_id, fields)
+
+    async def _handle_and_ack_one(self, stream: str, entry_id, fields) -> int:
         try:
             await self.handle(stream, fields)
         except TraceNotSeenYet:

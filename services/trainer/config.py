@@ -42,5 +42,9 @@ class TrainerSettings(BaseSettings):
     gate_tolerance: float = 0.0  # promote when candidate >= active - tolerance
     rollback_depth: int = 1  # older versions kept loaded for instant rollback
     max_lora_rank: int = 16
+    # Automatic rollback: when the active version's mean live feedback score (from /v1/feedback `score`)
+    # falls below its predecessor's by more than this, over at least `auto_rollback_min_feedback` scores.
+    auto_rollback_threshold: float = 0.1
+    auto_rollback_min_feedback: int = 20
     drain_s: float = 5.0  # how long the previous version stays loaded after the flip at least
     request_timeout_s: float = 300.0

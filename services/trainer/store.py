@@ -21,6 +21,8 @@ ROUND_KEY = "cowest:round:{domain}"
 HELDOUT_KEY = "cowest:heldout:{domain}"
 TRACE_KEY = "cowest:trainer:trace:{id}"
 TRACE_TTL_S = 7 * 24 * 3600
+LIVE_KEY = "cowest:live:{domain}"  # hash: "<adapter>:n" and "<adapter>:sum" of live feedback scores
+BASE = "base"
 
 
 class Item(BaseModel):
@@ -71,6 +73,20 @@ class TrainerStore:
     async def heldout(self, domain: str) -> list[Item]:
         values = await self.redis.hvals(HELDOUT_KEY.format(domain=domain))
         return sorted((Item.model_validate_json(v) for v in values), key=lambda i: i.id)
+
+    async def add_live_score(self, domain: str, adapter: str | None, score: float) -> None:
+        key = LIVE_KEY.format(domain=domain)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, f"{adapter or BASE}:n", 1)
+            pipe.hincrbyfloat(key, f"{adapter or BASE}:sum", score)
+            await pipe.execute()
+
+    async def live_score(self, domain: str, adapter: str | None) -> tuple[int, float | None]:
+        """(number of live scores, their mean) for one adapter version (None: the base model)."""
+        n, total = await self.redis.hmget(LIVE_KEY.format(domain=domain), f"{adapter or BASE}:n",
+                                          f"{adapter or BASE}:sum")
+        count = int(n or 0)
+        return count, (float(total) / count if count else None)
 
     async def remember_trace(self, trace_id: str, data: str) -> None:
         await self.redis.set(TRACE_KEY.format(id=trace_id), data, ex=TRACE_TTL_S)

@@ -97,6 +97,25 @@ class AdapterSwapper:
             logger.warning("%s rolled back from %s to %s", domain, history[0], previous or "the base model")
             return previous
 
+    async def check_live_regression(self, domain: str, store) -> str | None:
+        """Roll back when the active version's live score fell below its predecessor's by more than the
+        threshold (each with enough scores). Returns what it rolled back to ("base" for the base model),
+        or None when it did not roll back."""
+        history = [h.decode() if isinstance(h, bytes) else h
+                   for h in await self.redis.lrange(HISTORY_KEY.format(domain=domain), 0, 1)]
+        if not history:
+            return None
+        previous = history[1] if len(history) > 1 else None
+        (n_now, now), (n_prev, prev) = await asyncio.gather(store.live_score(domain, history[0]),
+                                                            store.live_score(domain, previous))
+        need = self.settings.auto_rollback_min_feedback
+        if n_now < need or n_prev < need or now >= prev - self.settings.auto_rollback_threshold:
+            return None
+        logger.warning("%s: live score of %s is %.3f vs %.3f for %s: rolling back", domain, history[0], now, prev,
+                       previous or "the base model")
+        self.registry.update_metrics(history[0], {"live_score": now, "live_score_previous": prev})
+        return await self.rollback(domain) or "base"
+
     async def _retire(self, domain: str) -> None:
         """Unload versions older than the rollback depth, after in-flight requests had time to drain."""
         await asyncio.sleep(self.settings.drain_s)

@@ -14,17 +14,14 @@ import time
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from services.orchestrator.app import create_app
 from services.trainer import evaluators
-from services.trainer.collab import CollabClient
+from services.trainer.app import Trainer
 from services.trainer.collector import GROUP, Collector
 from services.trainer.config import TrainerSettings
-from services.trainer.registry import AdapterError, AdapterRegistry
-from services.trainer.rounds import RoundRunner
+from services.trainer.registry import AdapterError
 from services.trainer.store import TrainerStore, is_heldout
-from services.trainer.swap import AdapterSwapper
 from shared.adapters import set_active_adapter
 from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM
 from tests.orchestrator.conftest import orch_settings, serve_app
@@ -40,23 +37,16 @@ def length_metric(monkeypatch):
     return use
 
 
-class Parts:
+class Parts(Trainer):
+    """The trainer service's parts, with test-sized DPO jobs and named consumers."""
+
     def __init__(self, settings: TrainerSettings):
-        self.settings = settings
-        self.redis = Redis.from_url(settings.redis_url)
-        self.store = TrainerStore(self.redis)
-        self.registry = AdapterRegistry(settings.adapters_dir)
-        self.collab = CollabClient(settings)
-        self.swapper = AdapterSwapper(settings, self.registry, self.redis)
-        self.runner = RoundRunner(settings, self.redis, self.store, self.registry, self.swapper, self.collab, FAST_JOB)
+        super().__init__(settings)
+        self.runner = self.rounds
+        self.runner.job_overrides = FAST_JOB
 
-    def collector(self, consumer: str) -> Collector:
+    def named_collector(self, consumer: str) -> Collector:
         return Collector(self.settings, self.redis, self.store, self.collab, consumer=consumer, reclaim_idle_ms=0)
-
-    async def aclose(self):
-        await self.collab.aclose()
-        await self.swapper.aclose()
-        await self.redis.aclose()
 
 
 def trainer_settings(domain, tiny_models, weak, strong, redis_url, tmp_path, **kw) -> TrainerSettings:
@@ -117,7 +107,7 @@ async def test_full_round_swaps_with_zero_failed_requests(tiny_models, tiny_weak
     try:
         with serve_app(create_app(orch)) as url:
             ids = await asyncio.to_thread(send_traffic, url, domain, 16)
-            await collect_all(parts.collector("c1"), parts.store, domain, ids)
+            await collect_all(parts.named_collector("c1"), parts.store, domain, ids)
             pairs = await parts.store.pairs(domain, 1)
             assert len(pairs) >= 2, "too few pairs for a round"
             for p in pairs:
@@ -168,17 +158,17 @@ async def test_crashed_consumer_loses_nothing_and_duplicates_nothing(tiny_models
     try:
         with serve_app(create_app(orch)) as url:
             ids = await asyncio.to_thread(send_traffic, url, domain, 6)
-        await parts.collector("c0").ensure_groups()
+        await parts.named_collector("c0").ensure_groups()
         # Consumer A takes delivery of everything and dies before acknowledging anything.
         taken = await parts.redis.xreadgroup(GROUP, "A", {TRACES_STREAM: ">", FEEDBACK_STREAM: ">"}, count=10_000)
         assert sum(len(entries) for _, entries in taken)
-        await collect_all(parts.collector("B"), parts.store, domain, ids)  # B reclaims A's entries
+        await collect_all(parts.named_collector("B"), parts.store, domain, ids)  # B reclaims A's entries
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
             assert (await parts.redis.xpending(stream, GROUP))["pending"] == 0
         before = sorted(p.pair_id for p in await parts.store.pairs(domain, 1))
         # A redelivery (at-least-once) must not duplicate pairs.
         for _, fields in (await parts.redis.xrange(FEEDBACK_STREAM))[-6:]:
-            await parts.collector("B").handle(FEEDBACK_STREAM, fields)
+            await parts.named_collector("B").handle(FEEDBACK_STREAM, fields)
         after = sorted(p.pair_id for p in await parts.store.pairs(domain, 1))
         assert after == before and len(set(after)) == len(after)
 
@@ -234,6 +224,48 @@ async def test_bad_adapters_never_reach_traffic(tiny_models, tiny_weak_server, t
         # After a vLLM restart the adapter is gone; reconcile loads it again from the Redis state.
         await parts.swapper.unload(good)
         assert await parts.swapper.reconcile(domain) == [good] and good in await parts.swapper.loaded()
+    finally:
+        await set_active_adapter(parts.redis, domain, None)
+        await parts.aclose()
+
+
+async def test_live_feedback_regression_rolls_back_automatically(tiny_models, tiny_weak_server, tiny_strong_server,
+                                                                 private_redis, tmp_path):
+    from tests.conftest import make_lora_adapter
+
+    domain = "livewatch"
+    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path,
+                                auto_rollback_min_feedback=3, auto_rollback_threshold=0.2)
+    parts = Parts(settings)
+    orch = orch_settings(tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "spool.jsonl",
+                         domains=["general", domain])
+    collector = parts.named_collector("live")
+    await collector.ensure_groups()
+    try:
+        names = [parts.registry.register(make_lora_adapter(tiny_models["tiny-weak"], tmp_path / f"a{i}", seed=20 + i),
+                                         domain=domain, base_model="tiny-weak", base_model_path=tiny_models["tiny-weak"],
+                                         parent=None, round=i, pairs=0, kind="dpo").name for i in (1, 2)]
+        with serve_app(create_app(orch)) as url:
+            async def traffic(adapter: str, score: float) -> None:
+                await parts.swapper.activate(domain, adapter)
+                sent = 0
+                while sent < 3:
+                    r = (await asyncio.to_thread(httpx.post, f"{url}/v1/collaborate",
+                                                 json={"question": "q", "domain": domain}, timeout=60)).json()
+                    if r["weak"]["adapter"] != adapter:
+                        continue  # the alias flip is still propagating
+                    await asyncio.to_thread(httpx.post, f"{url}/v1/feedback", json={"id": r["id"], "score": score})
+                    sent += 1
+            await traffic(names[0], 1.0)
+            await traffic(names[1], 0.9)  # worse, but within the 0.2 threshold: no rollback
+            for _ in range(10):
+                await collector.poll(block_ms=200)
+            assert await parts.store.live_score(domain, names[1]) == (3, pytest.approx(0.9))
+            assert await parts.swapper.check_live_regression(domain, parts.store) is None
+            await parts.store.add_live_score(domain, names[1], 0.0)  # mean now 0.675 < 1.0 - 0.2
+            assert await parts.swapper.check_live_regression(domain, parts.store) == names[0]
+            assert (await parts.redis.get(f"adapter:active:{domain}")).decode() == names[0]
+            assert "live_score" in parts.registry.get(names[1]).metrics
     finally:
         await set_active_adapter(parts.redis, domain, None)
         await parts.aclose()
