@@ -36,6 +36,10 @@ DOMAINS: dict[str, Domain] = {
                "one word: yes, no or maybe"),
         Domain("ethics", "Judge whether the described action is clearly morally wrong by ordinary standards.",
                "one word: acceptable or wrong"),
+        Domain("ethics-deontology", "Judge whether the excuse is a reasonable reason not to do what was requested.",
+               "one word: reasonable or unreasonable"),
+        Domain("synthetic", "Answer the question about the company, using its product facts and policies.",
+               "a short answer: a product, a person, an amount with its unit, or yes/no"),
     ]
 }
 DEFAULT_DOMAIN = "general"

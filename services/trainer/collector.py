@@ -10,7 +10,7 @@ for its question with that reference.
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import logging
 import os
 import socket
@@ -69,8 +69,9 @@ class Collector:
         if await self.store.has_pairs_for(item.domain, round_, item.id):
             return 0  # already done (a redelivered message)
         adapter = await self.active_adapter(item.domain)
+        seed = int(hashlib.sha256(f"{item.id}:{round_}".encode()).hexdigest()[:8], 16)  # reproducible drafts
         async with self._sem:
-            fb = await self.collab.feedback(item.question, item.domain, adapter, item.answer, item.context)
+            fb = await self.collab.feedback(item.question, item.domain, adapter, item.answer, item.context, seed=seed)
         pairs = [PreferencePair(
             pair_id=f"{item.domain}:{round_}:{item.id}:{i}", domain=item.domain, round=round_, question_id=item.id,
             prompt=fb.prompt, chosen=c.draft, rejected=r.draft, chosen_delta=dc, rejected_delta=dr,

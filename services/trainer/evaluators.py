@@ -4,48 +4,15 @@ there is one (pluggable per domain), else the strong model as judge with a fixed
 from __future__ import annotations
 
 import re
-import string
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_ANSWER_LINE = re.compile(r"answer\s*[:：]\s*(.+)", re.IGNORECASE)
-
-
-def normalize(text: str) -> str:
-    """SQuAD-style normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def final_answer(text: str) -> str:
-    """The answer part of a response: the last 'Answer: ...' line when there is one, else the text."""
-    matches = _ANSWER_LINE.findall(text or "")
-    return matches[-1].strip() if matches else (text or "").strip()
-
-
-def exact_match(prediction: str, reference: str) -> float:
-    return float(normalize(final_answer(prediction)) == normalize(reference))
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    pred, ref = normalize(final_answer(prediction)).split(), normalize(reference).split()
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
+from shared.metrics import exact_match, final_answer, first_label, normalize, token_f1  # noqa: F401 - re-exported
 
 
 def label_match(labels: tuple[str, ...]) -> Callable[[str, str], float]:
     """Accuracy for label tasks: the first of `labels` named in the answer must be the reference."""
     def score(prediction: str, reference: str) -> float:
-        words = normalize(final_answer(prediction)).split()
-        found = next((w for w in words if w in labels), None)
-        return float(found == normalize(reference))
+        return float(first_label(prediction, labels) == normalize(reference))
     return score
 
 
@@ -59,6 +26,8 @@ METRICS: dict[str, Callable[[str, str], float]] = {
     "ifqa": token_f1,
     "pubmedqa": label_match(("yes", "no", "maybe")),
     "ethics": label_match(("acceptable", "wrong")),
+    "ethics-deontology": label_match(("reasonable", "unreasonable")),
+    "synthetic": lambda p, r: max(exact_match(p, r), token_f1(p, r)),
 }
 
 
