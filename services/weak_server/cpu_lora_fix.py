@@ -1,10 +1,19 @@
-"""vLLM general plugin: base-model tokens must get no LoRA delta on the CPU.
+"""vLLM general plugin with two CPU-only fixes (no-ops on GPUs).
+
+1. Base-model tokens must get no LoRA delta on the CPU.
 
 vLLM's torch (CPU) LoRA ops gather `lora_weights[indices]`, and a base-model token has index -1,
 which Python indexing turns into the *last adapter slot*. A base request batched with adapter
 requests then silently decodes with an adapter's delta (upstream: vllm-project/vllm #48421,
 #49656). The GPU kernels skip -1 rows; this plugin makes the CPU ops do the same by zeroing the
 gathered weights of -1 rows, and rebinds the names `punica_cpu` imported at module load.
+
+2. A request with a `seed` must not kill the engine. When vLLM discards a partial-prefill sample it
+rewinds the request's generator with `set_offset`, which only CUDA (Philox) generators have: on the
+CPU it raises "CPU Generator does not use offset" inside the worker and the whole engine dies. The
+batch's generator map now hands that bookkeeping an offset-less view of CPU generators (sampling
+still uses the real ones), so a seeded request stays deterministic for the same batch, though a
+discarded partial-prefill sample advances its stream (it would be rewound on a GPU).
 
 vLLM loads entry points of the group `vllm.general_plugins` in every process (API server,
 engine core, workers), so `register` must be idempotent. Set COWEST_CPU_LORA_FIX=0 to turn it
@@ -64,6 +73,49 @@ def bgmv_expand_slice(
         output_tensor[:, slice_offset : slice_offset + slice_size] = outputs[:]
 
 
+class _OffsetlessView:
+    """A CPU generator as the bookkeeping sees it: no offset to read or rewind."""
+
+    def __init__(self, generator):
+        self._generator = generator
+
+    def get_offset(self) -> int:
+        return 0
+
+    def set_offset(self, offset: int) -> None:
+        pass  # mt19937 has no offset; the discarded sample's draws stay consumed
+
+    def __getattr__(self, name):
+        return getattr(self._generator, name)
+
+
+class _CpuGenerators(dict):
+    """InputBatch.generators: `.get` (bookkeeping) returns offset-less views of CPU generators;
+    iteration (the sampler) returns the generators themselves."""
+
+    def get(self, key, default=None):
+        generator = super().get(key, default)
+        if generator is not None and getattr(generator, "device", None) is not None and generator.device.type == "cpu":
+            return _OffsetlessView(generator)
+        return generator
+
+
+def _patch_seeded_sampling() -> None:
+    from vllm.v1.worker import gpu_input_batch
+
+    batch_cls = gpu_input_batch.InputBatch
+    if getattr(batch_cls, "_cowest_patched", False):
+        return
+    original_init = batch_cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.generators = _CpuGenerators(self.generators)
+
+    batch_cls.__init__ = __init__
+    batch_cls._cowest_patched = True
+
+
 def register() -> None:
     """Entry point of the `vllm.general_plugins` group."""
     if os.environ.get("COWEST_CPU_LORA_FIX", "1") == "0":
@@ -83,4 +135,5 @@ def register() -> None:
         for name, fn in replacements.items():
             if hasattr(module, name):
                 setattr(module, name, fn)
-    logger.info("cowest CPU LoRA fix active: base-model rows get no adapter delta")
+    _patch_seeded_sampling()
+    logger.info("cowest CPU fixes active: base-model rows get no adapter delta; seeded requests are safe")

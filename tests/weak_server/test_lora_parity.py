@@ -16,6 +16,7 @@ import pytest
 from services.weak_server.admin_client import VllmAdminClient
 from tests.conftest import running_vllm, weak_server_settings
 from tests.conftest import ADAPTERS
+from shared.prompts import weak_messages
 from tests.weak_server.conftest import N_TOKENS
 
 pytestmark = pytest.mark.slow
@@ -42,6 +43,21 @@ async def run_mixed_batch(url: str, prompt_ids, rounds: int = 3) -> list[tuple[s
         await asyncio.gather(*(generate(client, m, prompt_ids[0]) for m in ADAPTERS))
         outputs = await asyncio.gather(*(generate(client, m, prompt_ids[i]) for m, i in jobs))
     return [(m, i, out) for (m, i), out in zip(jobs, outputs, strict=True)]
+
+
+async def base_during_adapter_decode(url: str, prompt_ids) -> list[list[int]]:
+    """Base-model requests sent while every adapter is mid-decode, so each base row is certainly
+    batched with adapter rows (the case vLLM-CPU gets wrong without the fix)."""
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        long = [asyncio.create_task(client.post("/v1/completions", json={
+            "model": m, "prompt": prompt_ids[0], "max_tokens": 1900, "temperature": 0, "ignore_eos": True}))
+            for m in ADAPTERS]
+        await asyncio.sleep(0.5)  # they are decoding now
+        base = await asyncio.gather(*(generate(client, BASE, ids) for ids in prompt_ids))
+        assert not any(t.done() for t in long), "the adapter requests ended too early to overlap"
+        for task in long:
+            (await task).raise_for_status()
+    return base
 
 
 async def load_adapters(url: str, adapters) -> None:
@@ -78,13 +94,50 @@ async def test_concurrent_mixed_batches_match_reference(lora_server, greedy_refe
     results = await run_mixed_batch(lora_server, prompt_ids)
     wrong = [(m, i) for m, i, out in results if out != greedy_reference[(m, i)]]
     assert not wrong, f"{len(wrong)} of {len(results)} requests differ from transformers+peft: {wrong}"
+    base = await base_during_adapter_decode(lora_server, prompt_ids)
+    assert base == [greedy_reference[(BASE, i)] for i in range(len(prompt_ids))]
 
 
-def test_without_the_fix_base_requests_get_an_adapter_delta(
+def test_without_the_fix_base_rows_get_an_adapter_delta_and_seeds_crash(
         tiny_models, tiny_adapters, tmp_path_factory, greedy_reference, prompt_ids):
-    """vLLM's CPU LoRA bug, reproduced with the plugin off: base rows decode with an adapter."""
+    """Both upstream vLLM-CPU bugs, reproduced with the plugin off: base rows decode with an adapter,
+    and seeded requests kill the engine."""
     with start_weak(tiny_models, tmp_path_factory, cpu_lora_fix=False) as url:
         asyncio.run(load_adapters(url, tiny_adapters))
-        results = asyncio.run(run_mixed_batch(url, prompt_ids))
-    wrong_base = [i for m, i, out in results if m == BASE and out != greedy_reference[(m, i)]]
+        base = asyncio.run(base_during_adapter_decode(url, prompt_ids))
+        statuses, health = asyncio.run(seeded_burst(url))  # last: it kills this engine
+    wrong_base = [i for i, out in enumerate(base) if out != greedy_reference[(BASE, i)]]
     assert wrong_base, "the upstream CPU LoRA bug no longer reproduces: the plugin may be obsolete"
+    assert set(statuses) - {200} and health != 200, "seeded requests no longer crash upstream vLLM-CPU"
+
+
+
+async def seeded_burst(url: str) -> tuple[list[int], int]:
+    """The request shape that killed vLLM-CPU's engine: concurrent seeded chats with n > 1 (the
+    trainer's K drafts), enough tokens that prefill gets chunked. Returns (statuses, /health status)."""
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        statuses = []
+        for rnd in range(3):
+            responses = await asyncio.gather(*(client.post("/v1/chat/completions", json={
+                "model": BASE, "messages": weak_messages(f"Question number {i}?"), "max_tokens": 16,
+                "temperature": 1.0, "n": 6, "seed": 99991 * i + rnd}) for i in range(8)), return_exceptions=True)
+            # 0: the connection dropped (a dying engine takes the API server down with it)
+            statuses += [0 if isinstance(r, Exception) else r.status_code for r in responses]
+        try:
+            return statuses, (await client.get("/health")).status_code
+        except httpx.TransportError:
+            return statuses, 0  # the server process is gone
+
+
+async def test_seeded_sampling_does_not_kill_the_engine(lora_server, prompt_ids):
+    statuses, health = await seeded_burst(lora_server)
+    assert set(statuses) == {200} and health == 200
+    async with httpx.AsyncClient(base_url=lora_server, timeout=120) as client:
+        async def sample() -> list[list[int]]:
+            r = await client.post("/v1/completions", json={
+                "model": "adapter-a", "prompt": prompt_ids[1], "max_tokens": 8, "temperature": 1.0, "n": 4,
+                "seed": 1234, "return_token_ids": True})
+            return [c["token_ids"] for c in r.json()["choices"]]
+        first = await sample()
+        assert first == await sample()  # same seed, same samples
+        assert len({tuple(x) for x in first}) > 1  # and the n samples differ from each other
