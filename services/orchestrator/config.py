@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from shared.config import CowestSettings
+from shared.prompts import DOMAINS as PROMPT_DOMAINS
 
 
 class OrchestratorSettings(BaseSettings):
@@ -35,7 +36,8 @@ class OrchestratorSettings(BaseSettings):
     strong_max_tokens: int = 512
     max_tokens_limit: int = 4096
     max_body_bytes: int = 1_000_000
-    domains: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["general"])
+    # Domains served before any adapter exists (a domain with an active adapter is always served).
+    domains: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(PROMPT_DOMAINS))
     # Bearer keys; empty = no auth. Read from COWEST_API_KEYS (comma-separated).
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False, validation_alias=AliasChoices("COWEST_API_KEYS", "COWEST_ORCH_API_KEYS"))

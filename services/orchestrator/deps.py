@@ -26,9 +26,9 @@ class ModelDirectory:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, list[dict]]] = {}
 
-    async def cards(self, role: str) -> list[dict]:
+    async def cards(self, role: str, fresh: bool = False) -> list[dict]:
         at, cards = self._cache.get(role, (0.0, []))
-        if time.monotonic() - at > self.ttl_s:
+        if fresh or time.monotonic() - at > self.ttl_s:
             try:
                 cards = await self.upstreams[role].models()
                 self._cache[role] = (time.monotonic(), cards)

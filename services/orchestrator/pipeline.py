@@ -27,6 +27,9 @@ from shared.prompts import DraftFormat, strong_alone_messages, strong_messages, 
 from shared.schemas import TraceRecord, Usage
 
 
+BASE_MODEL = "base"  # the `adapter` override that means no adapter
+
+
 def new_trace_id() -> str:
     return f"tr-{uuid.uuid4().hex}"
 
@@ -41,6 +44,7 @@ class Question:
     weak: Sampling = field(default_factory=Sampling)
     strong: Sampling = field(default_factory=Sampling)
     metadata: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None  # override of the domain's active adapter; BASE_MODEL for none
     request_id: str | None = None
     traceparent: str | None = None
     api: str = "collaborate"
@@ -88,7 +92,7 @@ class Collaborator:
     # --- stages ---------------------------------------------------------------------------
     async def draft(self, q: Question) -> Stage:
         """The weak model's draft under the domain's active adapter; never raises."""
-        adapter = self.aliases.get(q.domain)
+        adapter = self.aliases.get(q.domain) if q.adapter is None else (None if q.adapter == BASE_MODEL else q.adapter)
         stage = Stage(model=self.settings.weak_model, adapter=adapter)
         payload = {"model": adapter or self.settings.weak_model, "max_tokens": self.settings.weak_max_tokens,
                    "messages": weak_messages(q.question, q.domain, q.context, q.draft_format, q.history),

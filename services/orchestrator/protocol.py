@@ -80,6 +80,9 @@ class CollaborateRequest(BaseModel):
     domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     context: str | None = None
     draft_format: DraftFormat = DraftFormat.cot
+    # The weak model's LoRA adapter for this request: a version the weak server serves, or "base" for
+    # none. Default: the domain's active version (what evaluation of an older version overrides).
+    adapter: str | None = Field(default=None, min_length=1, max_length=128)
     return_draft: bool = True
     weak: Sampling = Field(default_factory=Sampling)
     strong: Sampling = Field(default_factory=Sampling)

@@ -59,6 +59,8 @@ class Trainer:
             try:
                 for domain in await self.domains():
                     await self.swapper.check_live_regression(domain, self.store)
+                    if await self.store.manual_rounds(domain):
+                        continue
                     pairs = len(await self.store.pairs(domain, await self.store.round(domain)))
                     due = (self.settings.round_interval_s > 0 and time.time() - self._last_scheduled.get(domain, 0)
                            >= self.settings.round_interval_s)
@@ -119,7 +121,8 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
             active = await t.redis.get(active_key(domain))
             domains[domain] = {"round": round_, "pending_pairs": len(await t.store.pairs(domain, round_)),
                                "active": active.decode() if active else None,
-                               "heldout_items": len(await t.store.heldout(domain))}
+                               "heldout_items": len(await t.store.heldout(domain)),
+                               "auto_rounds": not await t.store.manual_rounds(domain)}
         return {"domains": domains, "processed_questions": t.collector.processed, **t.rounds.status()}
 
     @app.get("/adapters")

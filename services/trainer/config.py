@@ -38,6 +38,11 @@ class TrainerSettings(BaseSettings):
     min_pairs_per_round: int = 8
     round_interval_s: float = 0.0  # 0: no schedule, rounds start on enough pairs or POST /train
     lock_ttl_s: int = 3600
+    # DPO job per round (services/trainer/jobs.py JobConfig)
+    dpo_max_steps: int = 20
+    dpo_learning_rate: float = 5e-5
+    dpo_batch_size: int = 4
+    dpo_beta: float = 0.1
     # Gate, swap, rollback
     gate_tolerance: float = 0.0  # promote when candidate >= active - tolerance
     rollback_depth: int = 1  # older versions kept loaded for instant rollback

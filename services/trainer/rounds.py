@@ -76,7 +76,8 @@ class RoundRunner:
                  swapper: AdapterSwapper, collab: CollabClient, job_overrides: dict | None = None):
         self.settings, self.redis, self.store, self.registry = settings, redis, store, registry
         self.swapper, self.collab = swapper, collab
-        self.job_overrides = job_overrides or {}
+        self.job_overrides = {"max_steps": settings.dpo_max_steps, "learning_rate": settings.dpo_learning_rate,
+                              "batch_size": settings.dpo_batch_size, "beta": settings.dpo_beta, **(job_overrides or {})}
         self.current: dict[str, str] = {}  # domain -> what its round is doing now (for GET /status)
         self.history: list[RoundResult] = []
 

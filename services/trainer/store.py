@@ -21,6 +21,7 @@ ROUND_KEY = "cowest:round:{domain}"
 HELDOUT_KEY = "cowest:heldout:{domain}"
 TRACE_KEY = "cowest:trainer:trace:{id}"
 TRACE_TTL_S = 7 * 24 * 3600
+MANUAL_KEY = "cowest:trainer:manual:{domain}"  # set: rounds of this domain only start on request
 LIVE_KEY = "cowest:live:{domain}"  # hash: "<adapter>:n" and "<adapter>:sum" of live feedback scores
 BASE = "base"
 
@@ -87,6 +88,17 @@ class TrainerStore:
                                           f"{adapter or BASE}:sum")
         count = int(n or 0)
         return count, (float(total) / count if count else None)
+
+    async def set_manual_rounds(self, domain: str, manual: bool) -> None:
+        """Pause (or resume) automatic rounds of a domain: a driver that wants one round per phase,
+        like the demo, starts them itself with POST /train."""
+        if manual:
+            await self.redis.set(MANUAL_KEY.format(domain=domain), "1")
+        else:
+            await self.redis.delete(MANUAL_KEY.format(domain=domain))
+
+    async def manual_rounds(self, domain: str) -> bool:
+        return bool(await self.redis.exists(MANUAL_KEY.format(domain=domain)))
 
     async def remember_trace(self, trace_id: str, data: str) -> None:
         await self.redis.set(TRACE_KEY.format(id=trace_id), data, ex=TRACE_TTL_S)

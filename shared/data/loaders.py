@@ -105,10 +105,44 @@ DOMAINS: dict[str, Callable[[str], list[Example]]] = {
 }
 
 
+_FIELDS = {"question": ("question", "query", "input", "prompt"), "answer": ("answer", "answers", "label", "output"),
+           "context": ("context", "passage", "document")}
+
+
+def hub(name: str, split: str) -> list[Example]:
+    """A public dataset by name (`hf:<owner>/<name>`), when the machine is online: the first columns
+    named like a question / answer / context become the schema's fields; eval reads `validation`
+    (else `test`). Results are only as good as that guess: prefer JSONL files for anything serious."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ValueError(f"{name}: the machine is offline (HF_HUB_OFFLINE=1); give the data as JSONL files instead")
+    from datasets import get_dataset_split_names, load_dataset
+
+    splits = get_dataset_split_names(name)
+    wanted = "train" if split == "train" else next((s for s in ("validation", "dev", "test") if s in splits), None)
+    if wanted not in splits:
+        raise ValueError(f"{name} has no {split} split (it has {', '.join(splits)})")
+    data = load_dataset(name, split=wanted)
+    cols = {f: next((c for c in names if c in data.column_names), None) for f, names in _FIELDS.items()}
+    if not cols["question"] or not cols["answer"]:
+        raise ValueError(f"{name}: no question/answer columns among {', '.join(data.column_names)}")
+    domain = name.rsplit("/", 1)[-1]
+
+    def answer(value) -> str | list[str]:
+        if isinstance(value, dict):  # SQuAD style {"text": [...]}
+            value = value.get("text") or list(value.values())[0]
+        return [str(v) for v in value] if isinstance(value, list) else str(value)
+    return [Example(id=f"{domain}-{split}-{n:06d}", domain=domain, question=str(row[cols["question"]]),
+                    context=str(row[cols["context"]]) if cols["context"] else None, answer=answer(row[cols["answer"]]))
+            for n, row in enumerate(data)]
+
+
 def load(domain: str, split: str = "eval", limit: int | None = None) -> list[Example]:
-    """A domain's split (`train`, `eval`; `test` where the dataset has one), the first `limit` items."""
+    """A domain's split (`train`, `eval`; `test` where the dataset has one), the first `limit` items.
+    `hf:<dataset>` reads a public dataset from the Hugging Face hub (online machines only)."""
     if split not in ("train", "eval", "test"):
         raise ValueError(f"split must be train, eval or test, not {split!r}")
+    if domain.startswith("hf:"):
+        return hub(domain[3:], split)[:limit]
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}: one of {', '.join(DOMAINS)}, or give JSONL files")
     return DOMAINS[domain](split)[:limit]

@@ -64,3 +64,9 @@ def test_jsonl_round_trip_and_errors(tmp_path):
         load("nope")
     with pytest.raises(ValueError, match="split"):
         load("synthetic", "dev")
+
+
+def test_a_public_dataset_name_fails_clearly_when_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="offline .* JSONL"):
+        load("hf:squad", "eval")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from services.orchestrator.deps import AppState, get_state, require_api_key
 from services.orchestrator.protocol import CollaborateRequest, CollaborateResponse
-from services.orchestrator.routes.common import (check_domain, check_max_tokens, make_question, split_messages,
+from services.orchestrator.routes.common import (check_adapter, check_domain, check_max_tokens, make_question, split_messages,
                                                  stage_info)
 from shared.prompts import DEFAULT_DOMAIN
 
@@ -19,12 +19,14 @@ async def collaborate(body: CollaborateRequest, request: Request,
     domain = body.domain or DEFAULT_DOMAIN
     check_domain(state, domain)
     check_max_tokens(state, body.weak, body.strong)
+    await check_adapter(state, body.adapter)
     if body.messages:
         question, history = split_messages(body.messages)
     else:
         question, history = body.question, []
     q = make_question(request, question=question, domain=domain, history=history, context=body.context,
-                      draft_format=body.draft_format, weak=body.weak, strong=body.strong, metadata=body.metadata)
+                      draft_format=body.draft_format, weak=body.weak, strong=body.strong, metadata=body.metadata,
+                      adapter=body.adapter)
     outcome = await state.collaborator.run(q)
     state.metrics.requests.labels("collaborate", domain, "200").inc()
     return CollaborateResponse(

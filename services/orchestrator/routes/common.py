@@ -6,7 +6,7 @@ from fastapi import Request
 
 from services.orchestrator.deps import AppState
 from services.orchestrator.errors import APIError
-from services.orchestrator.pipeline import Question, Stage
+from services.orchestrator.pipeline import BASE_MODEL, Question, Stage
 from services.orchestrator.protocol import ChatMessage, Sampling, StageInfo
 from shared.adapters import version_of
 from shared.prompts import DraftFormat
@@ -26,6 +26,19 @@ def check_domain(state: AppState, domain: str) -> None:
                        param="domain", code="domain_not_found")
 
 
+async def check_adapter(state: AppState, adapter: str | None) -> None:
+    """An adapter override must name an adapter the weak server serves (or `base`)."""
+    if adapter is None or adapter == BASE_MODEL:
+        return
+
+    def served(cards: list[dict]) -> bool:
+        return not cards or any(c.get("id") == adapter != state.settings.weak_model for c in cards)
+    # A version loaded a moment ago may be missing from the cached list: re-read it before saying no.
+    if not served(await state.directory.cards("weak")) and not served(await state.directory.cards("weak", fresh=True)):
+        raise APIError(404, f"the weak server serves no adapter named {adapter!r}", param="adapter",
+                       code="adapter_not_found")
+
+
 def split_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
     """(the question = last user message, the earlier turns as plain history)."""
     if messages[-1].role != "user" or not messages[-1].text().strip():
@@ -35,11 +48,12 @@ def split_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str
 
 def make_question(request: Request, *, question: str, domain: str, history=None, context=None,
                   draft_format: DraftFormat = DraftFormat.cot, weak: Sampling | None = None,
-                  strong: Sampling | None = None, metadata=None, api: str = "collaborate") -> Question:
+                  strong: Sampling | None = None, metadata=None, api: str = "collaborate",
+                  adapter: str | None = None) -> Question:
     state = request.state
     return Question(question=question, domain=domain, draft_format=draft_format, context=context,
                     history=history or [], weak=weak or Sampling(), strong=strong or Sampling(),
-                    metadata=metadata or {}, request_id=state.request_id, traceparent=state.traceparent,
+                    metadata=metadata or {}, adapter=adapter, request_id=state.request_id, traceparent=state.traceparent,
                     api=api, trace_id=state.trace_id)
 
 

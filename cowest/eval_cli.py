@@ -1,0 +1,167 @@
+"""Evaluation commands of the `cowest` CLI: eval, report, demo (the paper's experiment on the stack)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cowest.evaluation.harness import MODES, EvalRun, evaluate
+from cowest.evaluation.report import write_report
+from shared.config import CowestSettings
+from shared.data import loaders
+from shared.data.schema import Example
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def eval_dir() -> Path:
+    return CowestSettings().home_dir / "eval"
+
+
+class ProgressBars:
+    """One rich progress bar per named activity; total -1 means unknown (a counter)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err_console)
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if what not in self.tasks:
+            self.tasks[what] = self.progress.add_task(what, total=None if total < 0 else total)
+        self.progress.update(self.tasks[what], completed=done)
+
+    def __enter__(self) -> ProgressBars:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+
+def _examples(domain: str, split: str, data: Path | None, limit: int | None, seed: int, size: int) -> list[Example]:
+    if data:
+        return loaders.load_jsonl(data, domain)[:limit]
+    if domain == "synthetic":
+        from shared.data.synthetic import generate
+
+        return generate(seed=seed, size=size)["train" if split == "train" else "eval"][:limit]
+    return loaders.load(domain, split, limit)
+
+
+def eval_command(
+    domain: str = typer.Option(..., "--domain", "-d"),
+    split: str = typer.Option("eval", help="train | eval | test"),
+    limit: int = typer.Option(None, help="the first N items"),
+    modes: str = typer.Option("weak,strong,collab", help=f"comma-separated: {', '.join(MODES)}"),
+    adapter: str = typer.Option(None, help="weak adapter version for weak/collab ('base': none; default: active)"),
+    data: Path = typer.Option(None, exists=True, dir_okay=False, help="a JSONL file in the harness schema"),
+    label: str = typer.Option(None, help="row name in reports (one mode only)"),
+    concurrency: int = typer.Option(8, help="requests in flight (vLLM batches them)"),
+    seed: int = typer.Option(0, help="synthetic domain: generator seed"),
+    size: int = typer.Option(120, help="synthetic domain: generated questions"),
+    max_tokens: int = typer.Option(128, help="per stage"),
+) -> None:
+    """Score a domain's split through the running stack (orchestrator -> vLLM); resumable."""
+    from cowest.stack import Stack
+
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    if bad := [m for m in chosen if m not in MODES]:
+        _fail(f"unknown mode(s) {', '.join(bad)}: choose from {', '.join(MODES)}")
+    if label and len(chosen) > 1:
+        _fail("--label names one run: give one mode with it")
+    try:
+        examples = _examples(domain, split, data, limit, seed, size)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    url = Stack().orchestrator_url
+    with ProgressBars() as bars:
+        for mode in chosen:
+            run = EvalRun(domain, mode, adapter=adapter if mode != "strong" else None, label=label,
+                          concurrency=concurrency, weak_max_tokens=max_tokens, strong_max_tokens=max_tokens)
+            try:
+                meta = asyncio.run(evaluate(url, run, examples, eval_dir(), api_key=os.environ.get("COWEST_API_KEY"),
+                                            on_progress=lambda d, t, m=mode: bars(f"{domain} {m}", d, t)))
+            except Exception as exc:  # noqa: BLE001 - httpx errors at start-up: the stack is not there
+                _fail(f"{mode}: {exc} (is the stack up? `cowest up`)")
+            console.print(f"{meta['label']}: {meta['items']} items, {meta['errors']} errors, {meta['wall_s']:.0f}s")
+    _report(None, "CoWest evaluation", plots=True)
+
+
+def report(out: Path = typer.Option(None, help="markdown file (default COWEST_HOME/report/report.md)"),
+           title: str = typer.Option("CoWest evaluation"), plots: bool = typer.Option(True)) -> None:
+    """Markdown table in the paper's format + PNG plots from every evaluation result so far."""
+    _report(out, title, plots)
+
+
+def _report(out: Path | None, title: str, plots: bool) -> None:
+    out = out or CowestSettings().home_dir / "report" / "report.md"
+    try:
+        path, _ = write_report(eval_dir(), out, title, with_plots=plots)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    text = path.read_text()
+    console.print(Markdown(text.split("## Cost")[0]))
+    console.print(f"report: {path}")
+
+
+def demo(
+    domain: str = typer.Option(None, "--domain", "-d", help="synthetic (default), a paper domain, or a name for --domain-dir"),
+    domain_dir: Path = typer.Option(None, exists=True, file_okay=False, help="train.jsonl + eval.jsonl of any domain"),
+    profile: str = typer.Option(None, "--profile", "-p", help="default | quality | tiny"),
+    seed: int = typer.Option(0, help="synthetic domain: which fictional company"),
+    size: int = typer.Option(120, help="synthetic domain: questions generated"),
+    rounds: int = typer.Option(2, help="DPO rounds"),
+    traffic: int = typer.Option(40, help="train questions replayed as live traffic per round"),
+    train_limit: int = typer.Option(None, help="SFT rows (default: the whole train split)"),
+    eval_limit: int = typer.Option(None, help="evaluation items (default: the whole eval split)"),
+    sft_steps: int = typer.Option(60),
+    concurrency: int = typer.Option(8),
+    report_out: Path = typer.Option(None, "--report", help="default COWEST_HOME/report/report.md"),
+) -> None:
+    """The closed loop: SFT -> eval -> live traffic + feedback -> DPO rounds -> eval -> report.
+    Starts the stack when it is not running and leaves it running."""
+    from cowest.cli import up
+    from cowest.evaluation.demo import Demo, DemoConfig
+    from cowest.stack import Stack
+
+    domain = domain or (domain_dir.name if domain_dir else "synthetic")
+    cfg = DemoConfig(domain=domain, domain_dir=domain_dir, seed=seed, size=size, rounds=rounds,
+                     traffic_limit=traffic, train_limit=train_limit, eval_limit=eval_limit, sft_steps=sft_steps,
+                     concurrency=concurrency, command="cowest " + " ".join(sys.argv[1:]))
+    up(profile=profile, timeout=900)
+    stack = Stack()
+    env = {k: v for k, v in stack.trainer_env(stack.profile()).items() if k not in os.environ}
+    os.environ.update(env)
+    from services.trainer.config import TrainerSettings
+
+    t0 = time.monotonic()
+    with ProgressBars() as bars:
+        runner = Demo(cfg, TrainerSettings(), stack.orchestrator_url, stack.trainer_url, eval_dir(),
+                      say=lambda m: bars.progress.console.print(m, highlight=False), progress=bars)
+        try:
+            asyncio.run(runner.run())
+        except (ValueError, TimeoutError, FileNotFoundError, RuntimeError) as exc:
+            _fail(f"demo stopped: {exc}")
+    console.print(f"demo loop finished in {(time.monotonic() - t0) / 60:.1f} min")
+    _report(report_out, "CoWest demo", plots=True)
+    console.print(
+        f"\nThe stack is still running.\n"
+        f"  Ask it:    cowest ask --domain {domain} \"...\"   or any OpenAI client: base_url={stack.orchestrator_url}/v1, "
+        f"model=cowest/{domain}\n"
+        f"  Inspect:   cowest status; cowest adapters list --domain {domain}\n"
+        f"  Stop it:   cowest down")

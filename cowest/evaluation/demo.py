@@ -1,0 +1,238 @@
+"""The closed loop of `make demo` / `cowest demo`, on a running stack:
+
+    SFT the weak adapter on the domain's train split -> evaluate weak / strong / collaboration
+    -> per round: train questions through /v1/collaborate as live traffic, each with gold feedback
+       -> the trainer turns them into pairs -> POST /train: DPO, gate, hot swap -> evaluate again
+    -> report (table + plots)
+
+Everything goes over the services' real interfaces (orchestrator HTTP, trainer HTTP, Redis streams);
+only the SFT job runs in this process, as `cowest sft` does. Automatic rounds of the demo's domain
+are paused while it runs so that each evaluation sees exactly one more round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+from redis.asyncio import Redis
+
+from cowest.evaluation.harness import EvalRun, evaluate
+from services.trainer.collector import GROUP
+from services.trainer.config import TrainerSettings
+from services.trainer.registry import AdapterRegistry
+from services.trainer.sft import train_sft_adapter
+from services.trainer.store import TrainerStore
+from services.trainer.swap import AdapterSwapper
+from shared.data import loaders
+from shared.data.schema import Example
+from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM
+
+
+@dataclass
+class DemoConfig:
+    domain: str = "synthetic"
+    domain_dir: Path | None = None  # train.jsonl + eval.jsonl in the harness schema: any domain, no code
+    seed: int = 0  # synthetic domain: which fictional company
+    size: int = 120  # synthetic domain: reasoning questions generated (train + eval)
+    train_limit: int | None = None  # SFT rows
+    eval_limit: int | None = None
+    traffic_limit: int | None = 40  # train questions sent as live traffic per round
+    rounds: int = 2
+    sft_steps: int = 60
+    sft_learning_rate: float = 2e-4
+    concurrency: int = 8
+    weak_max_tokens: int = 128
+    strong_max_tokens: int = 128
+    drain_timeout_s: float = 3600.0
+    command: str = "cowest demo"
+
+
+@dataclass
+class DemoState:
+    phases: list[dict] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)
+
+
+def load_domain(cfg: DemoConfig) -> tuple[list[Example], list[Example]]:
+    """(train, eval) of the demo's domain."""
+    if cfg.domain_dir:
+        train = loaders.load_jsonl(cfg.domain_dir / "train.jsonl", cfg.domain)
+        evaluation = loaders.load_jsonl(cfg.domain_dir / "eval.jsonl", cfg.domain)
+    elif cfg.domain == "synthetic":
+        from shared.data.synthetic import generate
+
+        splits = generate(seed=cfg.seed, size=cfg.size)
+        train, evaluation = splits["train"], splits["eval"]
+    else:
+        train, evaluation = loaders.load(cfg.domain, "train"), loaders.load(cfg.domain, "eval")
+    overlap = {e.question for e in train} & {e.question for e in evaluation}
+    evaluation = [e for e in evaluation if e.question not in overlap]  # never score on training questions
+    return train[:cfg.train_limit], evaluation[:cfg.eval_limit]
+
+
+def traffic_items(train: list[Example], cfg: DemoConfig) -> list[Example]:
+    """The train questions replayed as live traffic: real questions (the synthetic domain's fact cards are
+    SFT material, not questions users ask), a seeded sample of `traffic_limit`."""
+    pool = [e for e in train if "-fact-" not in e.id]
+    random.Random(cfg.seed).shuffle(pool)
+    return pool[:cfg.traffic_limit]
+
+
+class Demo:
+    def __init__(self, cfg: DemoConfig, trainer: TrainerSettings, orchestrator_url: str, trainer_url: str,
+                 eval_dir: Path, say: Callable[[str], None] = print,
+                 progress: Callable[[str, int, int], None] = lambda what, done, total: None):
+        self.cfg, self.trainer, self.eval_dir = cfg, trainer, eval_dir
+        self.orchestrator_url, self.trainer_url = orchestrator_url, trainer_url
+        self.say, self.progress = say, progress
+        self.state = DemoState()
+        self.domain_dir = eval_dir / cfg.domain
+
+    # --- phases -----------------------------------------------------------------------------
+    async def phase(self, name: str, coro):
+        self.say(f"== {name}")
+        t0 = time.perf_counter()
+        result = await coro
+        self.state.phases.append({"phase": name, "seconds": round(time.perf_counter() - t0, 1)})
+        self._save()
+        return result
+
+    def _save(self) -> None:
+        self.domain_dir.mkdir(parents=True, exist_ok=True)
+        (self.domain_dir / "demo.json").write_text(json.dumps(
+            {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.cfg).items()},
+             "command": self.cfg.command, "phases": self.state.phases}, indent=2))
+        (self.domain_dir / "training.json").write_text(json.dumps(self.state.rounds, indent=2))
+
+    async def evaluate(self, examples: list[Example], mode: str, label: str, round_: int | None = None) -> dict:
+        run = EvalRun(self.cfg.domain, mode, label=label, round=round_, concurrency=self.cfg.concurrency,
+                      weak_max_tokens=self.cfg.weak_max_tokens, strong_max_tokens=self.cfg.strong_max_tokens)
+        meta = await evaluate(self.orchestrator_url, run, examples, self.eval_dir,
+                              on_progress=lambda done, total: self.progress(f"eval {label}", done, total))
+        self.say(f"   {label}: {meta['items']} items, {meta['errors']} errors, {meta['wall_s']:.0f}s")
+        return meta
+
+    async def sft(self, train: list[Example]) -> str:
+        registry = AdapterRegistry(self.trainer.adapters_dir)
+        redis = Redis.from_url(self.trainer.redis_url)
+        swapper = AdapterSwapper(self.trainer, registry, redis)
+        try:
+            rows = [e.model_dump() for e in train]
+            result = await train_sft_adapter(rows, self.cfg.domain, registry, swapper, self.trainer.weak_model,
+                                             self.trainer.base_model_dir, steps=self.cfg.sft_steps,
+                                             learning_rate=self.cfg.sft_learning_rate)
+        finally:
+            await swapper.aclose()
+            await redis.aclose()
+        loss = result.metrics["loss"]
+        self.say(f"   {result.adapter}: SFT on {len(rows)} rows, {result.metrics['steps']} steps, loss "
+                 f"{loss[0]:.3f} -> {loss[-1]:.3f}, {result.metrics['seconds_per_step']:.1f}s/step")
+        return result.adapter
+
+    async def traffic(self, items: list[Example], round_: int) -> list[str]:
+        """Each question through /v1/collaborate, then its gold answer as feedback (what the product's
+        users send when they correct an answer)."""
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        ids: list[str] = []
+        async with httpx.AsyncClient(base_url=self.orchestrator_url, timeout=600) as client:
+            async def one(ex: Example) -> None:
+                async with sem:
+                    r = await client.post("/v1/collaborate", json={
+                        "question": ex.question, "domain": ex.domain, "context": ex.context,
+                        "metadata": {"source": "demo-traffic", "round": round_, "item": ex.id}})
+                    r.raise_for_status()
+                    trace_id = r.json()["id"]
+                    gold = ex.answer if isinstance(ex.answer, str) else ex.answer[0]
+                    fb = await client.post("/v1/feedback", json={"id": trace_id, "correct_answer": gold})
+                    fb.raise_for_status()
+                    ids.append(trace_id)
+                    self.progress(f"round {round_} traffic", len(ids), len(items))
+            await asyncio.gather(*(one(e) for e in items))
+        return ids
+
+    async def drained(self) -> None:
+        """Wait until the trainer's consumer group has read and acknowledged every trace and feedback
+        entry: then every question's pairs are stored."""
+        redis = Redis.from_url(self.trainer.redis_url)
+        deadline = time.monotonic() + self.cfg.drain_timeout_s
+        try:
+            while time.monotonic() < deadline:
+                backlog = 0
+                for stream in (TRACES_STREAM, FEEDBACK_STREAM):
+                    group = next((g for g in await redis.xinfo_groups(stream) if _s(g["name"]) == GROUP), None)
+                    if group is None:
+                        backlog += 1  # the trainer has not created its group yet
+                        continue
+                    backlog += int(group.get("pending") or 0) + int(group.get("lag") or 0)
+                pending = await self._trainer_status()
+                self.progress("collaborative feedback", pending.get("processed_questions", 0), -1)
+                if backlog == 0:
+                    return
+                await asyncio.sleep(2)
+            raise TimeoutError(f"the trainer did not drain the feedback streams in {self.cfg.drain_timeout_s:.0f}s")
+        finally:
+            await redis.aclose()
+
+    async def _trainer_status(self) -> dict:
+        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=30) as client:
+            r = await client.get("/status")
+            r.raise_for_status()
+            return r.json()
+
+    async def train_round(self, demo_round: int) -> dict:
+        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None) as client:
+            r = await client.post("/train", json={"domain": self.cfg.domain, "force": True})
+            r.raise_for_status()
+            result = r.json() | {"demo_round": demo_round}
+        self.state.rounds.append(result)
+        t = result.get("train") or {}
+        self.say(f"   round {demo_round}: {result['status']} ({result['detail']}); {result['pairs']} pairs"
+                 + (f", DPO loss {t['loss'][0]:.3f} -> {t['loss'][-1]:.3f}" if t.get("loss") else ""))
+        return result
+
+    # --- the whole loop ---------------------------------------------------------------------
+    async def run(self) -> DemoState:
+        cfg = self.cfg
+        train, evaluation = load_domain(cfg)
+        if not train or not evaluation:
+            raise ValueError(f"{cfg.domain}: need train and eval examples, got {len(train)} and {len(evaluation)}")
+        if self.domain_dir.exists():  # results of an earlier demo on this domain name other adapter versions
+            shutil.rmtree(self.domain_dir)
+        self.say(f"{cfg.domain}: {len(train)} train, {len(evaluation)} eval examples")
+        redis = Redis.from_url(self.trainer.redis_url)
+        store = TrainerStore(redis)
+        await store.set_manual_rounds(cfg.domain, True)
+        try:
+            await self.phase("SFT of the weak adapter", self.sft(train))
+            await self.phase("evaluate weak alone", self.evaluate(evaluation, "weak", "Weak alone (SFT)"))
+            await self.phase("evaluate strong alone", self.evaluate(evaluation, "strong", "Strong alone"))
+            await self.phase("evaluate collaboration", self.evaluate(
+                evaluation, "collab", "Collaboration (SFT adapter, before DPO)", round_=0))
+            items = traffic_items(train, cfg)
+            for r in range(1, cfg.rounds + 1):
+                await self.phase(f"round {r}: live traffic with feedback ({len(items)} questions)",
+                                 self.traffic(items, r))
+                await self.phase(f"round {r}: collaborative feedback (trainer)", self.drained())
+                result = await self.phase(f"round {r}: DPO, gate, swap (trainer)", self.train_round(r))
+                if result["status"] == "promoted":
+                    await self.phase(f"round {r}: evaluate collaboration", self.evaluate(
+                        evaluation, "collab", f"CoWest after DPO round {r}", round_=r))
+                else:
+                    self.say(f"   round {r} did not change the active adapter: no new evaluation")
+        finally:
+            await store.set_manual_rounds(cfg.domain, False)
+            await redis.aclose()
+            self._save()
+        return self.state
+
+
+def _s(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

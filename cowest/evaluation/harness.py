@@ -1,0 +1,199 @@
+"""`cowest eval`: a domain's examples through the real serving path (orchestrator -> vLLM).
+
+Modes, each with the prompts serving uses (shared/prompts.py), greedy decoding:
+- weak:   the weak model alone (with an adapter version), its chain-of-thought draft's final answer
+- strong: the strong model alone (the collaborative-feedback baseline prompt)
+- collab: POST /v1/collaborate, the weak draft refined by the strong model
+
+Requests run concurrently (so vLLM batches them). Every finished item is appended to a per-run JSONL
+file at once (prompt, draft, answer, score, latency, tokens), so an interrupted run resumes where it
+stopped: items already scored are skipped, items that failed are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from services.trainer.evaluators import metric_for
+from shared.data.schema import Example
+from shared.metrics import exact_match, first_label, normalize, token_f1
+from shared.prompts import DraftFormat, strong_alone_messages, weak_messages
+
+MODES = ("weak", "strong", "collab")
+BASE = "base"  # the adapter name meaning "the base weak model"
+
+
+@dataclass
+class EvalRun:
+    domain: str
+    mode: str
+    adapter: str | None = None  # weak / collab: a version name, BASE, or None for the domain's active one
+    label: str | None = None  # the row name in reports
+    round: int | None = None  # collaboration after this many DPO rounds (0: the SFT adapter), for plots
+    concurrency: int = 8
+    weak_max_tokens: int = 128
+    strong_max_tokens: int = 128
+
+    @property
+    def run_id(self) -> str:
+        return self.mode if self.mode == "strong" else f"{self.mode}@{self.adapter or BASE}"
+
+
+@dataclass
+class Served:
+    """What the orchestrator serves: model names and each domain's active adapter (GET /v1/models)."""
+
+    weak_model: str
+    strong_model: str
+    active: dict[str, str | None] = field(default_factory=dict)
+    adapters: list[str] = field(default_factory=list)
+
+
+async def served(client: httpx.AsyncClient) -> Served:
+    r = await client.get("/v1/models")
+    r.raise_for_status()
+    cards = r.json()["data"]
+    by_kind = {c["kind"]: c["id"] for c in cards if c.get("kind") in ("weak", "strong")}
+    return Served(weak_model=by_kind.get("weak", ""), strong_model=by_kind.get("strong", ""),
+                  active={c["domain"]: c.get("active_adapter") for c in cards if c.get("kind") == "pipeline"
+                          and c.get("domain")},
+                  adapters=[c["id"] for c in cards if c.get("kind") == "adapter"])
+
+
+def score_answer(example: Example, answer: str) -> dict:
+    """Per-item scores: the domain metric (as the trainer scores), EM and F1 (free-form answers),
+    the predicted label and correctness (label tasks: accuracy; free-form: token F1 >= 0.5)."""
+    gold = example.answer
+    if example.choices:
+        label = first_label(answer, [normalize(c) for c in example.choices])
+        correct = label == normalize(gold if isinstance(gold, str) else gold[0])
+        return {"score": float(correct), "label": label, "correct": correct}
+    f1 = token_f1(answer, gold)
+    return {"score": metric_for(example.domain)(answer, gold if isinstance(gold, str) else gold[0])
+            if isinstance(gold, str) else f1,
+            "em": exact_match(answer, gold), "f1": f1, "correct": f1 >= 0.5}
+
+
+def _tokens(usage: dict | None) -> dict:
+    usage = usage or {}
+    return {"prompt": usage.get("prompt_tokens", 0), "completion": usage.get("completion_tokens", 0)}
+
+
+async def _ask(client: httpx.AsyncClient, run: EvalRun, names: Served, adapter: str | None,
+               ex: Example) -> dict:
+    """One item through the orchestrator: {prompt, draft, answer, weak_tokens, strong_tokens, degraded}."""
+    if run.mode == "collab":
+        body = {"question": ex.question, "domain": ex.domain, "context": ex.context, "adapter": adapter or BASE,
+                "weak": {"temperature": 0, "max_tokens": run.weak_max_tokens},
+                "strong": {"temperature": 0, "max_tokens": run.strong_max_tokens},
+                "metadata": {"source": "eval", "item": ex.id}}
+        r = await client.post("/v1/collaborate", json=body)
+        r.raise_for_status()
+        out = r.json()
+        return {"prompt": ex.question, "draft": out["draft"], "answer": out["answer"], "degraded": out["degraded"],
+                "weak_tokens": _tokens(out["weak"].get("usage")), "strong_tokens": _tokens(out["strong"].get("usage"))}
+    if run.mode == "weak":
+        model, messages, limit = adapter or names.weak_model, weak_messages(
+            ex.question, ex.domain, ex.context, DraftFormat.cot), run.weak_max_tokens
+    else:
+        model, messages, limit = names.strong_model, strong_alone_messages(
+            ex.question, ex.domain, ex.context), run.strong_max_tokens
+    r = await client.post("/v1/chat/completions", json={"model": model, "messages": messages, "temperature": 0,
+                                                         "max_tokens": limit})
+    r.raise_for_status()
+    out = r.json()
+    text = out["choices"][0]["message"]["content"] or ""
+    tokens = _tokens(out.get("usage"))
+    return {"prompt": messages, "draft": text if run.mode == "weak" else None, "answer": text, "degraded": None,
+            "weak_tokens": tokens if run.mode == "weak" else _tokens(None),
+            "strong_tokens": tokens if run.mode == "strong" else _tokens(None)}
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash: that item is simply redone
+    return rows
+
+
+def run_paths(eval_dir: Path, run: EvalRun) -> tuple[Path, Path]:
+    root = eval_dir / run.domain
+    return root / f"{run.run_id}.jsonl", root / f"{run.run_id}.meta.json"
+
+
+async def evaluate(base_url: str, run: EvalRun, examples: list[Example], eval_dir: Path,
+                   on_progress: Callable[[int, int], None] = lambda done, total: None,
+                   api_key: str | None = None, timeout_s: float = 600.0) -> dict:
+    """Run (or resume) one evaluation; returns its meta (label, counts, wall time) after writing it."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout_s, connect=5.0),
+                                 headers=headers, limits=httpx.Limits(max_connections=run.concurrency + 2)) as client:
+        names = await served(client)
+        if run.mode != "strong" and run.adapter is None:
+            run.adapter = names.active.get(run.domain) or BASE  # pin the version for the whole run
+        adapter = None if run.adapter == BASE else run.adapter
+        results, meta_path = run_paths(eval_dir, run)
+        results.parent.mkdir(parents=True, exist_ok=True)
+        old_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        done = {r["id"] for r in read_results(results) if not r.get("error")}
+        todo = [e for e in examples if e.id not in done]
+        meta = {**old_meta, **asdict(run), "run_id": run.run_id,
+                "label": run.label or old_meta.get("label") or default_label(run),
+                "weak_model": names.weak_model, "strong_model": names.strong_model,
+                "created": old_meta.get("created", time.time()), "items": len(examples)}
+        sem = asyncio.Semaphore(run.concurrency)
+        finished = len(examples) - len(todo)
+        on_progress(finished, len(examples))
+        t0 = time.perf_counter()
+        with results.open("a") as out:
+            async def one(ex: Example) -> None:
+                nonlocal finished
+                async with sem:
+                    started = time.perf_counter()
+                    row = {"id": ex.id, "domain": ex.domain, "mode": run.mode, "adapter": run.adapter,
+                           "question": ex.question, "gold": ex.answer}
+                    try:
+                        row |= await _ask(client, run, names, adapter, ex)
+                        row |= score_answer(ex, row["answer"])
+                    except (httpx.HTTPError, KeyError, ValueError) as exc:
+                        row["error"] = _describe(exc)
+                    row["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+                finished += 1
+                on_progress(finished, len(examples))
+            await asyncio.gather(*(one(e) for e in todo))
+        meta["wall_s"] = old_meta.get("wall_s", 0.0) + (time.perf_counter() - t0)
+        rows = latest(read_results(results), {e.id for e in examples})
+        meta["errors"] = sum(1 for r in rows if r.get("error"))
+        meta_path.write_text(json.dumps(meta, indent=2))
+        return meta
+
+
+def latest(rows: list[dict], ids: set[str] | None = None) -> list[dict]:
+    """One row per item: the last written (a retried error is replaced by its retry)."""
+    by_id = {r["id"]: r for r in rows if ids is None or r["id"] in ids}
+    return list(by_id.values())
+
+
+def default_label(run: EvalRun) -> str:
+    return {"weak": f"Weak alone ({run.adapter or BASE})", "strong": "Strong alone",
+            "collab": f"Collaboration ({run.adapter or BASE})"}[run.mode]
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}: {exc.response.text[:300]}"
+    return f"{type(exc).__name__}: {exc}"
