@@ -121,7 +121,7 @@ def train(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.
 
 
 def sft(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.Option(..., exists=True),
-        steps: int = typer.Option(60), learning_rate: float = typer.Option(2e-4)) -> None:
+        steps: int = typer.Option(60), learning_rate: float = typer.Option(1e-3)) -> None:
     """LoRA SFT of the weak model on domain data (rationale + answer): the domain's first adapter."""
     from services.trainer.sft import train_sft_adapter
 

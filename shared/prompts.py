@@ -24,12 +24,13 @@ class Domain:
     name: str
     task: str  # what the task is, said to both models
     answer_format: str  # how the final answer must look
+    answer_line: bool = True  # the strong model ends with "Answer: ..." (scored tasks: the answer is extractable)
 
 
 DOMAINS: dict[str, Domain] = {
     d.name: d
     for d in [
-        Domain("general", "Answer the user's question accurately.", "a clear, concise answer"),
+        Domain("general", "Answer the user's question accurately.", "a clear, concise answer", answer_line=False),
         Domain("ifqa", "Answer the counterfactual question, taking its 'if' premise as true even when it "
                "contradicts the real world.", "a short answer phrase"),
         Domain("pubmedqa", "Answer the biomedical research question from the given abstract.",
@@ -39,7 +40,7 @@ DOMAINS: dict[str, Domain] = {
         Domain("ethics-deontology", "Judge whether the excuse is a reasonable reason not to do what was requested.",
                "one word: reasonable or unreasonable"),
         Domain("synthetic", "Answer the question about the company, using its product facts and policies.",
-               "a short answer: a product, a person, an amount with its unit, or yes/no"),
+               "a short phrase, nothing else"),
     ]
 }
 DEFAULT_DOMAIN = "general"
@@ -60,10 +61,9 @@ WEAK = Template("$task\n\n${context}Question: $question\n\n$instruction")
 STRONG = Template(
     "$task\n\n${context}Question: $question\n\n"
     "A domain-specialised assistant drafted the following $draft_kind:\n---\n$draft\n---\n"
-    "Using your own reasoning, verify and refine this draft (correct it if it is wrong) "
-    "and give the final answer as $answer_format."
+    "Using your own reasoning, briefly verify this draft and correct it if it is wrong. $answer_instruction"
 )
-STRONG_ALONE = Template("$task\n\n${context}Question: $question\n\nGive the final answer as $answer_format.")
+STRONG_ALONE = Template("$task\n\n${context}Question: $question\n\n$answer_instruction")
 
 Messages = list[dict[str, str]]
 
@@ -73,6 +73,12 @@ def get_domain(name: str | None) -> Domain:
     if not name:
         return DOMAINS[DEFAULT_DOMAIN]
     return DOMAINS.get(name) or Domain(name, DOMAINS[DEFAULT_DOMAIN].task, DOMAINS[DEFAULT_DOMAIN].answer_format)
+
+
+def _answer_instruction(d: Domain) -> str:
+    if d.answer_line:
+        return f"End with a last line of the form 'Answer: <final answer>', where the final answer is {d.answer_format}."
+    return f"Give the final answer as {d.answer_format}."
 
 
 def _context(context: str | None) -> str:
@@ -92,7 +98,7 @@ def strong_messages(question: str, draft: str, domain: str | None = None, contex
     d = get_domain(domain)
     prompt = STRONG.substitute(task=d.task, context=_context(context), question=question.strip(),
                                draft_kind=_DRAFT_KINDS[DraftFormat(draft_format)], draft=draft.strip(),
-                               answer_format=d.answer_format)
+                               answer_instruction=_answer_instruction(d))
     return [*(history or []), {"role": "user", "content": prompt}]
 
 
@@ -100,5 +106,5 @@ def strong_alone_messages(question: str, domain: str | None = None, context: str
                           history: Messages | None = None) -> Messages:
     d = get_domain(domain)
     prompt = STRONG_ALONE.substitute(task=d.task, context=_context(context), question=question.strip(),
-                                     answer_format=d.answer_format)
+                                     answer_instruction=_answer_instruction(d))
     return [*(history or []), {"role": "user", "content": prompt}]

@@ -47,7 +47,8 @@ class DemoConfig:
     traffic_limit: int | None = 40  # train questions sent as live traffic per round
     rounds: int = 2
     sft_steps: int = 60
-    sft_learning_rate: float = 2e-4
+    sft_learning_rate: float = 1e-3
+    sft_threads: int = 2  # the servers are idle while the demo trains its first adapter
     concurrency: int = 8
     weak_max_tokens: int = 128
     strong_max_tokens: int = 128
@@ -128,7 +129,7 @@ class Demo:
             rows = [e.model_dump() for e in train]
             result = await train_sft_adapter(rows, self.cfg.domain, registry, swapper, self.trainer.weak_model,
                                              self.trainer.base_model_dir, steps=self.cfg.sft_steps,
-                                             learning_rate=self.cfg.sft_learning_rate)
+                                             learning_rate=self.cfg.sft_learning_rate, threads=self.cfg.sft_threads)
         finally:
             await swapper.aclose()
             await redis.aclose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import statistics
 import sys
 import tempfile
@@ -120,6 +121,7 @@ class RoundRunner:
                                           pairs=len(pairs), kind="dpo",
                                           metrics={"final_loss": result.train["loss"][-1]} if result.train["loss"] else {})
         result.candidate = manifest.name
+        shutil.rmtree(work, ignore_errors=True)  # the registry holds the adapter; a failed job's dir stays for debugging
         self.current[domain] = f"gating {manifest.name}"
         try:
             await self.swapper.load_verified(manifest.name)

@@ -42,20 +42,29 @@ def write_sft_data(rows: list[dict], domain: str, path: Path) -> None:
                                 "completion": [{"role": "assistant", "content": sft_target(row)}]}) + "\n")
 
 
+# Facts live in the MLPs: LoRA on attention alone barely moved SmolLM2's loss on the synthetic company's
+# facts (2.75 -> 1.80 in 60 steps at 2e-4); on every linear layer at 1e-3 it reached 0.28 in 33 steps.
+SFT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 async def train_sft_adapter(rows: list[dict], domain: str, registry: AdapterRegistry, swapper: AdapterSwapper,
-                            base_model: str, base_model_dir: Path, steps: int = 60, learning_rate: float = 2e-4,
-                            batch_size: int = 4, activate: bool = True) -> SftResult:
-    """Train, register and (by default) activate the domain's SFT adapter."""
+                            base_model: str, base_model_dir: Path, steps: int = 60, learning_rate: float = 1e-3,
+                            batch_size: int = 4, lora_r: int = 16, threads: int = 1,
+                            activate: bool = True) -> SftResult:
+    """Train, register and (by default) activate the domain's SFT adapter. `threads`: 2 only when the
+    model servers are idle (the demo trains before any traffic); serving and training share 2 cores."""
     if not rows:
         raise ValueError(f"no training rows for {domain}")
-    work = Path(tempfile.mkdtemp(prefix=f"cowest-sft-{domain}-"))
-    write_sft_data(rows, domain, work / "sft.jsonl")
-    cfg = JobConfig(base_model_dir=str(base_model_dir), data_file=str(work / "sft.jsonl"),
-                    output_dir=str(work / "adapter"), max_steps=steps, learning_rate=learning_rate,
-                    batch_size=batch_size)
-    metrics = await run_job("sft", cfg)
-    manifest: AdapterManifest = registry.register(
-        work / "adapter", domain=domain, base_model=base_model, base_model_path=base_model_dir, parent=None,
-        round=0, pairs=None, kind="sft", metrics={"final_loss": metrics["loss"][-1]} if metrics["loss"] else {})
+    with tempfile.TemporaryDirectory(prefix=f"cowest-sft-{domain}-") as tmp:  # the registry keeps a copy
+        work = Path(tmp)
+        write_sft_data(rows, domain, work / "sft.jsonl")
+        cfg = JobConfig(base_model_dir=str(base_model_dir), data_file=str(work / "sft.jsonl"),
+                        output_dir=str(work / "adapter"), max_steps=steps, learning_rate=learning_rate,
+                        batch_size=batch_size, lora_r=lora_r, lora_alpha=2 * lora_r, target_modules=SFT_TARGETS,
+                        threads=threads)
+        metrics = await run_job("sft", cfg)
+        manifest: AdapterManifest = registry.register(
+            work / "adapter", domain=domain, base_model=base_model, base_model_path=base_model_dir, parent=None,
+            round=0, pairs=None, kind="sft", metrics={"final_loss": metrics["loss"][-1]} if metrics["loss"] else {})
     seconds = await swapper.activate(domain, manifest.name) if activate else 0.0
     return SftResult(manifest.name, metrics, seconds)

@@ -31,11 +31,14 @@ class AdapterSwapper:
         self.settings, self.registry, self.redis = settings, registry, redis
         self.admin = VllmAdminClient(settings.weak_url, timeout=60)
         self._locks: dict[str, asyncio.Lock] = {}  # admin operations are serialised per domain
+        self._retiring: set[asyncio.Task] = set()
 
     def _lock(self, domain: str) -> asyncio.Lock:
         return self._locks.setdefault(domain, asyncio.Lock())
 
     async def aclose(self) -> None:
+        # A short-lived swapper (the CLI, the demo) still retires the versions its flip made old.
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.admin.aclose()
 
     async def loaded(self) -> set[str]:
@@ -78,7 +81,9 @@ class AdapterSwapper:
             await set_active_adapter(self.redis, domain, name)
             await self.redis.lpush(HISTORY_KEY.format(domain=domain), name)
             seconds = time.perf_counter() - t0
-        asyncio.get_running_loop().create_task(self._retire(domain))
+        task = asyncio.get_running_loop().create_task(self._retire(domain))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
         return seconds
 
     async def rollback(self, domain: str) -> str | None:
