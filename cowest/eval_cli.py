@@ -53,13 +53,14 @@ class ProgressBars:
         self.progress.stop()
 
 
-def _examples(domain: str, split: str, data: Path | None, limit: int | None, seed: int, size: int) -> list[Example]:
+def _examples(domain: str, split: str, data: Path | None, limit: int | None, seed: int, size: int,
+              eval_size: int | None) -> list[Example]:
     if data:
         return loaders.load_jsonl(data, domain)[:limit]
     if domain == "synthetic":
         from shared.data.synthetic import generate
 
-        return generate(seed=seed, size=size)["train" if split == "train" else "eval"][:limit]
+        return generate(seed=seed, size=size, eval_size=eval_size)["train" if split == "train" else "eval"][:limit]
     return loaders.load(domain, split, limit)
 
 
@@ -74,7 +75,8 @@ def eval_command(
     concurrency: int = typer.Option(8, help="requests in flight (vLLM batches them)"),
     seed: int = typer.Option(0, help="synthetic domain: generator seed"),
     size: int = typer.Option(120, help="synthetic domain: generated questions"),
-    max_tokens: int = typer.Option(128, help="per stage"),
+    eval_size: int = typer.Option(None, help="synthetic domain: eval questions"),
+    max_tokens: int = typer.Option(256, help="per stage"),
 ) -> None:
     """Score a domain's split through the running stack (orchestrator -> vLLM); resumable."""
     from cowest.stack import Stack
@@ -85,7 +87,7 @@ def eval_command(
     if label and len(chosen) > 1:
         _fail("--label names one run: give one mode with it")
     try:
-        examples = _examples(domain, split, data, limit, seed, size)
+        examples = _examples(domain, split, data, limit, seed, size, eval_size)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     url = Stack().orchestrator_url
@@ -125,11 +127,13 @@ def demo(
     profile: str = typer.Option(None, "--profile", "-p", help="default | quality | tiny"),
     seed: int = typer.Option(0, help="synthetic domain: which fictional company"),
     size: int = typer.Option(120, help="synthetic domain: questions generated"),
+    eval_size: int = typer.Option(None, help="synthetic domain: eval questions (more new questions, same facts)"),
     rounds: int = typer.Option(2, help="DPO rounds"),
     traffic: int = typer.Option(40, help="train questions replayed as live traffic per round"),
     train_limit: int = typer.Option(None, help="SFT rows (default: the whole train split)"),
     eval_limit: int = typer.Option(None, help="evaluation items (default: the whole eval split)"),
     sft_steps: int = typer.Option(60),
+    dpo_steps: int = typer.Option(10, help="DPO steps per round"),
     concurrency: int = typer.Option(8),
     report_out: Path = typer.Option(None, "--report", help="default COWEST_HOME/report/report.md"),
 ) -> None:
@@ -140,9 +144,9 @@ def demo(
     from cowest.stack import Stack
 
     domain = domain or (domain_dir.name if domain_dir else "synthetic")
-    cfg = DemoConfig(domain=domain, domain_dir=domain_dir, seed=seed, size=size, rounds=rounds,
+    cfg = DemoConfig(domain=domain, domain_dir=domain_dir, seed=seed, size=size, eval_size=eval_size, rounds=rounds,
                      traffic_limit=traffic, train_limit=train_limit, eval_limit=eval_limit, sft_steps=sft_steps,
-                     concurrency=concurrency, command="cowest " + " ".join(sys.argv[1:]))
+                     dpo_steps=dpo_steps, concurrency=concurrency, command="cowest " + " ".join(sys.argv[1:]))
     up(profile=profile, timeout=900)
     stack = Stack()
     env = {k: v for k, v in stack.trainer_env(stack.profile()).items() if k not in os.environ}

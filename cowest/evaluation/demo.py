@@ -36,12 +36,16 @@ from shared.data.schema import Example
 from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM
 
 
+PAUSE_TTL_S = 3 * 3600  # longer than any one phase
+
+
 @dataclass
 class DemoConfig:
     domain: str = "synthetic"
     domain_dir: Path | None = None  # train.jsonl + eval.jsonl in the harness schema: any domain, no code
     seed: int = 0  # synthetic domain: which fictional company
     size: int = 120  # synthetic domain: reasoning questions generated (train + eval)
+    eval_size: int | None = None  # synthetic domain: more eval questions about the same facts
     train_limit: int | None = None  # SFT rows
     eval_limit: int | None = None
     traffic_limit: int | None = 40  # train questions sent as live traffic per round
@@ -50,7 +54,8 @@ class DemoConfig:
     sft_learning_rate: float = 1e-3
     sft_threads: int = 2  # the servers are idle while the demo trains its first adapter
     concurrency: int = 8
-    weak_max_tokens: int = 128
+    dpo_steps: int = 10  # per round (the trainer's default is 20): keeps `make demo` near 30 minutes
+    weak_max_tokens: int = 256  # a synthetic rationale (fact cards + the step) is ~160 tokens
     strong_max_tokens: int = 128
     drain_timeout_s: float = 3600.0
     command: str = "cowest demo"
@@ -70,7 +75,7 @@ def load_domain(cfg: DemoConfig) -> tuple[list[Example], list[Example]]:
     elif cfg.domain == "synthetic":
         from shared.data.synthetic import generate
 
-        splits = generate(seed=cfg.seed, size=cfg.size)
+        splits = generate(seed=cfg.seed, size=cfg.size, eval_size=cfg.eval_size)
         train, evaluation = splits["train"], splits["eval"]
     else:
         train, evaluation = loaders.load(cfg.domain, "train"), loaders.load(cfg.domain, "eval")
@@ -100,6 +105,7 @@ class Demo:
     # --- phases -----------------------------------------------------------------------------
     async def phase(self, name: str, coro):
         self.say(f"== {name}")
+        await self.store.set_manual_rounds(self.cfg.domain, True, ttl_s=PAUSE_TTL_S)  # renewed each phase
         t0 = time.perf_counter()
         result = await coro
         self.state.phases.append({"phase": name, "seconds": round(time.perf_counter() - t0, 1)})
@@ -190,7 +196,8 @@ class Demo:
 
     async def train_round(self, demo_round: int) -> dict:
         async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None) as client:
-            r = await client.post("/train", json={"domain": self.cfg.domain, "force": True})
+            r = await client.post("/train", json={"domain": self.cfg.domain, "force": True,
+                                                  "max_steps": self.cfg.dpo_steps})
             r.raise_for_status()
             result = r.json() | {"demo_round": demo_round}
         self.state.rounds.append(result)
@@ -209,8 +216,7 @@ class Demo:
             shutil.rmtree(self.domain_dir)
         self.say(f"{cfg.domain}: {len(train)} train, {len(evaluation)} eval examples")
         redis = Redis.from_url(self.trainer.redis_url)
-        store = TrainerStore(redis)
-        await store.set_manual_rounds(cfg.domain, True)
+        self.store = TrainerStore(redis)
         try:
             await self.phase("SFT of the weak adapter", self.sft(train))
             await self.phase("evaluate weak alone", self.evaluate(evaluation, "weak", "Weak alone (SFT)"))
@@ -229,7 +235,7 @@ class Demo:
                 else:
                     self.say(f"   round {r} did not change the active adapter: no new evaluation")
         finally:
-            await store.set_manual_rounds(cfg.domain, False)
+            await self.store.set_manual_rounds(cfg.domain, False)
             await redis.aclose()
             self._save()
         return self.state

@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from services.trainer.collab import CollabClient
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 class TrainRequest(BaseModel):
     domain: str
     force: bool = False  # train even below min_pairs_per_round (needs at least one pair)
+    max_steps: int | None = Field(default=None, ge=1, le=10_000)  # this round's DPO steps (default: settings)
 
 
 class Trainer:
@@ -132,7 +133,8 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
 
     @app.post("/train")
     async def train(body: TrainRequest, request: Request) -> dict:
-        return asdict(await trainer_of(request).rounds.run(body.domain, force=body.force))
+        overrides = {"max_steps": body.max_steps} if body.max_steps else None
+        return asdict(await trainer_of(request).rounds.run(body.domain, force=body.force, job_overrides=overrides))
 
     @app.post("/adapters/{domain}/rollback")
     async def rollback(domain: str, request: Request) -> dict:

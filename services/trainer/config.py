@@ -29,7 +29,7 @@ class TrainerSettings(BaseSettings):
     # Collaborative feedback
     k_drafts: int = 4
     draft_temperature: float = 0.8
-    draft_max_tokens: int = 128
+    draft_max_tokens: int = 256  # as the orchestrator's default: pairs are drafts as serving writes them
     strong_max_tokens: int = 128
     pair_margin: float = 0.0
     max_pairs_per_question: int = 1

@@ -82,13 +82,13 @@ class RoundRunner:
         self.current: dict[str, str] = {}  # domain -> what its round is doing now (for GET /status)
         self.history: list[RoundResult] = []
 
-    async def run(self, domain: str, force: bool = False) -> RoundResult:
+    async def run(self, domain: str, force: bool = False, job_overrides: dict | None = None) -> RoundResult:
         lock = self.redis.lock(LOCK_KEY.format(domain=domain), timeout=self.settings.lock_ttl_s, blocking=False)
         round_ = await self.store.round(domain)
         if not await lock.acquire():
             return RoundResult(domain, round_, "skipped", "another round of this domain is running")
         try:
-            result = await self._run_locked(domain, round_, force)
+            result = await self._run_locked(domain, round_, force, {**self.job_overrides, **(job_overrides or {})})
         except Exception as exc:  # noqa: BLE001 - report, keep serving the active version
             logger.exception("round %s of %s failed", round_, domain)
             result = RoundResult(domain, round_, "failed", f"{type(exc).__name__}: {exc}")
@@ -98,7 +98,7 @@ class RoundRunner:
         self.history.append(result)
         return result
 
-    async def _run_locked(self, domain: str, round_: int, force: bool) -> RoundResult:
+    async def _run_locked(self, domain: str, round_: int, force: bool, job: dict) -> RoundResult:
         pairs = await self.store.pairs(domain, round_)
         if len(pairs) < self.settings.min_pairs_per_round and not (force and pairs):
             return RoundResult(domain, round_, "skipped", f"{len(pairs)} pairs, need {self.settings.min_pairs_per_round}",
@@ -114,7 +114,7 @@ class RoundRunner:
         init = str(self.registry.path(active)) if active and self._ours(active) else None
         self.current[domain] = f"training round {round_} on {len(pairs)} pairs"
         cfg = JobConfig(base_model_dir=str(self.settings.base_model_dir), data_file=str(data),
-                        output_dir=str(work / "adapter"), init_adapter=init, **self.job_overrides)
+                        output_dir=str(work / "adapter"), init_adapter=init, **job)
         result.train = await run_job("dpo", cfg)
         manifest = self.registry.register(work / "adapter", domain=domain, base_model=self.settings.weak_model,
                                           base_model_path=self.settings.base_model_dir, parent=active, round=round_,

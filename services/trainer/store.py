@@ -89,11 +89,12 @@ class TrainerStore:
         count = int(n or 0)
         return count, (float(total) / count if count else None)
 
-    async def set_manual_rounds(self, domain: str, manual: bool) -> None:
+    async def set_manual_rounds(self, domain: str, manual: bool, ttl_s: int | None = None) -> None:
         """Pause (or resume) automatic rounds of a domain: a driver that wants one round per phase,
-        like the demo, starts them itself with POST /train."""
+        like the demo, starts them itself with POST /train. With `ttl_s` the pause lapses on its own
+        unless renewed, so a driver killed midway cannot leave the domain paused."""
         if manual:
-            await self.redis.set(MANUAL_KEY.format(domain=domain), "1")
+            await self.redis.set(MANUAL_KEY.format(domain=domain), "1", ex=ttl_s)
         else:
             await self.redis.delete(MANUAL_KEY.format(domain=domain))
 

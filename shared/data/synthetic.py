@@ -23,8 +23,11 @@ def _word(rng: random.Random, parts: int = 2) -> str:
     return "".join(rng.choice(_SYL) for _ in range(parts)).capitalize()
 
 
-def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3) -> dict[str, list[Example]]:
-    """{"train": [...], "eval": [...]}: about `size` reasoning questions plus one fact card per product (train)."""
+def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3,
+             eval_size: int | None = None) -> dict[str, list[Example]]:
+    """{"train": [...], "eval": [...]}: about `size` reasoning questions plus one fact card per product (train).
+    `eval_size`: draw further new questions about the same facts until the eval split has that many
+    (as many as exist when fewer do)."""
     rng = random.Random(seed)
     company = f"{_word(rng, 3)} Instruments"
     cities = sorted({_word(rng) + rng.choice(["burg", "dal", "port", "wick"]) for _ in range(4)})
@@ -55,13 +58,13 @@ def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3) -> dict
                              question=f"At {company}: {question}", answer=answer,
                              rationale=" ".join(facts) + " " + step))
 
-    for _ in range(size):
+    def draw() -> None:
         kind = rng.choice(["compare", "total", "return", "manager"])
         a, b = rng.sample(products, 2)
         if kind == "compare":
             heavier = a if a["weight"] > b["weight"] else b
             if a["weight"] == b["weight"]:
-                continue
+                return
             add(kind, f"which is heavier, the {a['name']} or the {b['name']}?", f"the {heavier['name']}",
                 [card(a), card(b)], f"{a['weight']} kg vs {b['weight']} kg, so the {heavier['name']} is heavier.")
         elif kind == "total":
@@ -82,10 +85,26 @@ def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3) -> dict
             add(kind, f"who manages the plant that makes the {a['name']}?", managers[a["plant"]], [card(a)],
                 f"It is made in {a['plant']}, whose manager is {managers[a['plant']]}.")
 
+
+    for _ in range(size):
+        draw()
+
     rng.shuffle(items)
     cut = int(len(items) * eval_fraction)
     facts = [Example(id=f"syn{seed}-fact-{i:04d}", domain="synthetic", question=f"At {company}: what do you know "
                      f"about the {p['name']}?", answer=card(p), rationale=card(p)) for i, p in enumerate(products)]
     train = facts + items[cut:]
-    seen = {e.question for e in train}
-    return {"train": train, "eval": [e for e in items[:cut] if e.question not in seen]}
+    asked = {e.question for e in train}
+    evaluation = []
+    for e in items[:cut]:  # a question asked twice, or also in train, is scored once or not at all
+        if e.question not in asked:
+            asked.add(e.question)
+            evaluation.append(e)
+    tries = 0
+    while eval_size and len(evaluation) < eval_size and tries < 100 * eval_size:  # more new questions, same facts
+        tries, before = tries + 1, len(items)
+        draw()
+        if len(items) > before and items[-1].question not in asked:
+            asked.add(items[-1].question)
+            evaluation.append(items[-1])
+    return {"train": train, "eval": evaluation[:eval_size] if eval_size else evaluation}

@@ -46,7 +46,7 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
                               drain_s=0.0, min_pairs_per_round=2, dpo_max_steps=3, dpo_learning_rate=1e-3)
     orch = orch_settings(tiny_weak_server, tiny_strong_server, fresh_redis.url, tmp_path / "spool.jsonl")
     cfg = DemoConfig(domain=DOMAIN, domain_dir=write_domain(tmp_path / DOMAIN), rounds=2, traffic_limit=10,
-                     sft_steps=3, concurrency=4, weak_max_tokens=16, strong_max_tokens=16, drain_timeout_s=300)
+                     sft_steps=3, dpo_steps=3, concurrency=4, weak_max_tokens=16, strong_max_tokens=16, drain_timeout_s=300)
     eval_dir = tmp_path / "home" / "eval"
     with serve_app(create_orchestrator(orch)) as orch_url, serve_app(create_trainer(trainer)) as trainer_url:
         state = await Demo(cfg, trainer, orch_url, trainer_url, eval_dir, say=lambda m: None).run()

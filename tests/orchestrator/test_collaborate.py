@@ -117,3 +117,22 @@ def test_active_adapter_is_used_and_switches_without_restart(orchestrator, priva
     assert body["weak"]["adapter"] is None and body["draft"] == base_draft
     metrics = httpx.get(f"{orchestrator}/metrics").text
     assert "cowest_stage_latency_seconds_bucket" in metrics and "cowest_requests_total" in metrics
+
+
+def test_adapter_override_pins_a_version_for_one_request(orchestrator, private_redis, tiny_weak_server, tiny_adapters):
+    """What evaluation of a version that is not (or no longer) active relies on."""
+    set_alias(private_redis.url, None)
+    wait_for_adapter(orchestrator, None)
+    body = collaborate(orchestrator, adapter="adapter-b").json()
+    assert body["weak"]["adapter"] == "adapter-b" and body["draft"] == direct_draft(tiny_weak_server, "adapter-b")
+    try:
+        set_alias(private_redis.url, "adapter-a")
+        wait_for_adapter(orchestrator, "adapter-a")
+        body = collaborate(orchestrator, adapter="base").json()  # the base model despite an active adapter
+        assert body["weak"]["adapter"] is None and body["draft"] == direct_draft(tiny_weak_server, "tiny-weak")
+    finally:
+        set_alias(private_redis.url, None)
+    r = collaborate(orchestrator, adapter="no-such-adapter")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "adapter_not_found"
+    r = collaborate(orchestrator, adapter="tiny-weak")  # the base model's own name is not an adapter
+    assert r.status_code == 404 and r.json()["error"]["param"] == "adapter"

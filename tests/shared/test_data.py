@@ -70,3 +70,11 @@ def test_a_public_dataset_name_fails_clearly_when_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="offline .* JSONL"):
         load("hf:squad", "eval")
+
+
+def test_synthetic_eval_size_adds_new_questions_about_the_same_facts():
+    small, large = generate(seed=2, size=80), generate(seed=2, size=80, eval_size=50)
+    assert [e.id for e in small["train"]] == [e.id for e in large["train"]]  # same company, same training data
+    assert len(large["eval"]) == 50 and [e.id for e in large["eval"]][:len(small["eval"])] == [e.id for e in small["eval"]]
+    questions = [e.question for e in large["eval"]]
+    assert len(set(questions)) == 50 and not set(questions) & {e.question for e in large["train"]}
