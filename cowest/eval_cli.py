@@ -129,7 +129,7 @@ def demo(
     size: int = typer.Option(120, help="synthetic domain: questions generated"),
     eval_size: int = typer.Option(None, help="synthetic domain: eval questions (more new questions, same facts)"),
     rounds: int = typer.Option(2, help="DPO rounds"),
-    traffic: int = typer.Option(40, help="train questions replayed as live traffic per round"),
+    traffic: int = typer.Option(20, help="train questions replayed as live traffic per round"),
     train_limit: int = typer.Option(None, help="SFT rows (default: the whole train split)"),
     eval_limit: int = typer.Option(None, help="evaluation items (default: the whole eval split)"),
     sft_steps: int = typer.Option(60),

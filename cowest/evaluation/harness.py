@@ -69,16 +69,17 @@ async def served(client: httpx.AsyncClient) -> Served:
 
 def score_answer(example: Example, answer: str) -> dict:
     """Per-item scores: the domain metric (as the trainer scores), EM and F1 (free-form answers),
-    the predicted label and correctness (label tasks: accuracy; free-form: token F1 >= 0.5)."""
+    the predicted label and correctness (label tasks: the right label; free-form: exact match; token F1
+    gives a wrong amount partial credit for its unit, "573 euros" vs "569 euros" = 0.5)."""
     gold = example.answer
     if example.choices:
         label = first_label(answer, [normalize(c) for c in example.choices])
         correct = label == normalize(gold if isinstance(gold, str) else gold[0])
         return {"score": float(correct), "label": label, "correct": correct}
-    f1 = token_f1(answer, gold)
-    return {"score": metric_for(example.domain)(answer, gold if isinstance(gold, str) else gold[0])
-            if isinstance(gold, str) else f1,
-            "em": exact_match(answer, gold), "f1": f1, "correct": f1 >= 0.5}
+    metric = metric_for(example.domain)
+    em = exact_match(answer, gold)
+    return {"score": metric(answer, gold) if isinstance(gold, str) else max(metric(answer, g) for g in gold),
+            "em": em, "f1": token_f1(answer, gold), "correct": em == 1.0}
 
 
 def _tokens(usage: dict | None) -> dict:

@@ -72,7 +72,8 @@ def summarize(rows: list[dict], meta: dict) -> RunSummary:
         em = [float(r.get("em", 0.0)) for r in rows]
         f1 = [float(r.get("f1", 0.0)) for r in rows]
         s.metrics = [Metric("EM", _mean(em), bootstrap_ci(em)), Metric("F1", _mean(f1), bootstrap_ci(f1))]
-    s.correct = sum(1 for r in ok if r.get("correct"))
+    # Correct = the right label, or an exact match (recomputed, so older result files count the same way).
+    s.correct = sum(1 for r in ok if (r.get("correct") if labelled else r.get("em") == 1.0))
     s.weak_tokens = sum(sum((r.get("weak_tokens") or {}).values()) for r in ok)
     s.strong_tokens = sum(sum((r.get("strong_tokens") or {}).values()) for r in ok)
     s.degraded = sum(1 for r in ok if r.get("degraded"))
@@ -114,8 +115,8 @@ def markdown(summaries: list[RunSummary], eval_dir: Path, plots: list[str]) -> s
             cells += [(s.metric(m).cell() if s and s.metric(m) else "-") for m in metric_names[d]]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Cost", "",
-              "Tokens are prompt + completion per item; a correct answer is the right label (label tasks) or token "
-              "F1 >= 0.5 (free-form). Wall time is the whole run at its concurrency on this machine.", "",
+              "Tokens are prompt + completion per item; a correct answer is the right label (label tasks) or an "
+              "exact match (free-form). Wall time is the whole run at its concurrency on this machine.", "",
               "| Domain | Method | Items | Errors | Degraded | Weak tokens/item | Strong tokens/item | "
               "Strong tokens per correct answer | vs strong alone | Wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for d in domains:

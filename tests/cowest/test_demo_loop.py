@@ -54,6 +54,16 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
         status = httpx.get(f"{trainer_url}/status").json()["domains"][DOMAIN]
         assert status["auto_rounds"] is True and status["active"] == f"{DOMAIN}-v3"
 
+        # `cowest eval` on the same stack: finished items are not asked again; a new run pins its version.
+        monkeypatch.setenv("COWEST_ORCH_PORT", orch_url.rsplit(":", 1)[1])
+        eval_file = str(cfg.domain_dir / "eval.jsonl")
+        result = CliRunner().invoke(app, ["eval", "--domain", DOMAIN, "--data", eval_file, "--modes", "strong,collab",
+                                          "--adapter", "base", "--limit", "2", "--max-tokens", "16"])
+        assert result.exit_code == 0, result.output
+        assert len((eval_dir / DOMAIN / "strong.jsonl").read_text().splitlines()) == 6  # resumed: nothing redone
+        base_rows = [json.loads(line) for line in (eval_dir / DOMAIN / "collab@base.jsonl").read_text().splitlines()]
+        assert len(base_rows) == 2 and all(r["adapter"] == "base" and not r.get("error") for r in base_rows)
+
     assert [r["status"] for r in state.rounds] == ["promoted", "promoted"], state.rounds
     assert [r["candidate"] for r in state.rounds] == [f"{DOMAIN}-v2", f"{DOMAIN}-v3"]
     assert all(r["pairs"] >= 1 and len(r["train"]["loss"]) == 3 for r in state.rounds)
@@ -65,8 +75,8 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
     # Every evaluation ran through the serving path against the version it names, with no errors.
     metas = {p.name: json.loads(p.read_text()) for p in (eval_dir / DOMAIN).glob("*.meta.json")}
     assert set(metas) == {f"weak@{DOMAIN}-v1.meta.json", "strong.meta.json", f"collab@{DOMAIN}-v1.meta.json",
-                          f"collab@{DOMAIN}-v2.meta.json", f"collab@{DOMAIN}-v3.meta.json"}
-    assert all(m["items"] == 6 and m["errors"] == 0 for m in metas.values())
+                          f"collab@{DOMAIN}-v2.meta.json", f"collab@{DOMAIN}-v3.meta.json", "collab@base.meta.json"}
+    assert all(m["errors"] == 0 for m in metas.values()) and metas[f"weak@{DOMAIN}-v1.meta.json"]["items"] == 6
     rows = [json.loads(line) for line in (eval_dir / DOMAIN / f"collab@{DOMAIN}-v3.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(r["draft"] and r["strong_tokens"]["completion"] > 0 for r in rows)
 

@@ -29,7 +29,7 @@ def test_free_form_scoring_takes_the_best_reference():
     s = score_answer(ex(["the Rhine", "Rhine river"]), "reasoning...\nAnswer: Rhine river")
     assert s["em"] == 1.0 and s["f1"] == 1.0 and s["correct"]
     s = score_answer(ex("340 euros", domain="synthetic"), "Answer: 340")
-    assert s["em"] == 0.0 and s["f1"] == pytest.approx(2 / 3) and s["correct"]
+    assert s["em"] == 0.0 and s["f1"] == pytest.approx(2 / 3) and not s["correct"]  # correct = exact match
 
 
 def test_summary_counts_errors_as_wrong_and_computes_macro_f1_with_an_absent_class():
@@ -60,7 +60,7 @@ def test_report_has_the_paper_table_cost_view_rounds_and_plots(tmp_path):
                                                 ("strong", "Strong alone", None, 0.5),
                                                 ("collab", "Collaboration (SFT adapter, before DPO)", 0, 0.6),
                                                 ("collab", "CoWest after DPO round 1", 1, 0.7)]):
-        rows = [{"id": str(n), "gold": "a", "em": float(n % 2), "f1": f1, "correct": n < 10 * f1,
+        rows = [{"id": str(n), "gold": "a", "em": float(n < round(10 * f1)), "f1": f1,
                  "strong_tokens": {"prompt": 50, "completion": 5} if mode != "weak" else {}} for n in range(10)]
         _write_run(eval_dir, EvalRun("synthetic", mode, adapter=f"synthetic-v{i}", label=label, round=rnd),
                    rows, created=i)
@@ -77,7 +77,7 @@ def test_report_has_the_paper_table_cost_view_rounds_and_plots(tmp_path):
     assert rows[0].startswith("| Method | Synthetic company EM (n=10) | Synthetic company F1 (n=10)")
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| Weak alone (SFT)", "| Strong alone",
                                                       "| Collaboration (SFT adapter, before DPO)", "| CoWest after DPO round 1"]
-    assert "| CoWest after DPO round 1 | 50.0 [" in table and "| 70.0 [70.0, 70.0] |" in table
+    assert "| CoWest after DPO round 1 | 70.0 [" in table and "| 70.0 [70.0, 70.0] |" in table
     assert "| synthetic | Collaboration (SFT adapter, before DPO) | 10 | 0 | 0 | 0 | 55 | 92 | 0.83x | 1 |" in text
     assert "| 1 | promoted: gate passed | 9 | 3 | 1.000 | 0.690 | 0.500 | 0.300 | 0.700 vs 0.600 | synthetic-v2 |" in text
     assert "| **total** | **15** |" in text
