@@ -48,7 +48,7 @@ class DemoConfig:
     eval_size: int | None = None  # synthetic domain: more eval questions about the same facts
     train_limit: int | None = None  # SFT rows
     eval_limit: int | None = None
-    traffic_limit: int | None = 20  # train questions sent as live traffic per round (~12 s each, feedback included)
+    traffic_limit: int | None = 20  # train questions sent as live traffic per round (~20 s each, feedback included)
     rounds: int = 2
     sft_steps: int = 60
     sft_learning_rate: float = 1e-3
