@@ -8,6 +8,7 @@ all collaborative feedback needs to make pairs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -57,8 +58,9 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
         # `cowest eval` on the same stack: finished items are not asked again; a new run pins its version.
         monkeypatch.setenv("COWEST_ORCH_PORT", orch_url.rsplit(":", 1)[1])
         eval_file = str(cfg.domain_dir / "eval.jsonl")
-        result = CliRunner().invoke(app, ["eval", "--domain", DOMAIN, "--data", eval_file, "--modes", "strong,collab",
-                                          "--adapter", "base", "--limit", "2", "--max-tokens", "16"])
+        result = await asyncio.to_thread(  # the CLI runs its own event loop
+            CliRunner().invoke, app, ["eval", "--domain", DOMAIN, "--data", eval_file, "--modes", "strong,collab",
+                                      "--adapter", "base", "--limit", "2", "--max-tokens", "16"])
         assert result.exit_code == 0, result.output
         assert len((eval_dir / DOMAIN / "strong.jsonl").read_text().splitlines()) == 6  # resumed: nothing redone
         base_rows = [json.loads(line) for line in (eval_dir / DOMAIN / "collab@base.jsonl").read_text().splitlines()]
