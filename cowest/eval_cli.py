@@ -148,14 +148,12 @@ def demo(
                      traffic_limit=traffic, train_limit=train_limit, eval_limit=eval_limit, sft_steps=sft_steps,
                      dpo_steps=dpo_steps, concurrency=concurrency, command="cowest " + " ".join(sys.argv[1:]))
     up(profile=profile, timeout=900)
-    stack = Stack()
-    env = {k: v for k, v in stack.trainer_env(stack.profile()).items() if k not in os.environ}
-    os.environ.update(env)
-    from services.trainer.config import TrainerSettings
+    from cowest.trainer_cli import _settings as stack_trainer_settings  # the trainer's view of this stack
 
+    stack = Stack()
     t0 = time.monotonic()
     with ProgressBars() as bars:
-        runner = Demo(cfg, TrainerSettings(), stack.orchestrator_url, stack.trainer_url, eval_dir(),
+        runner = Demo(cfg, stack_trainer_settings(), stack.orchestrator_url, stack.trainer_url, eval_dir(),
                       say=lambda m: bars.progress.console.print(m, highlight=False), progress=bars)
         try:
             asyncio.run(runner.run())

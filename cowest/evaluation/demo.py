@@ -29,7 +29,7 @@ from services.trainer.collector import GROUP
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterRegistry
 from services.trainer.sft import train_sft_adapter
-from services.trainer.store import TrainerStore
+from services.trainer.store import TrainerStore, _s
 from services.trainer.swap import AdapterSwapper
 from shared.data import loaders
 from shared.data.schema import Example
@@ -239,7 +239,3 @@ class Demo:
             await redis.aclose()
             self._save()
         return self.state
-
-
-def _s(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
