@@ -62,7 +62,7 @@ class Collector:
         """Collaborative feedback for one question; returns how many pairs it stored."""
         if item.answer is None or (self.settings.domains is not None and item.domain not in self.settings.domains):
             return 0
-        if is_heldout(item.id):
+        if is_heldout(item.domain, item.question):
             await self.store.add_heldout(item)
             return 0
         round_ = await self.store.round(item.domain)

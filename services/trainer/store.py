@@ -2,8 +2,9 @@
 held-out items for the gate, and the traces it has seen (to join feedback with its question).
 
 Pairs of one question in one round are written once (HSETNX on the question id), so reprocessing a
-redelivered message never duplicates pairs. Every 5th question (by a stable hash of its id) is held
-out for the gate and never turned into pairs.
+redelivered message never duplicates pairs. Every 5th question (by a stable hash of its domain and
+normalised text, so a question asked again is held out again) is kept for the gate and never turned
+into pairs.
 """
 
 from __future__ import annotations
@@ -36,8 +37,15 @@ class Item(BaseModel):
     context: str | None = None
 
 
-def is_heldout(item_id: str, every: int = 5) -> bool:
-    return int(hashlib.sha256(item_id.encode()).hexdigest(), 16) % every == 0
+def question_key(domain: str, question: str) -> str:
+    """A stable id for a question's text: the same question sent twice (or in two rounds) maps to one key."""
+    text = " ".join(question.lower().split())
+    return hashlib.sha256(f"{domain}\n{text}".encode()).hexdigest()[:16]
+
+
+def is_heldout(domain: str, question: str, every: int = 5) -> bool:
+    """Held out by question, not by trace: a question is either always gate data or always training data."""
+    return int(question_key(domain, question), 16) % every == 0
 
 
 def _s(value) -> str | None:
@@ -69,7 +77,9 @@ class TrainerStore:
         return [PreferencePair(**p) for v in values for p in json.loads(v)]
 
     async def add_heldout(self, item: Item) -> None:
-        await self.redis.hset(HELDOUT_KEY.format(domain=item.domain), item.id, item.model_dump_json())
+        # Keyed by the question, so a question seen in many traces is one gate item.
+        await self.redis.hset(HELDOUT_KEY.format(domain=item.domain), question_key(item.domain, item.question),
+                              item.model_dump_json())
 
     async def heldout(self, domain: str) -> list[Item]:
         values = await self.redis.hvals(HELDOUT_KEY.format(domain=domain))

@@ -57,26 +57,38 @@ def trainer_settings(domain, tiny_models, weak, strong, redis_url, tmp_path, **k
                            concurrency=8, gate_tolerance=1.0, **kw)
 
 
-def send_traffic(url: str, domain: str, n: int) -> list[str]:
-    """n questions through /v1/collaborate, each followed by feedback with its correct answer."""
-    ids = []
-    for i in range(n):
-        r = httpx.post(f"{url}/v1/collaborate", json={"question": f"Question number {i}?", "domain": domain}, timeout=60)
+def questions(domain: str, n: int, held_out: int = 2) -> list[str]:
+    """n distinct questions of which exactly `held_out` go to the gate (the split hashes the text)."""
+    pool = (f"Question number {i}?" for i in range(10_000))
+    gate, train = [], []
+    for q in pool:
+        (gate if is_heldout(domain, q) else train).append(q)
+        if len(gate) >= held_out and len(train) >= n - held_out:
+            return gate[:held_out] + train[:n - held_out]
+    raise AssertionError("no such question set")
+
+
+def send_traffic(url: str, domain: str, n: int) -> list[tuple[str, str]]:
+    """n questions through /v1/collaborate, each followed by feedback with its correct answer.
+    Returns (trace id, question) pairs."""
+    sent = []
+    for i, question in enumerate(questions(domain, n)):
+        r = httpx.post(f"{url}/v1/collaborate", json={"question": question, "domain": domain}, timeout=60)
         assert r.status_code == 200, r.text
-        ids.append(r.json()["id"])
-        fb = httpx.post(f"{url}/v1/feedback", json={"id": ids[-1], "correct_answer": f"answer {i}"}, timeout=10)
+        sent.append((r.json()["id"], question))
+        fb = httpx.post(f"{url}/v1/feedback", json={"id": sent[-1][0], "correct_answer": f"answer {i}"}, timeout=10)
         assert fb.status_code == 202
-    return ids
+    return sent
 
 
-async def collect_all(collector: Collector, store: TrainerStore, domain: str, ids: list[str]) -> None:
+async def collect_all(collector: Collector, store: TrainerStore, domain: str, sent: list[tuple[str, str]]) -> None:
     await collector.ensure_groups()
     deadline = time.monotonic() + 120
-    want = [i for i in ids if not is_heldout(i)]
+    want = [i for i, q in sent if not is_heldout(domain, q)]
     while time.monotonic() < deadline:
         await collector.poll(block_ms=200)
         done = [i for i in want if await store.has_pairs_for(domain, await store.round(domain), i)]
-        if len(done) == len(want) and len(await store.heldout(domain)) == len(ids) - len(want):
+        if len(done) == len(want) and len(await store.heldout(domain)) == len(sent) - len(want):
             return
     raise AssertionError("the collector did not process every question in time")
 
@@ -106,8 +118,8 @@ async def test_full_round_swaps_with_zero_failed_requests(tiny_models, tiny_weak
                          domains=["general", domain])
     try:
         with serve_app(create_app(orch)) as url:
-            ids = await asyncio.to_thread(send_traffic, url, domain, 16)
-            await collect_all(parts.named_collector("c1"), parts.store, domain, ids)
+            sent = await asyncio.to_thread(send_traffic, url, domain, 16)
+            await collect_all(parts.named_collector("c1"), parts.store, domain, sent)
             pairs = await parts.store.pairs(domain, 1)
             assert len(pairs) >= 2, "too few pairs for a round"
             for p in pairs:
@@ -157,12 +169,12 @@ async def test_crashed_consumer_loses_nothing_and_duplicates_nothing(tiny_models
                          domains=["general", domain])
     try:
         with serve_app(create_app(orch)) as url:
-            ids = await asyncio.to_thread(send_traffic, url, domain, 6)
+            sent = await asyncio.to_thread(send_traffic, url, domain, 6)
         await parts.named_collector("c0").ensure_groups()
         # Consumer A takes delivery of everything and dies before acknowledging anything.
         taken = await parts.redis.xreadgroup(GROUP, "A", {TRACES_STREAM: ">", FEEDBACK_STREAM: ">"}, count=10_000)
         assert sum(len(entries) for _, entries in taken)
-        await collect_all(parts.named_collector("B"), parts.store, domain, ids)  # B reclaims A's entries
+        await collect_all(parts.named_collector("B"), parts.store, domain, sent)  # B reclaims A's entries
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
             assert (await parts.redis.xpending(stream, GROUP))["pending"] == 0
         before = sorted(p.pair_id for p in await parts.store.pairs(domain, 1))
