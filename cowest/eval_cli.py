@@ -125,16 +125,17 @@ def demo(
     domain: str = typer.Option(None, "--domain", "-d", help="synthetic (default), a paper domain, or a name for --domain-dir"),
     domain_dir: Path = typer.Option(None, exists=True, file_okay=False, help="train.jsonl + eval.jsonl of any domain"),
     profile: str = typer.Option(None, "--profile", "-p", help="default | quality | tiny"),
-    seed: int = typer.Option(0, help="synthetic domain: which fictional company"),
-    size: int = typer.Option(120, help="synthetic domain: questions generated"),
+    # Sizes left unset take DemoConfig's defaults (cowest/evaluation/demo.py), sized for ~30 min on 2 cores.
+    seed: int = typer.Option(None, help="synthetic domain: which fictional company [default: 0]"),
+    size: int = typer.Option(None, help="synthetic domain: questions generated [default: 120]"),
     eval_size: int = typer.Option(None, help="synthetic domain: eval questions (more new questions, same facts)"),
-    rounds: int = typer.Option(2, help="DPO rounds"),
-    traffic: int = typer.Option(20, help="train questions replayed as live traffic per round"),
+    rounds: int = typer.Option(None, help="DPO rounds [default: 2]"),
+    traffic: int = typer.Option(None, help="train questions replayed as live traffic per round [default: 12]"),
     train_limit: int = typer.Option(None, help="SFT rows (default: the whole train split)"),
     eval_limit: int = typer.Option(None, help="evaluation items (default: the whole eval split)"),
-    sft_steps: int = typer.Option(60),
-    dpo_steps: int = typer.Option(10, help="DPO steps per round"),
-    concurrency: int = typer.Option(8),
+    sft_steps: int = typer.Option(None, help="[default: 45]"),
+    dpo_steps: int = typer.Option(None, help="DPO steps per round [default: 10]"),
+    concurrency: int = typer.Option(None, help="requests in flight [default: 8]"),
     report_out: Path = typer.Option(None, "--report", help="default COWEST_HOME/report/report.md"),
 ) -> None:
     """The closed loop: SFT -> eval -> live traffic + feedback -> DPO rounds -> eval -> report.
@@ -144,9 +145,11 @@ def demo(
     from cowest.stack import Stack
 
     domain = domain or (domain_dir.name if domain_dir else "synthetic")
-    cfg = DemoConfig(domain=domain, domain_dir=domain_dir, seed=seed, size=size, eval_size=eval_size, rounds=rounds,
-                     traffic_limit=traffic, train_limit=train_limit, eval_limit=eval_limit, sft_steps=sft_steps,
-                     dpo_steps=dpo_steps, concurrency=concurrency, command="cowest " + " ".join(sys.argv[1:]))
+    sizes = dict(seed=seed, size=size, eval_size=eval_size, rounds=rounds, traffic_limit=traffic,
+                 train_limit=train_limit, eval_limit=eval_limit, sft_steps=sft_steps, dpo_steps=dpo_steps,
+                 concurrency=concurrency)
+    cfg = DemoConfig(domain=domain, domain_dir=domain_dir, command="cowest " + " ".join(sys.argv[1:]),
+                     **{k: v for k, v in sizes.items() if v is not None})
     up(profile=profile, timeout=900)
     from cowest.trainer_cli import _settings as stack_trainer_settings  # the trainer's view of this stack
 

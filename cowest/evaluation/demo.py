@@ -48,13 +48,17 @@ class DemoConfig:
     eval_size: int | None = None  # synthetic domain: more eval questions about the same facts
     train_limit: int | None = None  # SFT rows
     eval_limit: int | None = None
-    traffic_limit: int | None = 20  # train questions sent as live traffic per round (~20 s each, feedback included)
+    # Sizes that keep `make demo` near 30 minutes on 2 cores: collecting feedback (1 + K strong calls and
+    # K drafts per question) dominates a round, then SFT.
+    traffic_limit: int | None = 12  # train questions sent as live traffic per round
     rounds: int = 2
-    sft_steps: int = 60
+    sft_steps: int = 45
     sft_learning_rate: float = 1e-3
-    sft_threads: int = 2  # the servers are idle while the demo trains its first adapter
+    # The servers are idle while the demo trains (it sends nothing meanwhile): two torch threads, not one
+    # (DPO 14 s/step instead of 22: bench/dpo_step.py --threads 1|2, back to back).
+    train_threads: int = 2
     concurrency: int = 8
-    dpo_steps: int = 10  # per round (the trainer's default is 20): keeps `make demo` near 30 minutes
+    dpo_steps: int = 10  # per round (the trainer's default is 20)
     weak_max_tokens: int = 256  # a synthetic rationale (fact cards + the step) is ~160 tokens
     strong_max_tokens: int = 128
     drain_timeout_s: float = 3600.0
@@ -135,7 +139,7 @@ class Demo:
             rows = [e.model_dump() for e in train]
             result = await train_sft_adapter(rows, self.cfg.domain, registry, swapper, self.trainer.weak_model,
                                              self.trainer.base_model_dir, steps=self.cfg.sft_steps,
-                                             learning_rate=self.cfg.sft_learning_rate, threads=self.cfg.sft_threads)
+                                             learning_rate=self.cfg.sft_learning_rate, threads=self.cfg.train_threads)
         finally:
             await swapper.aclose()
             await redis.aclose()
@@ -197,7 +201,8 @@ class Demo:
     async def train_round(self, demo_round: int) -> dict:
         async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None) as client:
             r = await client.post("/train", json={"domain": self.cfg.domain, "force": True,
-                                                  "max_steps": self.cfg.dpo_steps})
+                                                  "max_steps": self.cfg.dpo_steps,
+                                                  "threads": self.cfg.train_threads})
             r.raise_for_status()
             result = r.json() | {"demo_round": demo_round}
         self.state.rounds.append(result)

@@ -33,6 +33,9 @@ class TrainRequest(BaseModel):
     domain: str
     force: bool = False  # train even below min_pairs_per_round (needs at least one pair)
     max_steps: int | None = Field(default=None, ge=1, le=10_000)  # this round's DPO steps (default: settings)
+    # Torch threads for this round's DPO job (default 1: vLLM holds the other core). A driver that
+    # knows the servers are idle meanwhile, like the demo between its phases, may ask for 2.
+    threads: int | None = Field(default=None, ge=1, le=64)
 
 
 class Trainer:
@@ -133,7 +136,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
 
     @app.post("/train")
     async def train(body: TrainRequest, request: Request) -> dict:
-        overrides = {"max_steps": body.max_steps} if body.max_steps else None
+        overrides = {k: v for k, v in (("max_steps", body.max_steps), ("threads", body.threads)) if v} or None
         return asdict(await trainer_of(request).rounds.run(body.domain, force=body.force, job_overrides=overrides))
 
     @app.post("/adapters/{domain}/rollback")

@@ -104,3 +104,18 @@ def test_demo_data_never_scores_training_questions_and_replays_real_questions(tm
     (d / "eval.jsonl").write_text('{"question": "b?", "answer": "y"}\n{"question": "c?", "answer": "z"}\n')
     train, evaluation = load_domain(DemoConfig(domain="acme", domain_dir=d))
     assert [e.domain for e in train] == ["acme", "acme"] and [e.question for e in evaluation] == ["c?"]
+
+
+def test_demo_cli_help_states_demo_config_defaults():
+    """The CLI leaves sizes unset so DemoConfig decides; its help must quote DemoConfig's values."""
+    import inspect
+    import re
+
+    from cowest.eval_cli import demo
+
+    fields = {"traffic": "traffic_limit"}
+    for name, param in inspect.signature(demo).parameters.items():
+        match = re.search(r"\[default: (\w+)\]", param.default.help or "")
+        if match:
+            assert param.default.default is None, name
+            assert str(getattr(DemoConfig, fields.get(name, name))) == match.group(1), name
