@@ -23,10 +23,10 @@ import time
 from dataclasses import asdict
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cowest.console import console, err_console, fail
 from cowest.models import ModelPullError, pull_model
 from cowest.models.pull import is_complete, model_dir
 from cowest.processes import StackError
@@ -45,15 +45,8 @@ app.command()(sft)
 app.command("eval")(eval_command)
 app.command()(report)
 app.command()(demo)
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copy-pastable
 
 ProfileOpt = typer.Option(None, "--profile", "-p", help="default | quality | tiny (default: COWEST_PROFILE)")
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 def _progress() -> Progress:
@@ -70,7 +63,7 @@ def models_pull(profile: str = ProfileOpt,
         keys = model or list(dict.fromkeys(_profile_keys(profile or settings.profile)))
         specs = [get_model(k) for k in keys]
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for spec in specs:
         with _progress() as progress:
             task = progress.add_task(f"{spec.key}: starting")
@@ -79,7 +72,7 @@ def models_pull(profile: str = ProfileOpt,
             except ModelPullError as exc:
                 progress.update(task, description=f"{spec.key}: failed")
                 progress.stop()
-                _fail(str(exc))
+                fail(str(exc))
             progress.update(task, description=f"{spec.key}: ready ({result.source}, {result.seconds:.1f}s)")
         console.print(f"{spec.key} -> {result.path}")
 
@@ -118,7 +111,7 @@ def up(profile: str = ProfileOpt,
         except (StackError, ModelPullError, ValueError, FileNotFoundError) as exc:
             progress.stop()
             stack.stop()
-            _fail(f"{exc}\nThe stack was stopped.")
+            fail(f"{exc}\nThe stack was stopped.")
         except KeyboardInterrupt:
             progress.stop()
             stack.stop()
@@ -161,7 +154,7 @@ def chat(server: str = typer.Argument(..., help="weak | strong"), message: str =
     from openai import OpenAI, OpenAIError
 
     if server not in SERVERS:
-        _fail(f"server must be one of {', '.join(SERVERS)}")
+        fail(f"server must be one of {', '.join(SERVERS)}")
     stack = Stack()
     url = stack.servers[server].base_url
     client = OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=300, max_retries=0)
@@ -171,7 +164,7 @@ def chat(server: str = typer.Argument(..., help="weak | strong"), message: str =
         reply = client.chat.completions.create(model=name, max_tokens=max_tokens, temperature=0,
                                                messages=[{"role": "user", "content": message}])
     except OpenAIError as exc:
-        _fail(f"{server} server at {url}: {exc}")
+        fail(f"{server} server at {url}: {exc}")
     console.print(f"[bold]{server}[/] ({name}, {time.monotonic() - t0:.1f}s, "
                   f"{reply.usage.completion_tokens} tokens): {reply.choices[0].message.content}")
 
@@ -188,9 +181,9 @@ def ask(question: str = typer.Argument(...), domain: str = typer.Option(None, he
     try:
         r = httpx.post(url, json={k: v for k, v in body.items() if v is not None}, timeout=600)
     except httpx.HTTPError as exc:
-        _fail(f"orchestrator at {url} is not reachable ({exc}); start it with `cowest up`")
+        fail(f"orchestrator at {url} is not reachable ({exc}); start it with `cowest up`")
     if r.status_code != 200:
-        _fail(f"{r.status_code}: {r.text}")
+        fail(f"{r.status_code}: {r.text}")
     out = r.json()
     weak, strong = out["weak"], out["strong"]
     console.print(f"[bold]draft[/] ({weak['model']}{' + ' + weak['adapter'] if weak['adapter'] else ''}, "

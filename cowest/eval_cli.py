@@ -9,23 +9,15 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cowest.console import console, err_console, fail
 from cowest.evaluation.harness import MODES, EvalRun, evaluate
 from cowest.evaluation.report import write_report
 from shared.config import CowestSettings
 from shared.data import loaders
 from shared.data.schema import Example
-
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 def eval_dir() -> Path:
@@ -83,13 +75,13 @@ def eval_command(
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     if bad := [m for m in chosen if m not in MODES]:
-        _fail(f"unknown mode(s) {', '.join(bad)}: choose from {', '.join(MODES)}")
+        fail(f"unknown mode(s) {', '.join(bad)}: choose from {', '.join(MODES)}")
     if label and len(chosen) > 1:
-        _fail("--label names one run: give one mode with it")
+        fail("--label names one run: give one mode with it")
     try:
         examples = _examples(domain, split, data, limit, seed, size, eval_size)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     url = Stack().orchestrator_url
     with ProgressBars() as bars:
         for mode in chosen:
@@ -99,7 +91,7 @@ def eval_command(
                 meta = asyncio.run(evaluate(url, run, examples, eval_dir(), api_key=os.environ.get("COWEST_API_KEY"),
                                             on_progress=lambda d, t, m=mode: bars(f"{domain} {m}", d, t)))
             except Exception as exc:  # noqa: BLE001 - httpx errors at start-up: the stack is not there
-                _fail(f"{mode}: {exc} (is the stack up? `cowest up`)")
+                fail(f"{mode}: {exc} (is the stack up? `cowest up`)")
             console.print(f"{meta['label']}: {meta['items']} items, {meta['errors']} errors, {meta['wall_s']:.0f}s")
     _report(None, "CoWest evaluation", plots=True)
 
@@ -115,7 +107,7 @@ def _report(out: Path | None, title: str, plots: bool) -> None:
     try:
         path, _ = write_report(eval_dir(), out, title, with_plots=plots)
     except FileNotFoundError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     text = path.read_text()
     console.print(Markdown(text.split("## Cost")[0]))
     console.print(f"report: {path}")
@@ -161,7 +153,7 @@ def demo(
         try:
             asyncio.run(runner.run())
         except (ValueError, TimeoutError, FileNotFoundError, RuntimeError) as exc:
-            _fail(f"demo stopped: {exc}")
+            fail(f"demo stopped: {exc}")
     console.print(f"demo loop finished in {(time.monotonic() - t0) / 60:.1f} min")
     _report(report_out, "CoWest demo", plots=True)
     console.print(

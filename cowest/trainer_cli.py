@@ -12,22 +12,15 @@ import os
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cowest.console import console, fail
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError
 from services.trainer.store import Item
 from shared.adapters import active_key
 
 adapters_app = typer.Typer(help="Versioned LoRA adapters of the weak model.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 def _settings(**overrides) -> TrainerSettings:
@@ -81,7 +74,7 @@ def adapters_show(name: str) -> None:
     try:
         console.print_json(_trainer(_settings()).registry.get(name).model_dump_json())
     except AdapterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @adapters_app.command("rollback")
@@ -96,7 +89,7 @@ def adapters_rollback(domain: str = typer.Option(..., "--domain", "-d")) -> None
     try:
         previous = asyncio.run(go())
     except AdapterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"{domain}: active adapter is now {previous or 'the base model'}")
 
 
@@ -139,7 +132,7 @@ def sft(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.Op
     try:
         result = asyncio.run(go())
     except (AdapterError, RuntimeError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     m = result.metrics
     console.print(f"{result.adapter}: SFT loss {m['loss'][0]:.3f} -> {m['loss'][-1]:.3f} "
                   f"({m['seconds_per_step']:.1f}s/step); active for {domain} (swap {result.swap_seconds:.2f}s)")
