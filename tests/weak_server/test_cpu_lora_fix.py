@@ -47,6 +47,24 @@ def test_expand_slice_touches_only_its_slice():
     torch.testing.assert_close(out, expected)
 
 
+def test_one_adapter_batch_takes_the_single_matmul_path():
+    weights, indices = _weights(), torch.full((7,), 1)
+    inputs = torch.randn(7, 5)
+    out = torch.zeros(7, 6)
+    fix.bgmv_shrink(inputs, weights, out, indices)
+    torch.testing.assert_close(out, _reference(inputs, weights, indices))
+
+
+def test_prefill_sized_mixed_batch_matches_the_per_row_reference():
+    """Prompts of three adapters and the base model, interleaved as vLLM packs a batch's tokens."""
+    weights = _weights(slots=4, out=6, inp=5)
+    indices = torch.tensor([2, -1, 0, 2, 3, -1]).repeat_interleave(torch.tensor([40, 7, 33, 1, 12, 25]))
+    inputs, base = torch.randn(len(indices), 5), torch.randn(len(indices), 6)
+    out = base.clone()
+    fix.bgmv_expand(inputs, weights, out, indices, add_inputs=True)
+    torch.testing.assert_close(out, base + _reference(inputs, weights, indices))
+
+
 def test_upstream_indexing_is_what_goes_wrong():
     """The bug in one line: index -1 selects the last adapter slot instead of no adapter."""
     weights = _weights()

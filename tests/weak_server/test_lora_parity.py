@@ -111,7 +111,10 @@ def test_without_the_fix_base_rows_get_an_adapter_delta_and_seeds_crash(
         tiny_models, tiny_adapters, tmp_path_factory, greedy_reference, prompt_ids):
     """Both upstream vLLM-CPU bugs, reproduced with the plugin off: base rows decode with an adapter,
     and seeded requests kill the engine."""
-    with start_weak(tiny_models, tmp_path_factory, cpu_lora_fix=False) as url:
+    # A small token budget per step chunks every burst's prefill, so a partial-prefill sample (what
+    # rewinds a seeded generator) happens on every run, not only when requests happen to straddle steps.
+    with start_weak(tiny_models, tmp_path_factory, cpu_lora_fix=False,
+                    extra_args=["--max-num-batched-tokens", "64"]) as url:
         asyncio.run(load_adapters(url, tiny_adapters))
         base = asyncio.run(base_during_adapter_decode(url, prompt_ids))
         statuses, health = asyncio.run(seeded_burst(url))  # last: it kills this engine
@@ -136,6 +139,13 @@ async def seeded_burst(url: str) -> tuple[list[int], int]:
             return statuses, (await client.get("/health")).status_code
         except httpx.TransportError:
             return statuses, 0  # the server process is gone
+
+
+def test_with_the_fix_chunked_seeded_bursts_keep_the_engine_alive(tiny_models, tmp_path_factory):
+    """The crash's exact conditions (the token budget that reproduces it above), plugin on."""
+    with start_weak(tiny_models, tmp_path_factory, extra_args=["--max-num-batched-tokens", "64"]) as url:
+        statuses, health = asyncio.run(seeded_burst(url))
+    assert set(statuses) == {200} and health == 200
 
 
 async def test_seeded_sampling_does_not_kill_the_engine(lora_server, prompt_ids):
