@@ -138,7 +138,7 @@ def markdown(summaries: list[RunSummary], eval_dir: Path, plots: list[str]) -> s
                 loss, margin = t.get("loss") or [None], t.get("reward_margin") or [None]
                 gate = (f"{r['candidate_score']:.3f} vs {r['active_score']:.3f}" if r.get("candidate_score") is not None
                         else "-")
-                lines.append(f"| {r['demo_round']} | {r['status']}: {r.get('detail', '')} | {r.get('pairs', 0)} | "
+                lines.append(f"| {r['demo_round']} | {r['status']}: {_cell(r.get('detail', ''))} | {r.get('pairs', 0)} | "
                              f"{t.get('steps', '-')} | {_f(t.get('seconds_per_step'))} | {_f(loss[0])} | {_f(loss[-1])} | "
                              f"{_f(margin[-1])} | {gate} | {r.get('candidate') or '-'} |")
         if demo:
@@ -149,6 +149,12 @@ def markdown(summaries: list[RunSummary], eval_dir: Path, plots: list[str]) -> s
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    """Free text as one markdown table cell: one line, no pipes, bounded length."""
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _f(x) -> str:

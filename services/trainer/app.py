@@ -38,6 +38,31 @@ class TrainRequest(BaseModel):
     threads: int | None = Field(default=None, ge=1, le=64)
 
 
+class FailureBackoff:
+    """When automatic rounds of a domain fail (a job killed for memory, vLLM down), wait before the next
+    try, doubling up to an hour: retrying every pass turns one bad round into a crash loop that burns
+    the CPU the servers need (seen here: an OOM-killed DPO job retried every 36 s)."""
+
+    def __init__(self, base_s: float, max_s: float = 3600.0):
+        self.base_s, self.max_s = base_s, max_s
+        self.failures: dict[str, int] = {}
+        self.retry_at: dict[str, float] = {}
+
+    def blocked(self, domain: str, now: float) -> bool:
+        return now < self.retry_at.get(domain, 0.0)
+
+    def record(self, domain: str, status: str, now: float) -> float:
+        """Note a round's outcome; returns the seconds to wait before the next automatic try."""
+        if status != "failed":
+            self.failures.pop(domain, None)
+            self.retry_at.pop(domain, None)
+            return 0.0
+        self.failures[domain] = self.failures.get(domain, 0) + 1
+        wait = min(self.base_s * 2 ** (self.failures[domain] - 1), self.max_s)
+        self.retry_at[domain] = now + wait
+        return wait
+
+
 class Trainer:
     """Everything the service runs, built once."""
 
@@ -51,6 +76,7 @@ class Trainer:
         self.collector = Collector(settings, self.redis, self.store, self.collab)
         self.rounds = RoundRunner(settings, self.redis, self.store, self.registry, self.swapper, self.collab)
         self._last_scheduled: dict[str, float] = {}
+        self.backoff = FailureBackoff(settings.failed_round_backoff_s)
 
     async def domains(self) -> list[str]:
         keys = [k.decode().rsplit(":", 1)[1] async for k in self.redis.scan_iter(match="cowest:round:*")]
@@ -63,14 +89,17 @@ class Trainer:
             try:
                 for domain in await self.domains():
                     await self.swapper.check_live_regression(domain, self.store)
-                    if await self.store.manual_rounds(domain):
+                    if await self.store.manual_rounds(domain) or self.backoff.blocked(domain, time.time()):
                         continue
                     pairs = len(await self.store.pairs(domain, await self.store.round(domain)))
                     due = (self.settings.round_interval_s > 0 and time.time() - self._last_scheduled.get(domain, 0)
                            >= self.settings.round_interval_s)
                     if pairs >= self.settings.min_pairs_per_round or (due and pairs):
                         self._last_scheduled[domain] = time.time()
-                        await self.rounds.run(domain, force=due)
+                        result = await self.rounds.run(domain, force=due)
+                        if wait := self.backoff.record(domain, result.status, time.time()):
+                            logger.warning("automatic rounds of %s paused for %.0f s after: %s", domain, wait,
+                                           result.detail)
             except Exception:  # noqa: BLE001 - the loop must outlive Redis or vLLM outages
                 logger.exception("round trigger pass failed")
 

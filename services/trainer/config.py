@@ -37,11 +37,13 @@ class TrainerSettings(BaseSettings):
     # Rounds
     min_pairs_per_round: int = 8
     round_interval_s: float = 0.0  # 0: no schedule, rounds start on enough pairs or POST /train
+    failed_round_backoff_s: float = 300.0  # after a failed automatic round; doubles per failure, at most 1 h
     lock_ttl_s: int = 3600
     # DPO job per round (services/trainer/jobs.py JobConfig)
     dpo_max_steps: int = 20
     dpo_learning_rate: float = 5e-5
     dpo_batch_size: int = 4
+    dpo_micro_batch_size: int = 2  # pairs per forward pass (gradient accumulation for the rest): bounds memory
     dpo_beta: float = 0.1
     # Gate, swap, rollback
     gate_tolerance: float = 0.0  # promote when candidate >= active - tolerance

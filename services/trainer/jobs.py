@@ -28,7 +28,11 @@ class JobConfig:
     max_steps: int = 20
     learning_rate: float = 5e-5  # trl's 1e-6 default is for full fine-tuning; LoRA wants 5e-5..1e-4
     beta: float = 0.1
-    batch_size: int = 4
+    batch_size: int = 4  # pairs (DPO) or rows (SFT) per optimizer step
+    # Rows per forward pass; the rest is gradient accumulation. DPO holds vocabulary-sized logits
+    # for chosen and rejected of every row (fp32, 49k vocab: ~0.2 GB per 512-token pair), so a whole
+    # batch of long pairs at once (PubMedQA: context + draft) reached 12.7 GB and was OOM-killed here.
+    micro_batch_size: int | None = None  # None: the whole batch at once
     max_length: int = 512
     lora_r: int = 8
     lora_alpha: int = 16
@@ -45,9 +49,10 @@ class JobConfig:
 
 
 def _common_args(cfg: JobConfig) -> dict:
+    micro = min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size)
     # DPOConfig/SFTConfig defaults assume a GPU: bf16 and gradient checkpointing off on the CPU.
     return dict(output_dir=cfg.output_dir, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
-                per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1, bf16=False,
+                per_device_train_batch_size=micro, gradient_accumulation_steps=max(1, cfg.batch_size // micro), bf16=False,
                 fp16=False, gradient_checkpointing=False, use_cpu=True, seed=cfg.seed, data_seed=cfg.seed,
                 logging_steps=1, save_strategy="no", report_to=[], max_length=cfg.max_length,
                 dataloader_num_workers=0, disable_tqdm=True)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -48,6 +49,15 @@ class RoundResult:
     train: dict = field(default_factory=dict)
 
 
+def job_failure(kind: str, returncode: int, log: str, lines: int = 5) -> str:
+    """One readable line for a failed job: the exit, what SIGKILL usually means, the log's last lines
+    without progress bars (which end in carriage returns and swamp the tail)."""
+    why = " (SIGKILL: most likely out of memory)" if returncode == -signal.SIGKILL else ""
+    tail = [line.rsplit("\r", 1)[-1].strip() for line in log.splitlines()]
+    tail = [line for line in tail if line and "it/s]" not in line and "examples/s]" not in line][-lines:]
+    return f"{kind} job failed with exit {returncode}{why}" + (f": {' | '.join(tail)}"[:600] if tail else "")
+
+
 async def run_job(kind: str, cfg: JobConfig) -> dict:
     """Run a training job in a child process; raise with its log tail when it fails."""
     job_file = Path(cfg.output_dir).with_suffix(".job.json")
@@ -57,7 +67,7 @@ async def run_job(kind: str, cfg: JobConfig) -> dict:
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"{kind} job failed ({proc.returncode}):\n{out.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(job_failure(kind, proc.returncode, out.decode(errors="replace")))
     return json.loads(Path(cfg.output_dir, "metrics.json").read_text())
 
 
@@ -78,7 +88,8 @@ class RoundRunner:
         self.settings, self.redis, self.store, self.registry = settings, redis, store, registry
         self.swapper, self.collab = swapper, collab
         self.job_overrides = {"max_steps": settings.dpo_max_steps, "learning_rate": settings.dpo_learning_rate,
-                              "batch_size": settings.dpo_batch_size, "beta": settings.dpo_beta, **(job_overrides or {})}
+                              "batch_size": settings.dpo_batch_size,
+                              "micro_batch_size": settings.dpo_micro_batch_size, "beta": settings.dpo_beta, **(job_overrides or {})}
         self.current: dict[str, str] = {}  # domain -> what its round is doing now (for GET /status)
         self.history: list[RoundResult] = []
 

@@ -67,7 +67,8 @@ def test_report_has_the_paper_table_cost_view_rounds_and_plots(tmp_path):
     (eval_dir / "synthetic" / "training.json").write_text(json.dumps([
         {"demo_round": 1, "status": "promoted", "detail": "gate passed", "pairs": 9, "candidate": "synthetic-v2",
          "candidate_score": 0.7, "active_score": 0.6,
-         "train": {"steps": 3, "seconds_per_step": 1.0, "loss": [0.69, 0.6, 0.5], "reward_margin": [0.0, 0.1, 0.3]}}]))
+         "train": {"steps": 3, "seconds_per_step": 1.0, "loss": [0.69, 0.6, 0.5], "reward_margin": [0.0, 0.1, 0.3]}},
+        {"demo_round": 2, "status": "failed", "detail": "RuntimeError: dpo job failed:\nline | two\n", "pairs": 6}]))
     (eval_dir / "synthetic" / "demo.json").write_text(json.dumps(
         {"command": "cowest demo", "phases": [{"phase": "SFT", "seconds": 12.0}, {"phase": "eval", "seconds": 3.0}]}))
     out, summaries = write_report(eval_dir, tmp_path / "report" / "quality.md")
@@ -80,6 +81,7 @@ def test_report_has_the_paper_table_cost_view_rounds_and_plots(tmp_path):
     assert "| CoWest after DPO round 1 | 70.0 [" in table and "| 70.0 [70.0, 70.0] |" in table
     assert "| synthetic | Collaboration (SFT adapter, before DPO) | 10 | 0 | 0 | 0 | 55 | 92 | 0.83x | 1 |" in text
     assert "| 1 | promoted: gate passed | 9 | 3 | 1.000 | 0.690 | 0.500 | 0.300 | 0.700 vs 0.600 | synthetic-v2 |" in text
+    assert "| 2 | failed: RuntimeError: dpo job failed: line / two | 6 | - |" in text  # one row, however long the error
     assert "| **total** | **15** |" in text
     for png in ("quality-metrics.png", "quality-dpo_training.png", "quality-rounds.png"):
         assert (out.parent / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
