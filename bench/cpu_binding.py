@@ -83,7 +83,7 @@ async def run_binding(settings: CowestSettings, profile: str, weak_bind: str, st
     keys = {"weak": p.weak, "strong": p.strong}
     for role, server in servers.items():
         spec = get_model(keys[role])
-        table.start(role, server.argv(settings.models_dir / spec.key, spec.key, spec.serve_dtype), server.env())
+        table.start(role, server.argv(settings.models_dir / spec.key, spec.key, spec.vllm_dtype), server.env())
     try:
         def probe(url):
             async def ready():

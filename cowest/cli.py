@@ -28,18 +28,20 @@ from rich.table import Table
 
 from cowest.console import console, err_console, fail
 from cowest.models import ModelPullError, pull_model
+from cowest.models.pull import profile_pulls
 from cowest.models.pull import is_complete, model_dir
 from cowest.processes import StackError
 from cowest.stack import SERVERS, Stack
 from cowest.eval_cli import demo, eval_command, report
-from cowest.trainer_cli import adapters_app, sft, train
+from cowest.trainer_cli import adapters_app, feedback_app, sft, train
 from shared.config import CowestSettings
-from shared.models import MODELS, get_model, get_profile
+from shared.models import MODELS, get_model
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Provision model weights into COWEST_HOME/models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(feedback_app, name="feedback")
 app.command()(train)
 app.command()(sft)
 app.command("eval")(eval_command)
@@ -60,15 +62,14 @@ def models_pull(profile: str = ProfileOpt,
     """Download, verify and convert the models of a profile (idempotent: cached entries are reused)."""
     settings = CowestSettings()
     try:
-        keys = model or list(dict.fromkeys(_profile_keys(profile or settings.profile)))
-        specs = [get_model(k) for k in keys]
+        jobs = [(get_model(k), pull_model) for k in model] if model else profile_pulls(profile or settings.profile)
     except ValueError as exc:
         fail(str(exc))
-    for spec in specs:
+    for spec, pull in jobs:
         with _progress() as progress:
             task = progress.add_task(f"{spec.key}: starting")
             try:
-                result = pull_model(settings, spec, lambda m: progress.update(task, description=f"{spec.key}: {m}"))
+                result = pull(settings, spec, lambda m: progress.update(task, description=f"{spec.key}: {m}"))
             except ModelPullError as exc:
                 progress.update(task, description=f"{spec.key}: failed")
                 progress.stop()
@@ -191,11 +192,6 @@ def ask(question: str = typer.Argument(...), domain: str = typer.Option(None, he
     console.print(f"[bold]answer[/] ({strong['model']}, {strong['latency_ms'] / 1000:.1f}s):\n{out['answer']}\n")
     console.print(f"trace {out['id']}, total {out['latency_ms'] / 1000:.1f}s"
                   + (f", [yellow]degraded: {out['degraded']}[/]" if out["degraded"] else ""))
-
-
-def _profile_keys(profile: str) -> list[str]:
-    p = get_profile(profile)
-    return [p.weak, p.strong]
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def eval_command(
     seed: int = typer.Option(0, help="synthetic domain: generator seed"),
     size: int = typer.Option(120, help="synthetic domain: generated questions"),
     eval_size: int = typer.Option(None, help="synthetic domain: eval questions"),
-    max_tokens: int = typer.Option(256, help="per stage"),
+    max_tokens: int = typer.Option(None, help="per stage (default: serving's limits)"),
 ) -> None:
     """Score a domain's split through the running stack (orchestrator -> vLLM); resumable."""
     from cowest.stack import Stack
@@ -119,25 +119,27 @@ def demo(
     profile: str = typer.Option(None, "--profile", "-p", help="default | quality | tiny"),
     # Sizes left unset take DemoConfig's defaults (cowest/evaluation/demo.py), sized for ~30 min on 2 cores.
     seed: int = typer.Option(None, help="synthetic domain: which fictional company [default: 0]"),
-    size: int = typer.Option(None, help="synthetic domain: questions generated [default: 120]"),
+    size: int = typer.Option(None, help="synthetic domain: questions generated [default: 200]"),
     eval_size: int = typer.Option(None, help="synthetic domain: eval questions (more new questions, same facts)"),
     rounds: int = typer.Option(None, help="DPO rounds [default: 2]"),
-    traffic: int = typer.Option(None, help="train questions replayed as live traffic per round [default: 12]"),
+    feedback_limit: int = typer.Option(None, help="train questions turned into pairs per round [default: 24]"),
+    traffic: int = typer.Option(None, help="train questions also replayed as live traffic per round [default: 0]"),
     train_limit: int = typer.Option(None, help="SFT rows (default: the whole train split)"),
     eval_limit: int = typer.Option(None, help="evaluation items (default: the whole eval split)"),
     sft_steps: int = typer.Option(None, help="[default: 45]"),
-    dpo_steps: int = typer.Option(None, help="DPO steps per round [default: 10]"),
+    dpo_steps: int = typer.Option(None, help="most DPO steps per round (the trainer sizes them from the pairs) "
+                                             "[default: 40]"),
     concurrency: int = typer.Option(None, help="requests in flight [default: 8]"),
     report_out: Path = typer.Option(None, "--report", help="default COWEST_HOME/report/report.md"),
 ) -> None:
-    """The closed loop: SFT -> eval -> live traffic + feedback -> DPO rounds -> eval -> report.
+    """The closed loop: SFT -> eval -> collaborative feedback over the train split -> DPO rounds -> eval -> report.
     Starts the stack when it is not running and leaves it running."""
     from cowest.cli import up
     from cowest.evaluation.demo import Demo, DemoConfig
     from cowest.stack import Stack
 
     domain = domain or (domain_dir.name if domain_dir else "synthetic")
-    sizes = dict(seed=seed, size=size, eval_size=eval_size, rounds=rounds, traffic_limit=traffic,
+    sizes = dict(seed=seed, size=size, eval_size=eval_size, rounds=rounds, traffic_limit=traffic, feedback_limit=feedback_limit,
                  train_limit=train_limit, eval_limit=eval_limit, sft_steps=sft_steps, dpo_steps=dpo_steps,
                  concurrency=concurrency)
     cfg = DemoConfig(domain=domain, domain_dir=domain_dir, command="cowest " + " ".join(sys.argv[1:]),

@@ -22,6 +22,7 @@ from cowest.models import pull_profile
 from cowest.processes import ProcessTable, StackError, group_pss_mb, wait_until_ready
 from cowest.redis_server import redis_ping, start_redis
 from services.orchestrator.config import OrchestratorSettings
+from services.strong_server.settings import LlamaCppServerSettings
 from services.trainer.config import TrainerSettings
 from services.weak_server.admin_client import VllmAdminClient
 from services.weak_server.settings import StrongServerSettings, VllmServerSettings, WeakServerSettings
@@ -50,6 +51,8 @@ class Stack:
         self.settings = settings or CowestSettings()
         self.servers: dict[str, VllmServerSettings] = {
             "weak": weak or WeakServerSettings(), "strong": strong or StrongServerSettings()}
+        strong_server = self.servers["strong"]  # llama.cpp, when the profile's engine is, listens where vLLM would
+        self.llamacpp = LlamaCppServerSettings(host=strong_server.host, port=strong_server.port)
         self.orchestrator = orchestrator or OrchestratorSettings()
         self.trainer = TrainerSettings()
         self.external_strong = "COWEST_ORCH_STRONG_URL" in os.environ
@@ -87,7 +90,7 @@ class Stack:
     def start(self, profile: str, report: Callable[[str], None] = lambda m: None) -> list[str]:
         """Start whatever is not running yet; returns the names started (wait with `wait_ready`)."""
         chosen = get_profile(profile)
-        pull_profile(self.settings, profile, report)
+        pulled = {r.key: r.path for r in pull_profile(self.settings, profile, report)}
         started = []
         if not redis_ping(self.settings.redis_url):
             if (rec := self.table.get("redis")) is None or not rec.alive():
@@ -105,8 +108,11 @@ class Stack:
                 raise StackError(f"port {server.port} ({role} server) is taken by another process; "
                                  f"free it or set COWEST_{role.upper()}_PORT")
             spec = get_model(key)
-            argv = server.argv(self.settings.models_dir / key, key, spec.serve_dtype)
-            self.table.start(role, argv, server.env(), port=server.port, model=key,
+            if role == "strong" and chosen.strong_engine == "llamacpp":
+                argv, env = self.llamacpp.argv(pulled[key], key), {}  # the GGUF file
+            else:
+                argv, env = server.argv(self.settings.models_dir / key, key, spec.vllm_dtype), server.env()
+            self.table.start(role, argv, env, port=server.port, model=key,
                              extra={"profile": profile, "url": server.base_url})
             started.append(role)
         record = self.table.get("orchestrator")

@@ -1,4 +1,4 @@
-"""Trainer commands of the `cowest` CLI: adapters list/show/rollback, train, sft.
+"""Trainer commands of the `cowest` CLI: adapters list/show/rollback, train, sft, feedback build.
 
 They act on the running stack (its weak vLLM server, strong model and Redis) in this process;
 the trainer service (`cowest up`) shares the same state through Redis and the adapter registry.
@@ -21,6 +21,7 @@ from services.trainer.store import Item
 from shared.adapters import active_key
 
 adapters_app = typer.Typer(help="Versioned LoRA adapters of the weak model.", no_args_is_help=True)
+feedback_app = typer.Typer(help="Collaborative feedback: preference pairs for DPO.", no_args_is_help=True)
 
 
 def _settings(**overrides) -> TrainerSettings:
@@ -136,3 +137,39 @@ def sft(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.Op
     m = result.metrics
     console.print(f"{result.adapter}: SFT loss {m['loss'][0]:.3f} -> {m['loss'][-1]:.3f} "
                   f"({m['seconds_per_step']:.1f}s/step); active for {domain} (swap {result.swap_seconds:.2f}s)")
+
+
+@feedback_app.command("build")
+def feedback_build(domain: str = typer.Option(..., "--domain", "-d"),
+                   split: str = typer.Option("train", help="the split to build pairs over (the paper: train)"),
+                   data: Path = typer.Option(None, exists=True, help="a JSONL file instead of a built-in split"),
+                   limit: int = typer.Option(None, help="at most N questions become pairs (held-out ones are "
+                                                        "always recorded: they cost no model call)"),
+                   timeout: float = typer.Option(7200, help="seconds to wait for the trainer")) -> None:
+    """The paper's collaborative-feedback protocol over a labelled split, run by the trainer service: K drafts
+    per question, strong with each draft vs strong alone, pairs stored for the next DPO round."""
+    import httpx
+
+    from cowest.stack import Stack
+    from shared.data import loaders
+    from shared.data.synthetic import is_fact_card
+
+    try:
+        examples = loaders.load_jsonl(data, domain) if data else loaders.load(domain, split)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    items = [{"id": e.id, "question": e.question, "answer": e.answers[0], "context": e.context}
+             for e in examples if not is_fact_card(e)]
+    with console.status(f"collaborative feedback on {len(items)} questions (limit {limit})"):
+        try:
+            r = httpx.post(f"{Stack().trainer_url}/feedback/build", timeout=timeout,
+                           json={"domain": domain, "items": items, "limit": limit})
+            r.raise_for_status()
+        except httpx.HTTPError as exc:
+            fail(f"the trainer did not build feedback: {exc}")
+    out = r.json()
+    console.print(f"{domain}: {out['processed']} questions processed in {out['seconds']:.0f}s, {out['pairs']} pairs "
+                  f"(yield {out['pair_yield']:.0%} of questions), {out['heldout']} held out for the gate, "
+                  f"{out['waiting']} already waiting")
+    console.print("Δ histogram (draft helped > 0): " + ", ".join(
+        f"{k}: {v}" for k, v in sorted(out["delta_histogram"].items(), key=lambda kv: float(kv[0]))))

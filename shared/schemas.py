@@ -65,6 +65,7 @@ class TraceRecord(StreamRecord):
     degraded: str | None = None
     request_id: str | None = None
     api: Literal["collaborate", "chat"] = "collaborate"
+    mode: Literal["collab", "weak", "strong"] = "collab"  # the path that answered (shared/collaboration.py)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -26,7 +26,7 @@ def test_smollm2_from_pypi_answers_capital_of_france(cache_settings, tmp_path):
     assert generation["eos_token_id"] == 2  # <|im_end|>: chat turns end there
 
     server = weak_server_settings()  # as served in production: LoRA on, plugin on
-    with running_vllm(server, result.path, spec.key, tmp_path, dtype=spec.serve_dtype) as url:
+    with running_vllm(server, result.path, spec.key, tmp_path, dtype=spec.vllm_dtype) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
         reply = client.chat.completions.create(
             model=spec.key, temperature=0, max_tokens=32,

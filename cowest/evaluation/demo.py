@@ -1,8 +1,9 @@
 """The closed loop of `make demo` / `cowest demo`, on a running stack:
 
     SFT the weak adapter on the domain's train split -> evaluate weak / strong / collaboration
-    -> per round: train questions through /v1/collaborate as live traffic, each with gold feedback
-       -> the trainer turns them into pairs -> POST /train: DPO, gate, hot swap -> evaluate again
+    -> per round: collaborative feedback over the train split (the paper's protocol, run by the trainer:
+       POST /feedback/build; held-out questions go to the gate), optionally some train questions as live
+       traffic through /v1/collaborate with gold feedback -> POST /train: DPO, gate, hot swap -> evaluate
     -> report (table + plots)
 
 Everything goes over the services' real interfaces (orchestrator HTTP, trainer HTTP, Redis streams);
@@ -33,6 +34,7 @@ from services.trainer.store import TrainerStore, _s
 from services.trainer.swap import AdapterSwapper
 from shared.data import loaders
 from shared.data.schema import Example
+from shared.data.synthetic import is_fact_card
 from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM
 
 
@@ -44,13 +46,14 @@ class DemoConfig:
     domain: str = "synthetic"
     domain_dir: Path | None = None  # train.jsonl + eval.jsonl in the harness schema: any domain, no code
     seed: int = 0  # synthetic domain: which fictional company
-    size: int = 120  # synthetic domain: reasoning questions generated (train + eval)
+    size: int = 200  # synthetic domain: reasoning questions generated (train + eval); 200 gives the gate 21 items
     eval_size: int | None = None  # synthetic domain: more eval questions about the same facts
     train_limit: int | None = None  # SFT rows
     eval_limit: int | None = None
     # Sizes that keep `make demo` near 30 minutes on 2 cores: collecting feedback (1 + K strong calls and
     # K drafts per question) dominates a round, then SFT.
-    traffic_limit: int | None = 12  # train questions sent as live traffic per round
+    feedback_limit: int | None = 24  # train questions turned into pairs per round (bulk, the paper's protocol)
+    traffic_limit: int | None = 0  # train questions also sent as live traffic with feedback per round
     rounds: int = 2
     sft_steps: int = 45
     sft_learning_rate: float = 1e-3
@@ -58,9 +61,9 @@ class DemoConfig:
     # (DPO 14 s/step instead of 22: bench/dpo_step.py --threads 1|2, back to back).
     train_threads: int = 2
     concurrency: int = 8
-    dpo_steps: int = 10  # per round (the trainer's default is 20)
-    weak_max_tokens: int = 256  # a synthetic rationale (fact cards + the step) is ~160 tokens
-    strong_max_tokens: int = 128
+    dpo_steps: int = 40  # at most, per round: the trainer sizes the steps from the pairs (epochs)
+    weak_max_tokens: int | None = None  # None: serving's limits (a synthetic rationale is ~160 tokens of 256)
+    strong_max_tokens: int | None = None
     drain_timeout_s: float = 3600.0
     command: str = "cowest demo"
 
@@ -91,7 +94,7 @@ def load_domain(cfg: DemoConfig) -> tuple[list[Example], list[Example]]:
 def traffic_items(train: list[Example], cfg: DemoConfig) -> list[Example]:
     """The train questions replayed as live traffic: real questions (the synthetic domain's fact cards are
     SFT material, not questions users ask), a seeded sample of `traffic_limit`."""
-    pool = [e for e in train if "-fact-" not in e.id]
+    pool = [e for e in train if not is_fact_card(e)]
     random.Random(cfg.seed).shuffle(pool)
     return pool[:cfg.traffic_limit]
 
@@ -169,6 +172,21 @@ class Demo:
             await asyncio.gather(*(one(e) for e in items))
         return ids
 
+    async def build_feedback(self, train: list[Example], round_: int) -> dict:
+        """The paper's protocol over the train split, run by the trainer: every held-out question goes to the
+        gate; up to `feedback_limit` others get K drafts, strong with each vs strong alone, pairs."""
+        items = [{"id": e.id, "question": e.question, "answer": e.answers[0], "context": e.context}
+                 for e in train if not is_fact_card(e)]
+        random.Random(self.cfg.seed + round_).shuffle(items)  # a different slice of the split each round
+        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None) as client:
+            r = await client.post("/feedback/build", json={"domain": self.cfg.domain, "items": items,
+                                                           "limit": self.cfg.feedback_limit})
+            r.raise_for_status()
+        out = r.json()
+        self.say(f"   {out['processed']} questions -> {out['pairs']} pairs (yield {out['pair_yield']:.0%}), "
+                 f"{out['heldout']} held out for the gate, {out['seconds']:.0f}s")
+        return out
+
     async def drained(self) -> None:
         """Wait until the trainer's consumer group has read and acknowledged every trace and feedback
         entry: then every question's pairs are stored."""
@@ -198,13 +216,13 @@ class Demo:
             r.raise_for_status()
             return r.json()
 
-    async def train_round(self, demo_round: int) -> dict:
+    async def train_round(self, demo_round: int, feedback: dict | None = None) -> dict:
         async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None) as client:
             r = await client.post("/train", json={"domain": self.cfg.domain, "force": True,
                                                   "max_steps": self.cfg.dpo_steps,
                                                   "threads": self.cfg.train_threads})
             r.raise_for_status()
-            result = r.json() | {"demo_round": demo_round}
+            result = r.json() | {"demo_round": demo_round, "feedback": feedback}
         self.state.rounds.append(result)
         t = result.get("train") or {}
         self.say(f"   round {demo_round}: {result['status']} ({result['detail']}); {result['pairs']} pairs"
@@ -230,10 +248,13 @@ class Demo:
                 evaluation, "collab", "Collaboration (SFT adapter, before DPO)", round_=0))
             items = traffic_items(train, cfg)
             for r in range(1, cfg.rounds + 1):
-                await self.phase(f"round {r}: live traffic with feedback ({len(items)} questions)",
-                                 self.traffic(items, r))
-                await self.phase(f"round {r}: collaborative feedback (trainer)", self.drained())
-                result = await self.phase(f"round {r}: DPO, gate, swap (trainer)", self.train_round(r))
+                if items:
+                    await self.phase(f"round {r}: live traffic with feedback ({len(items)} questions)",
+                                     self.traffic(items, r))
+                    await self.phase(f"round {r}: collaborative feedback on the traffic (trainer)", self.drained())
+                feedback = await self.phase(f"round {r}: collaborative feedback over the train split (trainer)",
+                                            self.build_feedback(train, r))
+                result = await self.phase(f"round {r}: DPO, gate, swap (trainer)", self.train_round(r, feedback))
                 if result["status"] == "promoted":
                     await self.phase(f"round {r}: evaluate collaboration", self.evaluate(
                         evaluation, "collab", f"CoWest after DPO round {r}", round_=r))

@@ -1,9 +1,11 @@
 """`cowest eval`: a domain's examples through the real serving path (orchestrator -> vLLM).
 
-Modes, each with the prompts serving uses (shared/prompts.py), greedy decoding:
+Every mode is one POST /v1/collaborate, so evaluation runs the one collaboration implementation that
+serving, collaborative feedback and the gate use (shared/collaboration.py), with serving's token limits
+unless a run overrides them, greedy decoding:
 - weak:   the weak model alone (with an adapter version), its chain-of-thought draft's final answer
 - strong: the strong model alone (the collaborative-feedback baseline prompt)
-- collab: POST /v1/collaborate, the weak draft refined by the strong model
+- collab: the weak draft refined by the strong model
 
 Requests run concurrently (so vLLM batches them). Every finished item is appended to a per-run JSONL
 file at once (prompt, draft, answer, score, latency, tokens), so an interrupted run resumes where it
@@ -22,12 +24,11 @@ from pathlib import Path
 import httpx
 
 from services.trainer.evaluators import metric_for
+from shared.collaboration import BASE_ADAPTER as BASE
 from shared.data.schema import Example
 from shared.metrics import exact_match, first_label, normalize, token_f1
-from shared.prompts import DraftFormat, strong_alone_messages, weak_messages
 
 MODES = ("weak", "strong", "collab")
-BASE = "base"  # the adapter name meaning "the base weak model"
 
 
 @dataclass
@@ -38,8 +39,8 @@ class EvalRun:
     label: str | None = None  # the row name in reports
     round: int | None = None  # collaboration after this many DPO rounds (0: the SFT adapter), for plots
     concurrency: int = 8
-    weak_max_tokens: int = 128
-    strong_max_tokens: int = 128
+    weak_max_tokens: int | None = None  # None: serving's limits
+    strong_max_tokens: int | None = None
 
     @property
     def run_id(self) -> str:
@@ -87,34 +88,23 @@ def _tokens(usage: dict | None) -> dict:
     return {"prompt": usage.get("prompt_tokens", 0), "completion": usage.get("completion_tokens", 0)}
 
 
-async def _ask(client: httpx.AsyncClient, run: EvalRun, names: Served, adapter: str | None,
-               ex: Example) -> dict:
+def _sampling(max_tokens: int | None) -> dict:
+    return {"temperature": 0} | ({"max_tokens": max_tokens} if max_tokens else {})
+
+
+async def _ask(client: httpx.AsyncClient, run: EvalRun, adapter: str | None, ex: Example) -> dict:
     """One item through the orchestrator: {prompt, draft, answer, weak_tokens, strong_tokens, degraded}."""
-    if run.mode == "collab":
-        body = {"question": ex.question, "domain": ex.domain, "context": ex.context, "adapter": adapter or BASE,
-                "weak": {"temperature": 0, "max_tokens": run.weak_max_tokens},
-                "strong": {"temperature": 0, "max_tokens": run.strong_max_tokens},
-                "metadata": {"source": "eval", "item": ex.id}}
-        r = await client.post("/v1/collaborate", json=body)
-        r.raise_for_status()
-        out = r.json()
-        return {"prompt": ex.question, "draft": out["draft"], "answer": out["answer"], "degraded": out["degraded"],
-                "weak_tokens": _tokens(out["weak"].get("usage")), "strong_tokens": _tokens(out["strong"].get("usage"))}
-    if run.mode == "weak":
-        model, messages, limit = adapter or names.weak_model, weak_messages(
-            ex.question, ex.domain, ex.context, DraftFormat.cot), run.weak_max_tokens
-    else:
-        model, messages, limit = names.strong_model, strong_alone_messages(
-            ex.question, ex.domain, ex.context), run.strong_max_tokens
-    r = await client.post("/v1/chat/completions", json={"model": model, "messages": messages, "temperature": 0,
-                                                         "max_tokens": limit})
+    body = {"question": ex.question, "domain": ex.domain, "context": ex.context, "mode": run.mode,
+            "weak": _sampling(run.weak_max_tokens), "strong": _sampling(run.strong_max_tokens),
+            "metadata": {"source": "eval", "item": ex.id}}
+    if run.mode != "strong":
+        body["adapter"] = adapter or BASE
+    r = await client.post("/v1/collaborate", json=body)
     r.raise_for_status()
     out = r.json()
-    text = out["choices"][0]["message"]["content"] or ""
-    tokens = _tokens(out.get("usage"))
-    return {"prompt": messages, "draft": text if run.mode == "weak" else None, "answer": text, "degraded": None,
-            "weak_tokens": tokens if run.mode == "weak" else _tokens(None),
-            "strong_tokens": tokens if run.mode == "strong" else _tokens(None)}
+    return {"prompt": ex.question, "draft": out["draft"] if run.mode != "strong" else None, "answer": out["answer"],
+            "degraded": out["degraded"], "weak_tokens": _tokens(out["weak"].get("usage")),
+            "strong_tokens": _tokens(out["strong"].get("usage"))}
 
 
 def read_results(path: Path) -> list[dict]:
@@ -166,7 +156,7 @@ async def evaluate(base_url: str, run: EvalRun, examples: list[Example], eval_di
                     row = {"id": ex.id, "domain": ex.domain, "mode": run.mode, "adapter": run.adapter,
                            "question": ex.question, "gold": ex.answer}
                     try:
-                        row |= await _ask(client, run, names, adapter, ex)
+                        row |= await _ask(client, run, adapter, ex)
                         row |= score_answer(ex, row["answer"])
                     except (httpx.HTTPError, KeyError, ValueError) as exc:
                         row["error"] = _describe(exc)

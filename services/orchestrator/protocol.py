@@ -84,6 +84,9 @@ class CollaborateRequest(BaseModel):
     # none. Default: the domain's active version (what evaluation of an older version overrides).
     adapter: str | None = Field(default=None, min_length=1, max_length=128)
     return_draft: bool = True
+    # collab: the weak draft refined by the strong model; weak / strong: that model alone, through the same
+    # requests (how evaluation measures each model, and how a domain is served before drafts help).
+    mode: Literal["collab", "weak", "strong"] = "collab"
     weak: Sampling = Field(default_factory=Sampling)
     strong: Sampling = Field(default_factory=Sampling)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -112,6 +115,7 @@ class CollaborateResponse(BaseModel):
     object: Literal["cowest.collaboration"] = "cowest.collaboration"
     created: int = Field(default_factory=lambda: int(time.time()))
     domain: str
+    mode: Literal["collab", "weak", "strong"] = "collab"
     answer: str
     draft: str | None = None
     weak: StageInfo

@@ -22,7 +22,7 @@ from services.trainer.collector import Collector
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.rounds import RoundRunner
-from services.trainer.store import TrainerStore
+from services.trainer.store import Item, TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
 from shared.adapters import active_key
 
@@ -31,11 +31,26 @@ logger = logging.getLogger(__name__)
 
 class TrainRequest(BaseModel):
     domain: str
-    force: bool = False  # train even below min_pairs_per_round (needs at least one pair)
+    force: bool = False  # train below min_pairs_per_round (never below min_pairs_forced)
     max_steps: int | None = Field(default=None, ge=1, le=10_000)  # this round's DPO steps (default: settings)
     # Torch threads for this round's DPO job (default 1: vLLM holds the other core). A driver that
     # knows the servers are idle meanwhile, like the demo between its phases, may ask for 2.
     threads: int | None = Field(default=None, ge=1, le=64)
+
+
+class BuildItem(BaseModel):
+    id: str | None = None  # default: derived from the question text
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)  # the reference the collaboration is scored against
+    context: str | None = None
+
+
+class BuildRequest(BaseModel):
+    """Collaborative feedback over a labelled set (the paper builds its pairs over the training split)."""
+
+    domain: str = Field(min_length=1, max_length=128)
+    items: list[BuildItem] = Field(min_length=1, max_length=20_000)
+    limit: int | None = Field(default=None, ge=0)  # at most this many non-held-out questions become pairs
 
 
 class FailureBackoff:
@@ -91,7 +106,7 @@ class Trainer:
                     await self.swapper.check_live_regression(domain, self.store)
                     if await self.store.manual_rounds(domain) or self.backoff.blocked(domain, time.time()):
                         continue
-                    pairs = len(await self.store.pairs(domain, await self.store.round(domain)))
+                    pairs = len(await self.store.pending_pairs(domain))
                     due = (self.settings.round_interval_s > 0 and time.time() - self._last_scheduled.get(domain, 0)
                            >= self.settings.round_interval_s)
                     if pairs >= self.settings.min_pairs_per_round or (due and pairs):
@@ -152,7 +167,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
         for domain in await t.domains():
             round_ = await t.store.round(domain)
             active = await t.redis.get(active_key(domain))
-            domains[domain] = {"round": round_, "pending_pairs": len(await t.store.pairs(domain, round_)),
+            domains[domain] = {"round": round_, "pending_pairs": len(await t.store.pending_pairs(domain)),
                                "active": active.decode() if active else None,
                                "heldout_items": len(await t.store.heldout(domain)),
                                "auto_rounds": not await t.store.manual_rounds(domain)}
@@ -167,6 +182,13 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     async def train(body: TrainRequest, request: Request) -> dict:
         overrides = {k: v for k, v in (("max_steps", body.max_steps), ("threads", body.threads)) if v} or None
         return asdict(await trainer_of(request).rounds.run(body.domain, force=body.force, job_overrides=overrides))
+
+    @app.post("/feedback/build")
+    async def feedback_build(body: BuildRequest, request: Request) -> dict:
+        items = [Item(id=i.id or question_key(body.domain, i.question), domain=body.domain, question=i.question,
+                      answer=i.answer, context=i.context) for i in body.items]
+        report = await trainer_of(request).collector.build(items, body.limit)
+        return {"domain": body.domain, **asdict(report), "pair_yield": report.pair_yield}
 
     @app.post("/adapters/{domain}/rollback")
     async def rollback(domain: str, request: Request) -> dict:

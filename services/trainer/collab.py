@@ -1,17 +1,24 @@
-"""The collaboration path as the trainer runs it: strong alone, K weak drafts (one request, `n=K`),
-strong refinements, scores. Same prompt templates as serving (shared/prompts.py)."""
+"""The collaboration as the trainer needs it, on the one implementation serving uses
+(shared/collaboration.py: same prompts, limits, retries): strong alone, K sampled weak drafts (one request,
+`n=K`), the strong refinement of each, scores; and the greedy collaboration the gate scores."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
 
-import httpx
-
 from services.trainer.config import TrainerSettings
 from services.trainer.evaluators import JUDGE_PROMPT, evaluate, parse_judge_score
 from services.trainer.pairs import ScoredDraft
-from shared.prompts import DraftFormat, strong_alone_messages, strong_messages, weak_messages
+from shared.collaboration import Ask, Collaboration, Limits
+from shared.prompts import DraftFormat, weak_messages
+from shared.upstream import Upstream
+
+GREEDY = {"temperature": 0}  # the gate and evaluation decode greedily: the same item gives the same answer
+
+
+class StageFailed(RuntimeError):
+    """A model call failed after its retries: the question is retried later, never scored as a 0."""
 
 
 @dataclass
@@ -28,47 +35,44 @@ class Feedback:
 class CollabClient:
     def __init__(self, settings: TrainerSettings):
         self.settings = settings
-        headers = {"Authorization": f"Bearer {settings.strong_api_key.get_secret_value()}"} if settings.strong_api_key else {}
-        timeout = httpx.Timeout(settings.request_timeout_s, connect=5.0)
-        self.weak = httpx.AsyncClient(base_url=f"{settings.weak_url}/v1", timeout=timeout)
-        self.strong = httpx.AsyncClient(base_url=settings.strong_url, timeout=timeout, headers=headers)
+        key = settings.strong_api_key.get_secret_value() if settings.strong_api_key else None
+        weak = Upstream("weak", f"{settings.weak_url}/v1", timeout_s=settings.request_timeout_s, connect_timeout_s=5.0)
+        strong = Upstream("strong", settings.strong_url, timeout_s=settings.request_timeout_s, connect_timeout_s=5.0,
+                          retries=settings.strong_retries, api_key=key)
+        self.collab = Collaboration(weak, strong, settings.weak_model, settings.strong_model,
+                                    Limits(weak_max_tokens=settings.draft_max_tokens,
+                                           strong_max_tokens=settings.strong_max_tokens))
 
     async def aclose(self) -> None:
-        await self.weak.aclose()
-        await self.strong.aclose()
-
-    async def _chat(self, client: httpx.AsyncClient, **payload) -> list[str]:
-        r = await client.post("/chat/completions", json=payload)
-        r.raise_for_status()
-        return [c["message"]["content"] or "" for c in r.json()["choices"]]
+        await self.collab.weak.aclose()
+        await self.collab.strong.aclose()
 
     async def drafts(self, question: str, domain: str, adapter: str | None, n: int, temperature: float,
                      context: str | None = None, seed: int | None = None) -> list[str]:
-        payload = dict(model=adapter or self.settings.weak_model, n=n, temperature=temperature,
-                       max_tokens=self.settings.draft_max_tokens,
-                       messages=weak_messages(question, domain, context, DraftFormat.cot))
-        if seed is not None:
-            payload["seed"] = seed
-        return await self._chat(self.weak, **payload)
+        sampling = {"temperature": temperature} | ({"seed": seed} if seed is not None else {})
+        return await self.collab.drafts(Ask(question, domain, adapter, context=context, weak=sampling), n)
 
     async def refine(self, question: str, domain: str, draft: str | None, context: str | None = None) -> str:
-        messages = (strong_messages(question, draft, domain, context) if draft is not None
-                    else strong_alone_messages(question, domain, context))
-        return (await self._chat(self.strong, model=self.settings.strong_model, temperature=0,
-                                 max_tokens=self.settings.strong_max_tokens, messages=messages))[0]
+        stage = await self.collab.refine(Ask(question, domain, context=context, strong=GREEDY), draft)
+        if stage.error is not None:
+            raise StageFailed(stage.error)
+        return stage.text or ""
 
     async def judge(self, question: str, answer: str) -> float:
-        text = (await self._chat(self.strong, model=self.settings.strong_model, temperature=0, max_tokens=8,
-                                 messages=[{"role": "user", "content": JUDGE_PROMPT.format(
-                                     question=question, answer=answer)}]))[0]
-        return parse_judge_score(text)
+        body = await self.collab.strong.chat({
+            "model": self.settings.strong_model, "temperature": 0, "max_tokens": 8,
+            "messages": [{"role": "user", "content": JUDGE_PROMPT.format(question=question, answer=answer)}]})
+        return parse_judge_score(body["choices"][0]["message"]["content"] or "")
 
     async def collaborate(self, question: str, domain: str, adapter: str | None, reference: str | None,
                           context: str | None = None) -> tuple[str, str, float]:
-        """One greedy collaboration (as serving runs it): (draft, answer, score)."""
-        draft = (await self.drafts(question, domain, adapter, 1, 0.0, context))[0]
-        answer = await self.refine(question, domain, draft, context)
-        return draft, answer, await evaluate(domain, question, answer, reference, self.judge)
+        """One greedy collaboration, exactly as serving runs it: (draft, answer, score). A degraded answer
+        (a server failed) raises instead of being scored."""
+        outcome = await self.collab.run(Ask(question, domain, adapter, context=context, weak=GREEDY, strong=GREEDY))
+        if outcome.degraded:
+            raise StageFailed(outcome.degraded)
+        draft = outcome.draft.text or ""
+        return draft, outcome.answer, await evaluate(domain, question, outcome.answer, reference, self.judge)
 
     async def feedback(self, question: str, domain: str, adapter: str | None, reference: str | None,
                        context: str | None = None, seed: int | None = None) -> Feedback:

@@ -2,7 +2,7 @@
 
 Reads `cowest:traces` and `cowest:feedback` with a Redis consumer group (XREADGROUP, XACK after the
 pairs are stored; entries left pending by a crashed consumer are reclaimed with XAUTOCLAIM):
-at-least-once delivery, made idempotent by writing each question's pairs once per round. A trace is
+at-least-once delivery, made idempotent by writing each question's pairs once until a round claims them. A trace is
 remembered until feedback with a `correct_answer` names it; then collaborative feedback is computed
 for its question with that reference.
 """
@@ -15,13 +15,14 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from services.trainer.collab import CollabClient
 from services.trainer.config import TrainerSettings
-from services.trainer.pairs import PreferencePair, select_pairs
+from services.trainer.pairs import PreferencePair, deltas, select_pairs
 from services.trainer.store import Item, TrainerStore, is_heldout
 from shared.adapters import active_key
 from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM, FeedbackRecord, TraceRecord
@@ -29,6 +30,44 @@ from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM, FeedbackRecord, Trace
 logger = logging.getLogger(__name__)
 GROUP = "cowest-trainer"
 TRACE_WAIT_S = 600  # how long feedback waits (unacknowledged) for its trace to be read
+
+
+@dataclass
+class Processed:
+    """What collaborative feedback did with one question."""
+
+    status: str  # processed | heldout | waiting (already has pairs for the next round) | ignored | failed
+    pairs: int = 0
+    deltas: list[float] = field(default_factory=list)  # per draft: score with the draft - strong alone
+
+
+@dataclass
+class BuildReport:
+    """A bulk build's yield: the share of questions giving at least one pair, and the Δ histogram."""
+
+    questions: int = 0
+    processed: int = 0
+    heldout: int = 0
+    waiting: int = 0
+    ignored: int = 0
+    failed: int = 0  # a model call failed after its retries: run the build again for these
+    errors: list[str] = field(default_factory=list)  # the first few failures
+    pairs: int = 0
+    questions_with_pairs: int = 0
+    delta_histogram: dict[str, int] = field(default_factory=dict)  # Δ rounded to 0.1 -> drafts
+    seconds: float = 0.0
+
+    def add(self, p: Processed) -> None:
+        setattr(self, p.status, getattr(self, p.status) + 1)
+        self.pairs += p.pairs
+        self.questions_with_pairs += p.pairs > 0
+        for d in p.deltas:
+            key = f"{round(d, 1):+.1f}"
+            self.delta_histogram[key] = self.delta_histogram.get(key, 0) + 1
+
+    @property
+    def pair_yield(self) -> float:
+        return self.questions_with_pairs / self.processed if self.processed else 0.0
 
 
 class TraceNotSeenYet(Exception):
@@ -60,14 +99,17 @@ class Collector:
     # --- one question -----------------------------------------------------------------------
     async def process_item(self, item: Item, trace_ids: list[str] | None = None) -> int:
         """Collaborative feedback for one question; returns how many pairs it stored."""
+        return (await self.feedback_item(item, trace_ids)).pairs
+
+    async def feedback_item(self, item: Item, trace_ids: list[str] | None = None) -> Processed:
         if item.answer is None or (self.settings.domains is not None and item.domain not in self.settings.domains):
-            return 0
+            return Processed("ignored")
         if is_heldout(item.domain, item.question):
             await self.store.add_heldout(item)
-            return 0
-        round_ = await self.store.round(item.domain)
-        if await self.store.has_pairs_for(item.domain, round_, item.id):
-            return 0  # already done (a redelivered message)
+            return Processed("heldout")
+        if await self.store.has_pairs_for(item.domain, item.question):
+            return Processed("waiting")  # already waiting for the next round (a repeat or a redelivery)
+        round_ = await self.store.round(item.domain)  # only labels the pairs and seeds the drafts
         adapter = await self.active_adapter(item.domain)
         seed = int(hashlib.sha256(f"{item.id}:{round_}".encode()).hexdigest()[:8], 16)  # reproducible drafts
         async with self._sem:
@@ -78,9 +120,29 @@ class Collector:
             strong_alone_score=fb.strong_alone_score, adapter=adapter, trace_ids=trace_ids or [])
             for i, (c, r, dc, dr) in enumerate(select_pairs(
                 fb.drafts, fb.strong_alone_score, self.settings.pair_margin, self.settings.max_pairs_per_question))]
-        stored = await self.store.put_pairs(item.domain, round_, item.id, pairs)
+        stored = await self.store.put_pairs(item.domain, item.question, pairs)
         self.processed += 1
-        return len(pairs) if stored else 0
+        return Processed("processed" if stored else "waiting", len(pairs) if stored else 0,
+                         deltas(fb.drafts, fb.strong_alone_score))
+
+    async def build(self, items: list[Item], limit: int | None = None) -> BuildReport:
+        """The paper's protocol over a labelled set (a training split): every held-out question goes to the
+        gate (free: no model call), at most `limit` of the others are turned into pairs, `concurrency` at a
+        time so the servers batch them."""
+        report = BuildReport(questions=len(items))
+        todo = [i for i in items if not is_heldout(i.domain, i.question)][:limit]
+        heldout = [i for i in items if is_heldout(i.domain, i.question)]
+        t0 = time.perf_counter()
+        outcomes = await asyncio.gather(*(self.feedback_item(i) for i in heldout + todo), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                report.failed += 1
+                if len(report.errors) < 5:
+                    report.errors.append(f"{type(outcome).__name__}: {outcome}"[:300])
+            else:
+                report.add(outcome)
+        report.seconds = round(time.perf_counter() - t0, 1)
+        return report
 
     # --- the streams ------------------------------------------------------------------------
     async def handle(self, stream: str, fields: dict) -> None:

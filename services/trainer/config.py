@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.collaboration import Limits
 from shared.config import CowestSettings
 
 
@@ -29,24 +30,34 @@ class TrainerSettings(BaseSettings):
     # Collaborative feedback
     k_drafts: int = 4
     draft_temperature: float = 0.8
-    draft_max_tokens: int = 256  # as the orchestrator's default: pairs are drafts as serving writes them
-    strong_max_tokens: int = 128
+    # The collaboration's limits are serving's (shared/collaboration.py Limits): pairs are drafts as serving
+    # writes them, and the gate scores the answers users get.
+    draft_max_tokens: int = Limits.weak_max_tokens
+    strong_max_tokens: int = Limits.strong_max_tokens
+    strong_retries: int = 2
     pair_margin: float = 0.0
     max_pairs_per_question: int = 1
     concurrency: int = 8  # questions in flight: vLLM batches them
     # Rounds
-    min_pairs_per_round: int = 8
+    min_pairs_per_round: int = 8  # an automatic round starts at this many pairs
+    # POST /train with force=true trains below min_pairs_per_round, but never below this: DPO on one or two
+    # pairs collapsed the weak model on an unseen domain while a tiny gate let it through.
+    min_pairs_forced: int = 4
     round_interval_s: float = 0.0  # 0: no schedule, rounds start on enough pairs or POST /train
     failed_round_backoff_s: float = 300.0  # after a failed automatic round; doubles per failure, at most 1 h
     lock_ttl_s: int = 3600
     # DPO job per round (services/trainer/jobs.py JobConfig)
-    dpo_max_steps: int = 20
+    dpo_epochs: float = 2.0  # steps = epochs x pairs / batch size, at most dpo_max_steps
+    dpo_max_steps: int = 200
     dpo_learning_rate: float = 5e-5
     dpo_batch_size: int = 4
     dpo_micro_batch_size: int = 2  # pairs per forward pass (gradient accumulation for the rest): bounds memory
     dpo_beta: float = 0.1
     # Gate, swap, rollback
-    gate_tolerance: float = 0.0  # promote when candidate >= active - tolerance
+    # Gate (services/trainer/gate.py): a paired comparison on the held-out items
+    gate_tolerance: float = 0.0  # promote when candidate >= active - tolerance (collaboration and drafts alone)
+    gate_min_items: int = 20  # no round trains before the gate has this many held-out items
+    gate_min_variety: float = 0.5  # distinct draft answers vs the active version's: below this, a collapse
     rollback_depth: int = 1  # older versions kept loaded for instant rollback
     max_lora_rank: int = 16
     # Automatic rollback: when the active version's mean live feedback score (from /v1/feedback `score`)

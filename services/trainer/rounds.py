@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -24,9 +24,10 @@ from redis.asyncio import Redis
 
 from services.trainer.collab import CollabClient
 from services.trainer.config import TrainerSettings
+from services.trainer.gate import GateRules, decide, score_version
 from services.trainer.jobs import JobConfig
 from services.trainer.registry import AdapterError, AdapterRegistry
-from services.trainer.store import Item, TrainerStore
+from services.trainer.store import TrainerStore
 from services.trainer.swap import AdapterSwapper
 from shared.adapters import active_key
 
@@ -47,6 +48,13 @@ class RoundResult:
     active_score: float | None = None
     swap_seconds: float | None = None
     train: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)  # the gate's decision (services/trainer/gate.py GateDecision)
+
+
+def dpo_steps(pairs: int, epochs: float, batch_size: int, max_steps: int) -> int:
+    """Steps from the data: `epochs` passes over the pairs, at most `max_steps`. A fixed step count
+    trained 2 pairs for 10 steps (5 epochs) and collapsed the weak model."""
+    return max(1, min(max_steps, math.ceil(epochs * pairs / batch_size)))
 
 
 def job_failure(kind: str, returncode: int, log: str, lines: int = 5) -> str:
@@ -71,17 +79,6 @@ async def run_job(kind: str, cfg: JobConfig) -> dict:
     return json.loads(Path(cfg.output_dir, "metrics.json").read_text())
 
 
-async def score_adapter(collab: CollabClient, domain: str, adapter: str | None, items: list[Item],
-                        concurrency: int) -> float | None:
-    """Mean metric of the served collaboration (greedy draft with `adapter` -> strong) on `items`."""
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(item: Item) -> float:
-        async with sem:
-            return (await collab.collaborate(item.question, domain, adapter, item.answer, item.context))[2]
-    return statistics.fmean(await asyncio.gather(*(one(i) for i in items))) if items else None
-
-
 class RoundRunner:
     def __init__(self, settings: TrainerSettings, redis: Redis, store: TrainerStore, registry: AdapterRegistry,
                  swapper: AdapterSwapper, collab: CollabClient, job_overrides: dict | None = None):
@@ -90,14 +87,17 @@ class RoundRunner:
         self.job_overrides = {"max_steps": settings.dpo_max_steps, "learning_rate": settings.dpo_learning_rate,
                               "batch_size": settings.dpo_batch_size,
                               "micro_batch_size": settings.dpo_micro_batch_size, "beta": settings.dpo_beta, **(job_overrides or {})}
+        self.rules = GateRules(tolerance=settings.gate_tolerance, min_items=settings.gate_min_items,
+                               min_variety=settings.gate_min_variety)
         self.current: dict[str, str] = {}  # domain -> what its round is doing now (for GET /status)
         self.history: list[RoundResult] = []
 
     async def run(self, domain: str, force: bool = False, job_overrides: dict | None = None) -> RoundResult:
         lock = self.redis.lock(LOCK_KEY.format(domain=domain), timeout=self.settings.lock_ttl_s, blocking=False)
-        round_ = await self.store.round(domain)
         if not await lock.acquire():
-            return RoundResult(domain, round_, "skipped", "another round of this domain is running")
+            return RoundResult(domain, await self.store.round(domain), "skipped",
+                               "another round of this domain is running")
+        round_ = await self.store.round(domain)  # read under the lock: no other round can advance it now
         try:
             result = await self._run_locked(domain, round_, force, {**self.job_overrides, **(job_overrides or {})})
         except Exception as exc:  # noqa: BLE001 - report, keep serving the active version
@@ -110,10 +110,19 @@ class RoundRunner:
         return result
 
     async def _run_locked(self, domain: str, round_: int, force: bool, job: dict) -> RoundResult:
-        pairs = await self.store.pairs(domain, round_)
-        if len(pairs) < self.settings.min_pairs_per_round and not (force and pairs):
-            return RoundResult(domain, round_, "skipped", f"{len(pairs)} pairs, need {self.settings.min_pairs_per_round}",
-                               pairs=len(pairs))
+        # Exactly what this round trains on. Skipped rounds keep their claim: the counter does not move, so
+        # the next try of this round number claims the newer pairs on top.
+        pairs = await self.store.claim_pairs(domain, round_)
+        need = self.settings.min_pairs_forced if force else self.settings.min_pairs_per_round
+        if len(pairs) < max(need, 1):
+            return RoundResult(domain, round_, "skipped", f"{len(pairs)} pairs, need {need}"
+                               + (" even when forced: DPO on fewer pairs moves single answers, not the model"
+                                  if force else ""), pairs=len(pairs))
+        heldout = await self.store.heldout(domain)
+        if len(heldout) < self.rules.min_items:  # train only what the gate can judge
+            return RoundResult(domain, round_, "skipped", f"{len(heldout)} held-out items, the gate needs "
+                               f"{self.rules.min_items}", pairs=len(pairs))
+        job = {**job, "max_steps": dpo_steps(len(pairs), self.settings.dpo_epochs, job["batch_size"], job["max_steps"])}
         active = await self.redis.get(active_key(domain))
         active = active.decode() if isinstance(active, bytes) else active
         result = RoundResult(domain, round_, "rejected", pairs=len(pairs), active_before=active)
@@ -140,23 +149,18 @@ class RoundRunner:
             result.detail = f"candidate rejected before traffic: {exc}"
             await self.store.next_round(domain)
             return result
-        heldout = await self.store.heldout(domain)
-        result.candidate_score, result.active_score = await asyncio.gather(
-            score_adapter(self.collab, domain, manifest.name, heldout, self.settings.concurrency),
-            score_adapter(self.collab, domain, active, heldout, self.settings.concurrency))
-        if heldout:
-            self.registry.update_metrics(manifest.name, {"gate_candidate": result.candidate_score,
-                                                         "gate_active": result.active_score,
-                                                         "gate_items": float(len(heldout))})
-        passed = not heldout or result.candidate_score >= result.active_score - self.settings.gate_tolerance
-        if passed:
+        candidate_rows, active_rows = await asyncio.gather(
+            score_version(self.collab, domain, manifest.name, heldout, self.settings.concurrency),
+            score_version(self.collab, domain, active, heldout, self.settings.concurrency))
+        decision = decide(candidate_rows, active_rows, self.rules)
+        result.candidate_score, result.active_score, result.gate = decision.candidate, decision.active, asdict(decision)
+        self.registry.update_metrics(manifest.name, decision.metrics())
+        result.detail = decision.reason
+        if decision.passed:
             self.current[domain] = f"swapping to {manifest.name}"
             result.swap_seconds = await self.swapper.activate(domain, manifest.name)
             result.status = "promoted"
-            result.detail = "no held-out items: promoted ungated" if not heldout else "gate passed"
         else:
-            result.detail = (f"gate failed: {result.candidate_score:.3f} < {result.active_score:.3f} "
-                             f"- {self.settings.gate_tolerance}")
             await self.swapper.unload(manifest.name)
         await self.store.next_round(domain)
         logger.info("round %s of %s: %s (%s)", round_, domain, result.status, result.detail)

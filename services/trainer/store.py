@@ -1,10 +1,13 @@
-"""The trainer's state in Redis: preference pairs per (domain, round, question), the round counter,
-held-out items for the gate, and the traces it has seen (to join feedback with its question).
+"""The trainer's state in Redis: preference pairs, the round counter, held-out items for the gate, and
+the traces it has seen (to join feedback with its question).
 
-Pairs of one question in one round are written once (HSETNX on the question id), so reprocessing a
-redelivered message never duplicates pairs. Every 5th question (by a stable hash of its domain and
-normalised text, so a question asked again is held out again) is kept for the gate and never turned
-into pairs.
+Pairs wait in one pending hash per domain, one field per question (keyed by its normalised text, so a
+question asked many times gives one entry: it cannot dominate a round, and a redelivered message never
+duplicates pairs). A round claims the pending pairs atomically (one Lua script moves them into the
+round's own hash), so pairs stored while a round trains wait for the next round instead of being lost;
+a round that fails keeps its claimed hash and its retry claims whatever arrived meanwhile on top.
+Every 5th question (by a stable hash of its domain and normalised text, so a question asked again is
+held out again) is kept for the gate and never turned into pairs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from redis.asyncio import Redis
 
 from services.trainer.pairs import PreferencePair
 
-PAIRS_KEY = "cowest:pairs:{domain}:{round}"
+PENDING_KEY = "cowest:pairs:{domain}:pending"  # hash: question key -> its pairs (JSON list)
+CLAIMED_KEY = "cowest:pairs:{domain}:round:{round}"  # hash: the pairs round N claimed
 ROUND_KEY = "cowest:round:{domain}"
 HELDOUT_KEY = "cowest:heldout:{domain}"
 TRACE_KEY = "cowest:trainer:trace:{id}"
@@ -48,6 +52,19 @@ def is_heldout(domain: str, question: str, every: int = 5) -> bool:
     return int(question_key(domain, question), 16) % every == 0
 
 
+# KEYS[1] pending hash, KEYS[2] the round's hash. A question already claimed by this round keeps its pairs.
+_CLAIM = """
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do redis.call('HSETNX', KEYS[2], fields[i], fields[i + 1]) end
+redis.call('DEL', KEYS[1])
+return #fields / 2
+"""
+
+
+def _parse_pairs(values) -> list[PreferencePair]:
+    return [PreferencePair(**p) for v in values for p in json.loads(v)]
+
+
 def _s(value) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -64,17 +81,32 @@ class TrainerStore:
         await self.redis.set(key, 1, nx=True)  # an absent counter means round 1
         return int(await self.redis.incr(key))
 
-    async def has_pairs_for(self, domain: str, round: int, question_id: str) -> bool:
-        return bool(await self.redis.hexists(PAIRS_KEY.format(domain=domain, round=round), question_id))
+    async def has_pairs_for(self, domain: str, question: str) -> bool:
+        """Whether this question already has pairs waiting for the next round (possibly none)."""
+        return bool(await self.redis.hexists(PENDING_KEY.format(domain=domain), question_key(domain, question)))
 
-    async def put_pairs(self, domain: str, round: int, question_id: str, pairs: list[PreferencePair]) -> bool:
-        """Store a question's pairs (possibly none: it still counts as processed). False if already there."""
+    async def put_pairs(self, domain: str, question: str, pairs: list[PreferencePair]) -> bool:
+        """Store a question's pairs (possibly none: it still counts as processed) for the next round.
+        False when the question already has pairs waiting (a repeat or a redelivery: the first wins)."""
         payload = json.dumps([p.model_dump() for p in pairs])
-        return bool(await self.redis.hsetnx(PAIRS_KEY.format(domain=domain, round=round), question_id, payload))
+        return bool(await self.redis.hsetnx(PENDING_KEY.format(domain=domain), question_key(domain, question),
+                                            payload))
 
-    async def pairs(self, domain: str, round: int) -> list[PreferencePair]:
-        values = await self.redis.hvals(PAIRS_KEY.format(domain=domain, round=round))
-        return [PreferencePair(**p) for v in values for p in json.loads(v)]
+    async def pending_pairs(self, domain: str) -> list[PreferencePair]:
+        """What the next round will train on: pairs stored since the last claim, plus the pairs an unfinished
+        (failed or skipped) round of the current number already claimed."""
+        claimed = await self.claimed_pairs(domain, await self.round(domain))
+        return claimed + _parse_pairs(await self.redis.hvals(PENDING_KEY.format(domain=domain)))
+
+    async def claim_pairs(self, domain: str, round: int) -> list[PreferencePair]:
+        """Move every pending pair into round `round`'s hash, atomically, and return all that round holds.
+        Call it under the domain's round lock; a retried round re-claims on top of its earlier claim."""
+        await self.redis.eval(_CLAIM, 2, PENDING_KEY.format(domain=domain), CLAIMED_KEY.format(domain=domain,
+                                                                                                round=round))
+        return await self.claimed_pairs(domain, round)
+
+    async def claimed_pairs(self, domain: str, round: int) -> list[PreferencePair]:
+        return _parse_pairs(await self.redis.hvals(CLAIMED_KEY.format(domain=domain, round=round)))
 
     async def add_heldout(self, item: Item) -> None:
         # Keyed by the question, so a question seen in many traces is one gate item.

@@ -108,3 +108,8 @@ def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3,
             asked.add(items[-1].question)
             evaluation.append(items[-1])
     return {"train": train, "eval": evaluation[:eval_size] if eval_size else evaluation}
+
+
+def is_fact_card(example: Example) -> bool:
+    """A product's fact card: SFT material, not a question users ask (live traffic and pair building skip it)."""
+    return "-fact-" in example.id

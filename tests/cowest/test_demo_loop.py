@@ -43,8 +43,8 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
     trainer = TrainerSettings(weak_url=tiny_weak_server, weak_model="tiny-weak", base_model_dir=tiny_models["tiny-weak"],
                               strong_url=f"{tiny_strong_server}/v1", strong_model="tiny-strong",
                               redis_url=fresh_redis.url, adapters_dir=tmp_path / "adapters", k_drafts=4,
-                              draft_temperature=1.0, draft_max_tokens=16, strong_max_tokens=16, gate_tolerance=1.0,
-                              drain_s=0.0, min_pairs_per_round=2, dpo_max_steps=3, dpo_learning_rate=1e-3)
+                              draft_temperature=1.0, draft_max_tokens=16, strong_max_tokens=16, gate_tolerance=1.0, gate_min_items=1, dpo_epochs=100,
+                              drain_s=0.0, min_pairs_per_round=2, min_pairs_forced=1, dpo_max_steps=3, dpo_learning_rate=1e-3)
     orch = orch_settings(tiny_weak_server, tiny_strong_server, fresh_redis.url, tmp_path / "spool.jsonl")
     cfg = DemoConfig(domain=DOMAIN, domain_dir=write_domain(tmp_path / DOMAIN), rounds=2, traffic_limit=10,
                      sft_steps=3, dpo_steps=3, concurrency=4, weak_max_tokens=16, strong_max_tokens=16, drain_timeout_s=300)

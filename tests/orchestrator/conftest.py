@@ -107,15 +107,15 @@ class FakeUpstream:
     """A scripted OpenAI-compatible server. `script` lists what each chat call does, the last entry
     repeating: "ok", "429" (Retry-After: 1), "500", "hang"."""
 
-    def __init__(self, model: str, script: list[str], text: str = "fake answer"):
-        self.model, self.script, self.text = model, list(script), text
+    def __init__(self, model: str, script: list[str], text: str = "fake answer", extra_models: tuple[str, ...] = ()):
+        self.model, self.script, self.text, self.extra_models = model, list(script), text, extra_models
         self.calls: list[dict] = []
         self.app = FastAPI()
         self.app.add_api_route("/v1/models", self._models, methods=["GET"])
         self.app.add_api_route("/v1/chat/completions", self._chat, methods=["POST"])
 
     async def _models(self):
-        return {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+        return {"object": "list", "data": [{"id": m, "object": "model"} for m in (self.model, *self.extra_models)]}
 
     async def _chat(self, request: Request):
         body = await request.json()
@@ -141,7 +141,8 @@ class FakeUpstream:
 
 
 @contextmanager
-def fake_upstream(model: str, script: list[str], text: str = "fake answer") -> Iterator[tuple[str, FakeUpstream]]:
-    fake = FakeUpstream(model, script, text)
+def fake_upstream(model: str, script: list[str], text: str = "fake answer",
+                  extra_models: tuple[str, ...] = ()) -> Iterator[tuple[str, FakeUpstream]]:
+    fake = FakeUpstream(model, script, text, extra_models)
     with serve_app(fake.app) as url:
         yield url, fake

@@ -13,6 +13,7 @@ from cowest.cli import app
 from services.trainer import evaluators
 from services.trainer.app import create_app
 from services.trainer.config import TrainerSettings
+from services.trainer.store import is_heldout
 from tests.conftest import TEST_HOME
 from tests.orchestrator.conftest import serve_app
 
@@ -30,7 +31,8 @@ def stack_env(monkeypatch, tiny_weak_server, tiny_strong_server, private_redis, 
                        "COWEST_TRAINER_ADAPTERS_DIR": str(tmp_path / "adapters"),
                        "COWEST_TRAINER_K_DRAFTS": "4", "COWEST_TRAINER_DRAFT_TEMPERATURE": "1.0",
                        "COWEST_TRAINER_DRAFT_MAX_TOKENS": "16", "COWEST_TRAINER_STRONG_MAX_TOKENS": "16",
-                       "COWEST_TRAINER_GATE_TOLERANCE": "1.0", "COWEST_TRAINER_DRAIN_S": "0"}.items():
+                       "COWEST_TRAINER_GATE_TOLERANCE": "1.0", "COWEST_TRAINER_GATE_MIN_ITEMS": "1",
+                       "COWEST_TRAINER_MIN_PAIRS_FORCED": "1", "COWEST_TRAINER_DRAIN_S": "0"}.items():
         monkeypatch.setenv(key, value)
     for key in [k for k in __import__("os").environ if k.startswith("COWEST_TRAINER_WEAK") or
                 k.startswith("COWEST_TRAINER_STRONG_URL") or k == "COWEST_TRAINER_BASE_MODEL_DIR"]:
@@ -69,7 +71,7 @@ def test_train_from_a_labelled_file(stack_env, monkeypatch):
     result = runner.invoke(app, ["train", "--domain", domain, "--data", data_file(stack_env / "t.jsonl", 10)])
     assert result.exit_code == 0, result.output
     assert "pairs from 10 questions" in result.output and "round 1:" in result.output
-    assert "failed" not in result.output
+    assert "failed" not in result.output and "skipped" not in result.output
 
 
 def test_service_api(stack_env, tiny_weak_server, tiny_strong_server, private_redis, tiny_models):
@@ -87,3 +89,22 @@ def test_service_api(stack_env, tiny_weak_server, tiny_strong_server, private_re
         r = httpx.post(f"{url}/adapters/empty-domain/rollback")
         assert r.status_code == 409 and "no adapter to roll back" in r.json()["detail"]
         assert httpx.post(f"{url}/train", json={}).status_code == 422
+
+        # The bulk protocol over a labelled set: held-out questions go to the gate, at most `limit` others
+        # become pairs, and its report says the yield.
+        domain = "bulk"
+        evaluators.METRICS[domain] = lambda pred, ref: min(len(pred), 300) / 300
+        try:
+            items = [{"question": f"Bulk question {i}?", "answer": f"answer {i}"} for i in range(12)]
+            r = httpx.post(f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5}, timeout=300)
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert out["processed"] == 5 and out["heldout"] == sum(is_heldout(domain, i["question"]) for i in items)
+            assert out["questions_with_pairs"] <= out["processed"] and sum(out["delta_histogram"].values()) == 5 * 4
+            assert httpx.get(f"{url}/status").json()["domains"][domain]["pending_pairs"] == out["pairs"]
+            again = httpx.post(f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5},
+                               timeout=300).json()
+            assert again["waiting"] == 5 and again["processed"] == 0  # the same questions wait: nothing is redone
+        finally:
+            del evaluators.METRICS[domain]
+        assert httpx.post(f"{url}/feedback/build", json={"domain": domain, "items": []}).status_code == 422

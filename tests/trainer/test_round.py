@@ -9,6 +9,7 @@ and different per draft, which is all the plumbing needs (it proves the loop, no
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -50,11 +51,12 @@ class Parts(Trainer):
 
 
 def trainer_settings(domain, tiny_models, weak, strong, redis_url, tmp_path, **kw) -> TrainerSettings:
-    return TrainerSettings(weak_url=weak, weak_model="tiny-weak", base_model_dir=tiny_models["tiny-weak"],
-                           strong_url=f"{strong}/v1", strong_model="tiny-strong", redis_url=redis_url,
-                           adapters_dir=tmp_path / "adapters", domains=[domain], k_drafts=6, draft_temperature=1.0,
-                           draft_max_tokens=16, strong_max_tokens=16, min_pairs_per_round=2, drain_s=0.5,
-                           concurrency=8, gate_tolerance=1.0, **kw)
+    defaults = dict(weak_url=weak, weak_model="tiny-weak", base_model_dir=tiny_models["tiny-weak"],
+                    strong_url=f"{strong}/v1", strong_model="tiny-strong", redis_url=redis_url,
+                    adapters_dir=tmp_path / "adapters", domains=[domain], k_drafts=6, draft_temperature=1.0,
+                    draft_max_tokens=16, strong_max_tokens=16, min_pairs_per_round=2, min_pairs_forced=1, drain_s=0.5,
+                    concurrency=8, gate_tolerance=1.0, gate_min_items=2, dpo_epochs=100)
+    return TrainerSettings(**(defaults | kw))
 
 
 def questions(domain: str, n: int, held_out: int = 2) -> list[str]:
@@ -84,10 +86,10 @@ def send_traffic(url: str, domain: str, n: int) -> list[tuple[str, str]]:
 async def collect_all(collector: Collector, store: TrainerStore, domain: str, sent: list[tuple[str, str]]) -> None:
     await collector.ensure_groups()
     deadline = time.monotonic() + 120
-    want = [i for i, q in sent if not is_heldout(domain, q)]
+    want = [q for _, q in sent if not is_heldout(domain, q)]
     while time.monotonic() < deadline:
         await collector.poll(block_ms=200)
-        done = [i for i in want if await store.has_pairs_for(domain, await store.round(domain), i)]
+        done = [q for q in want if await store.has_pairs_for(domain, q)]
         if len(done) == len(want) and len(await store.heldout(domain)) == len(sent) - len(want):
             return
     raise AssertionError("the collector did not process every question in time")
@@ -120,7 +122,7 @@ async def test_full_round_swaps_with_zero_failed_requests(tiny_models, tiny_weak
         with serve_app(create_app(orch)) as url:
             sent = await asyncio.to_thread(send_traffic, url, domain, 16)
             await collect_all(parts.named_collector("c1"), parts.store, domain, sent)
-            pairs = await parts.store.pairs(domain, 1)
+            pairs = await parts.store.pending_pairs(domain)
             assert len(pairs) >= 2, "too few pairs for a round"
             for p in pairs:
                 assert p.chosen_delta > 0 >= p.rejected_delta and p.trace_ids == [p.question_id]
@@ -177,11 +179,11 @@ async def test_crashed_consumer_loses_nothing_and_duplicates_nothing(tiny_models
         await collect_all(parts.named_collector("B"), parts.store, domain, sent)  # B reclaims A's entries
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
             assert (await parts.redis.xpending(stream, GROUP))["pending"] == 0
-        before = sorted(p.pair_id for p in await parts.store.pairs(domain, 1))
+        before = sorted(p.pair_id for p in await parts.store.pending_pairs(domain))
         # A redelivery (at-least-once) must not duplicate pairs.
         for _, fields in (await parts.redis.xrange(FEEDBACK_STREAM))[-6:]:
             await parts.named_collector("B").handle(FEEDBACK_STREAM, fields)
-        after = sorted(p.pair_id for p in await parts.store.pairs(domain, 1))
+        after = sorted(p.pair_id for p in await parts.store.pending_pairs(domain))
         assert after == before and len(set(after)) == len(after)
 
         # A round whose training process dies changes nothing; the next run trains on the same pairs.
@@ -278,6 +280,63 @@ async def test_live_feedback_regression_rolls_back_automatically(tiny_models, ti
             assert await parts.swapper.check_live_regression(domain, parts.store) == names[0]
             assert (await parts.redis.get(f"adapter:active:{domain}")).decode() == names[0]
             assert "live_score" in parts.registry.get(names[1]).metrics
+    finally:
+        await set_active_adapter(parts.redis, domain, None)
+        await parts.aclose()
+
+
+async def test_a_degenerate_candidate_is_rejected_and_the_alias_stays(tiny_models, tiny_weak_server,
+                                                                      tiny_strong_server, private_redis, tmp_path,
+                                                                      length_metric, monkeypatch):
+    """The round's job is swapped for one that trains the weak model to say nothing (every draft empty: the
+    collapse DPO on two pairs produced on a real domain). The gate, run strictly (tolerance 0), must reject
+    it on the weak model's own drafts, leave the active version serving and unload the candidate."""
+    from services.trainer import rounds
+    from services.trainer.jobs import JobConfig, run
+    from services.trainer.pairs import PreferencePair
+    from services.trainer.store import Item
+    from tests.conftest import make_lora_adapter
+
+    domain = "degenerate"
+    length_metric(domain)
+    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path,
+                                gate_tolerance=0.0, gate_min_items=4)
+    parts = Parts(settings)
+
+    async def silent_job(kind: str, cfg: JobConfig) -> dict:
+        rows = tmp_path / "silence.jsonl"
+        rows.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"Question number {i}?"}],
+                                            "completion": [{"role": "assistant", "content": ""}]}) + "\n"
+                                for i in range(24)))
+        silent = JobConfig(base_model_dir=cfg.base_model_dir, data_file=str(rows), output_dir=cfg.output_dir,
+                           max_steps=60, learning_rate=2e-2, batch_size=8, lora_r=8,
+                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        return await asyncio.to_thread(run, "sft", silent)
+
+    monkeypatch.setattr(rounds, "run_job", silent_job)
+    try:
+        active = parts.registry.register(make_lora_adapter(tiny_models["tiny-weak"], tmp_path / "active", seed=7),
+                                         domain=domain, base_model="tiny-weak", base_model_path=tiny_models["tiny-weak"],
+                                         parent=None, round=0, pairs=0, kind="sft").name
+        await parts.swapper.activate(domain, active)
+        gate_qs, train_qs = questions(domain, 6, held_out=4)[:4], questions(domain, 6, held_out=4)[4:]
+        for i, q in enumerate(gate_qs):
+            await parts.store.add_heldout(Item(id=f"g{i}", domain=domain, question=q, answer=f"answer {i}"))
+        for q in train_qs:
+            await parts.store.put_pairs(domain, q, [PreferencePair(
+                pair_id=q, domain=domain, round=1, question_id=q, prompt=[{"role": "user", "content": q}],
+                chosen="a long helpful draft", rejected="no", chosen_delta=0.5, rejected_delta=0.0,
+                strong_alone_score=0.1, adapter=active)])
+
+        result = await parts.runner.run(domain, force=True)
+        assert result.status == "rejected", result
+        assert result.gate["weak_candidate"] < result.gate["weak_active"], result.gate
+        # Which rule fires first depends on the tiny strong model's answer lengths; each rule alone is
+        # covered in test_gate.py. The drafts alone are always worse here:
+        assert any(why in result.detail for why in ("collaboration", "drafts got worse", "collapsed")), result.detail
+        assert (await parts.redis.get(f"adapter:active:{domain}")).decode() == active
+        assert result.candidate not in await parts.swapper.loaded() and active in await parts.swapper.loaded()
+        assert parts.registry.get(result.candidate).metrics["gate_items"] == 4
     finally:
         await set_active_adapter(parts.redis, domain, None)
         await parts.aclose()

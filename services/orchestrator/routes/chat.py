@@ -24,7 +24,7 @@ from services.orchestrator.pipeline import Question, Stage, sum_usage
 from services.orchestrator.protocol import ChatCompletionRequest
 from services.orchestrator.routes.common import (check_domain, check_max_tokens, make_question, split_messages,
                                                  stage_info)
-from services.orchestrator.upstream import UpstreamError
+from shared.upstream import UpstreamError
 from shared.prompts import DEFAULT_DOMAIN, DraftFormat
 
 router = APIRouter(dependencies=[Depends(require_api_key)])

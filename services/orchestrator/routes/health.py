@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.orchestrator.deps import AppState, get_state
-from services.orchestrator.upstream import UpstreamError
+from shared.upstream import UpstreamError
 
 router = APIRouter()
 

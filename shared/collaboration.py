@@ -1,0 +1,180 @@
+"""CoWest's collaboration, y* = strong(x, weak(x)), in one place: the requests each stage sends (prompts,
+sampling, token limits), the retries (through `Upstream`) and what happens when a stage fails.
+
+Serving (the orchestrator), collaborative feedback and the promotion gate (the trainer) and the evaluation
+harness all build their model requests here, so the path that is trained and gated is the path users get:
+for the same question, adapter and sampling, the upstream requests are byte-for-byte the same.
+
+Degraded modes, each flagged in the outcome:
+- weak server down or failing  -> the strong model answers alone (`weak_unavailable`)
+- strong endpoint failing after retries -> the weak draft is the answer (`strong_unavailable`),
+  unless `strong_fallback="error"`, which raises `CollaborationFailed`
+- both failing -> `CollaborationFailed` with both reasons
+
+Besides the collaboration itself (`mode="collab"`), one request can run either model alone through the same
+requests: `weak` (the draft is the answer: what the weak model would say) and `strong` (the strong model
+without a draft). Evaluation compares the three; serving may use `strong` for a domain where drafts do not
+help yet.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared.prompts import DraftFormat, strong_alone_messages, strong_messages, weak_messages
+from shared.schemas import Usage
+from shared.upstream import Upstream, UpstreamError
+
+BASE_ADAPTER = "base"  # the adapter name that means "the weak base model, no adapter"
+Mode = Literal["collab", "weak", "strong"]
+MODES: tuple[str, ...] = ("collab", "weak", "strong")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Args:
+    weak_max_tokens: the draft's token budget (a rationale plus an answer line).
+    strong_max_tokens: the refinement's token budget.
+    strong_fallback: when the strong stage fails after retries, answer with the draft ("draft", flagged
+        degraded) or fail ("error").
+    """
+
+    weak_max_tokens: int = 256
+    strong_max_tokens: int = 512
+    strong_fallback: Literal["draft", "error"] = "draft"
+
+
+@dataclass
+class Ask:
+    """One collaboration request: the question, its setting, and per-stage sampling overrides
+    (temperature, top_p, seed, stop, max_tokens)."""
+
+    question: str
+    domain: str
+    adapter: str | None = None  # the weak model to draft with: an adapter's served name; None: the base model
+    draft_format: DraftFormat = DraftFormat.cot
+    context: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+    weak: dict[str, Any] = field(default_factory=dict)
+    strong: dict[str, Any] = field(default_factory=dict)
+    mode: Mode = "collab"
+
+
+@dataclass
+class Stage:
+    model: str | None = None
+    adapter: str | None = None
+    text: str | None = None
+    latency_ms: float | None = None
+    usage: Usage | None = None
+    error: str | None = None
+
+
+@dataclass
+class Outcome:
+    draft: Stage
+    strong: Stage
+    answer: str
+    degraded: str | None
+
+
+class CollaborationFailed(Exception):
+    """Nothing is left to answer with; `code` says which part failed."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)
+
+
+def _usage(body: dict) -> Usage | None:
+    return Usage(**body["usage"]) if body.get("usage") else None
+
+
+async def _complete(upstream: Upstream, payload: dict, headers: dict[str, str] | None, stage: Stage) -> Stage:
+    """One chat completion into `stage` (text, usage, latency); a failure after retries goes to `stage.error`."""
+    t0 = time.perf_counter()
+    try:
+        body = await upstream.chat(payload, headers)
+        stage.text = body["choices"][0]["message"]["content"] or ""
+        stage.usage = _usage(body)
+    except (UpstreamError, KeyError, IndexError, TypeError) as exc:
+        stage.error = str(exc)
+    stage.latency_ms = _ms(t0)
+    return stage
+
+
+class Collaboration:
+    def __init__(self, weak: Upstream, strong: Upstream, weak_model: str, strong_model: str,
+                 limits: Limits | None = None):
+        self.weak, self.strong = weak, strong
+        self.weak_model, self.strong_model = weak_model, strong_model
+        self.limits = limits or Limits()
+
+    # --- requests -------------------------------------------------------------------------
+    def draft_payload(self, ask: Ask, n: int | None = None) -> dict:
+        """The weak model's chat request; `n` > 1 samples several drafts in one request (feedback)."""
+        payload = {"model": ask.adapter or self.weak_model, "max_tokens": self.limits.weak_max_tokens,
+                   "messages": weak_messages(ask.question, ask.domain, ask.context, ask.draft_format, ask.history),
+                   **ask.weak}
+        return payload | ({"n": n} if n and n > 1 else {})
+
+    def strong_payload(self, ask: Ask, draft: str | None) -> dict:
+        """The strong model's request: refine `draft`, or answer alone when there is none (the baseline that
+        collaborative feedback compares against, and the degraded path when the weak server is down)."""
+        if draft:
+            messages = strong_messages(ask.question, draft, ask.domain, ask.context, ask.draft_format, ask.history)
+        else:
+            messages = strong_alone_messages(ask.question, ask.domain, ask.context, ask.history)
+        return {"model": self.strong_model, "max_tokens": self.limits.strong_max_tokens, "messages": messages,
+                **ask.strong}
+
+    # --- stages ---------------------------------------------------------------------------
+    async def draft(self, ask: Ask, headers: dict[str, str] | None = None) -> Stage:
+        """The weak model's draft; never raises (a failure is in `stage.error`)."""
+        stage = Stage(model=self.weak_model, adapter=ask.adapter)
+        return await _complete(self.weak, self.draft_payload(ask), headers, stage)
+
+    async def drafts(self, ask: Ask, n: int) -> list[str]:
+        """`n` sampled drafts in one request (vLLM batches them); raises UpstreamError."""
+        body = await self.weak.chat(self.draft_payload(ask, n))
+        return [c["message"]["content"] or "" for c in body["choices"]]
+
+    async def refine(self, ask: Ask, draft: str | None, headers: dict[str, str] | None = None) -> Stage:
+        """The strong model given the draft (alone when `draft` is None); never raises."""
+        return await _complete(self.strong, self.strong_payload(ask, draft), headers, Stage(model=self.strong_model))
+
+    def fallback(self, draft: Stage, error: str) -> tuple[str, str]:
+        """(answer, degraded reason) when the strong stage failed; raises when nothing is left."""
+        if draft.text and self.limits.strong_fallback == "draft":
+            return draft.text, f"strong_unavailable: {error}"
+        if draft.text:
+            raise CollaborationFailed("strong_unavailable", f"the strong model failed: {error}")
+        raise CollaborationFailed("models_unavailable",
+                                  f"both model servers are unavailable. weak: {draft.error}; strong: {error}")
+
+    async def run(self, ask: Ask, headers: dict[str, str] | None = None) -> Outcome:
+        """Draft, then refine (or one model alone, by `ask.mode`); degraded instead of failing where the
+        collaboration can still answer."""
+        if ask.mode == "weak":
+            draft = await self.draft(ask, headers)
+            if draft.text is None:
+                raise CollaborationFailed("weak_unavailable", f"the weak model failed: {draft.error}")
+            return Outcome(draft, Stage(), draft.text, None)
+        if ask.mode == "strong":
+            strong = await self.refine(ask, None, headers)
+            if strong.error is not None:
+                raise CollaborationFailed("strong_unavailable", f"the strong model failed: {strong.error}")
+            return Outcome(Stage(), strong, strong.text or "", None)
+        draft = await self.draft(ask, headers)
+        degraded = None if draft.text is not None else f"weak_unavailable: {draft.error}"
+        strong = await self.refine(ask, draft.text, headers)
+        if strong.error is None:
+            return Outcome(draft, strong, strong.text or "", degraded)
+        answer, degraded = self.fallback(draft, strong.error)
+        return Outcome(draft, strong, answer, degraded)
