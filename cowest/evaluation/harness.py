@@ -6,6 +6,11 @@ unless a run overrides them, greedy decoding:
 - weak:   the weak model alone (with an adapter version), its chain-of-thought draft's final answer
 - strong: the strong model alone (the collaborative-feedback baseline prompt)
 - collab: the weak draft refined by the strong model
+- oracle: the strong model refining the example's gold rationale as if it were the draft: the ceiling of
+  what any weak model's draft could get out of this strong model
+
+Each row also says whether the draft alone was right (`draft_correct`) and whether the answer just repeats
+the draft's answer (`answer_is_draft`): the report's keep / fix / break diagnostics come from these.
 
 Requests run concurrently (so vLLM batches them). Every finished item is appended to a per-run JSONL
 file at once (prompt, draft, answer, score, latency, tokens), so an interrupted run resumes where it
@@ -26,9 +31,9 @@ import httpx
 from services.trainer.evaluators import metric_for
 from shared.collaboration import BASE_ADAPTER as BASE
 from shared.data.schema import Example
-from shared.metrics import exact_match, first_label, normalize, token_f1
+from shared.metrics import exact_match, final_answer, first_label, normalize, token_f1
 
-MODES = ("weak", "strong", "collab")
+MODES = ("weak", "strong", "collab", "oracle")
 
 
 @dataclass
@@ -44,7 +49,7 @@ class EvalRun:
 
     @property
     def run_id(self) -> str:
-        return self.mode if self.mode == "strong" else f"{self.mode}@{self.adapter or BASE}"
+        return self.mode if self.mode in ("strong", "oracle") else f"{self.mode}@{self.adapter or BASE}"
 
 
 @dataclass
@@ -97,7 +102,12 @@ async def _ask(client: httpx.AsyncClient, run: EvalRun, adapter: str | None, ex:
     body = {"question": ex.question, "domain": ex.domain, "context": ex.context, "mode": run.mode,
             "weak": _sampling(run.weak_max_tokens), "strong": _sampling(run.strong_max_tokens),
             "metadata": {"source": "eval", "item": ex.id}}
-    if run.mode != "strong":
+    if run.mode == "oracle":
+        if not ex.rationale:
+            raise ValueError("the oracle needs the example's gold rationale; this example has none")
+        gold = ex.answers[0]
+        body |= {"mode": "collab", "draft": ex.rationale if gold in ex.rationale else f"{ex.rationale}\nAnswer: {gold}"}
+    elif run.mode != "strong":
         body["adapter"] = adapter or BASE
     r = await client.post("/v1/collaborate", json=body)
     r.raise_for_status()
@@ -132,7 +142,7 @@ async def evaluate(base_url: str, run: EvalRun, examples: list[Example], eval_di
     async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout_s, connect=5.0),
                                  headers=headers, limits=httpx.Limits(max_connections=run.concurrency + 2)) as client:
         names = await served(client)
-        if run.mode != "strong" and run.adapter is None:
+        if run.mode in ("weak", "collab") and run.adapter is None:
             run.adapter = names.active.get(run.domain) or BASE  # pin the version for the whole run
         adapter = None if run.adapter == BASE else run.adapter
         results, meta_path = run_paths(eval_dir, run)
@@ -153,11 +163,14 @@ async def evaluate(base_url: str, run: EvalRun, examples: list[Example], eval_di
                 nonlocal finished
                 async with sem:
                     started = time.perf_counter()
-                    row = {"id": ex.id, "domain": ex.domain, "mode": run.mode, "adapter": run.adapter,
-                           "question": ex.question, "gold": ex.answer}
+                    row = {"id": ex.id, "domain": ex.domain, "kind": ex.kind, "mode": run.mode,
+                           "adapter": run.adapter, "question": ex.question, "gold": ex.answer}
                     try:
                         row |= await _ask(client, run, adapter, ex)
                         row |= score_answer(ex, row["answer"])
+                        if row.get("draft"):
+                            row["draft_correct"] = score_answer(ex, row["draft"])["correct"]
+                            row["answer_is_draft"] = same_answer(row["answer"], row["draft"])
                     except (httpx.HTTPError, KeyError, ValueError) as exc:
                         row["error"] = _describe(exc)
                     row["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -179,9 +192,15 @@ def latest(rows: list[dict], ids: set[str] | None = None) -> list[dict]:
     return list(by_id.values())
 
 
+def same_answer(answer: str, draft: str) -> bool:
+    """The strong model kept the draft's final answer (normalised)."""
+    return normalize(final_answer(answer)) == normalize(final_answer(draft))
+
+
 def default_label(run: EvalRun) -> str:
     return {"weak": f"Weak alone ({run.adapter or BASE})", "strong": "Strong alone",
-            "collab": f"Collaboration ({run.adapter or BASE})"}[run.mode]
+            "collab": f"Collaboration ({run.adapter or BASE})",
+            "oracle": "Oracle: strong refining the gold rationale"}[run.mode]
 
 
 def _describe(exc: Exception) -> str:

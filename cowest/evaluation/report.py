@@ -2,8 +2,10 @@
 
 Reads `<eval_dir>/<domain>/*.jsonl` (+ `.meta.json`) written by the harness, and, where the demo wrote
 them, `training.json` (per-round DPO curves and round outcomes) and `demo.json` (wall time per phase).
-Rows are runs (weak alone, strong alone, collaboration after 0, 1, 2 rounds of DPO) in the order they
-were created; columns are each domain's metrics with 95% bootstrap confidence intervals.
+Rows are runs (weak alone, strong alone, the oracle, collaboration after 0, 1, 2 rounds of DPO) in the order
+they were created; columns are each domain's metrics with 95% bootstrap confidence intervals. Then the
+diagnostics (cowest/evaluation/diagnostics.py): keep / fix / break per method and question kind, and paired
+differences with paired bootstrap CIs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cowest.evaluation import diagnostics
 from cowest.evaluation.harness import latest, read_results
 from shared.metrics import bootstrap_ci, macro_f1, normalize
 
@@ -46,6 +49,7 @@ class RunSummary:
     weak_tokens: int = 0
     strong_tokens: int = 0
     degraded: int = 0
+    rows: list[dict] = field(default_factory=list, repr=False)  # the per-item rows (diagnostics)
 
     def metric(self, name: str) -> Metric | None:
         return next((m for m in self.metrics if m.name == name), None)
@@ -77,6 +81,7 @@ def summarize(rows: list[dict], meta: dict) -> RunSummary:
     s.weak_tokens = sum(sum((r.get("weak_tokens") or {}).values()) for r in ok)
     s.strong_tokens = sum(sum((r.get("strong_tokens") or {}).values()) for r in ok)
     s.degraded = sum(1 for r in ok if r.get("degraded"))
+    s.rows = rows
     return s
 
 
@@ -128,17 +133,25 @@ def markdown(summaries: list[RunSummary], eval_dir: Path, plots: list[str]) -> s
             lines.append(f"| {d} | {s.label} | {s.items} | {s.errors} | {s.degraded} | {s.weak_tokens / max(1, s.items):.0f} | "
                          f"{s.strong_tokens / max(1, s.items):.0f} | {f'{per:.0f}' if per else '-'} | {ratio} | {s.wall_s:.0f} |")
     for d in domains:
+        lines += diagnostics.markdown(d, [(s.label, s.mode, s.round, s.rows) for s in summaries if s.domain == d])
+    for d in domains:
         training = _json(eval_dir / d / "training.json") or []
         demo = _json(eval_dir / d / "demo.json")
         if training:
-            lines += ["", f"## DPO rounds: {d}", "", "| Round | Outcome | Pairs | Steps | s/step | First loss | Last loss | "
-                      "Last reward margin | Gate: candidate vs active | Candidate |", "|---|---|---|---|---|---|---|---|---|---|"]
+            lines += ["", f"## DPO rounds: {d}", "", "| Round | Outcome | Feedback: questions -> pairs (yield) | Pairs | "
+                      "Steps | s/step | First loss | Last loss | Last reward margin | Gate: candidate vs active "
+                      "(items, paired CI) | Candidate |", "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in training:
                 t = r.get("train") or {}
                 loss, margin = t.get("loss") or [None], t.get("reward_margin") or [None]
                 gate = (f"{r['candidate_score']:.3f} vs {r['active_score']:.3f}" if r.get("candidate_score") is not None
                         else "-")
-                lines.append(f"| {r['demo_round']} | {r['status']}: {_cell(r.get('detail', ''))} | {r.get('pairs', 0)} | "
+                if (g := r.get("gate") or {}).get("diff_ci"):
+                    gate += f" ({g['items']}, [{g['diff_ci'][0]:+.3f}, {g['diff_ci'][1]:+.3f}])"
+                fb = r.get("feedback") or {}
+                feedback = (f"{fb['processed']} -> {fb['pairs']} ({fb.get('pair_yield', 0):.0%})" if fb else "-")
+                lines.append(f"| {r['demo_round']} | {r['status']}: {_cell(r.get('detail', ''))} | {feedback} | "
+                             f"{r.get('pairs', 0)} | "
                              f"{t.get('steps', '-')} | {_f(t.get('seconds_per_step'))} | {_f(loss[0])} | {_f(loss[-1])} | "
                              f"{_f(margin[-1])} | {gate} | {r.get('candidate') or '-'} |")
         if demo:

@@ -33,6 +33,11 @@ class OrchestratorSettings(BaseSettings):
     retry_max_wait_s: float = 20.0
     # What to answer when the strong model fails after retries: the weak draft (flagged degraded) or 503.
     strong_fallback: Literal["draft", "error"] = Limits.strong_fallback
+    # Which path a request runs when it names no mode: "adapter" drafts only for a domain that has an
+    # active adapter (a domain's weak model knows nothing before it is trained, and its draft derails the
+    # strong model: "Name two primary colours." -> "The answer is: 3"); elsewhere the strong model answers
+    # alone. "always" drafts with the base weak model too.
+    draft_policy: Literal["adapter", "always"] = "adapter"
     weak_max_tokens: int = Limits.weak_max_tokens  # the collaboration's defaults (shared/collaboration.py)
     strong_max_tokens: int = Limits.strong_max_tokens
     max_tokens_limit: int = 4096

@@ -42,7 +42,8 @@ class Question:
     strong: Sampling = field(default_factory=Sampling)
     metadata: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None  # override of the domain's active adapter; BASE_MODEL for none
-    mode: Mode = "collab"  # collab | weak | strong (one model alone, through the same requests)
+    mode: Mode | None = None  # collab | weak | strong (one model alone); None: the draft policy decides
+    draft: str | None = None  # a given draft to refine instead of the weak model's
     request_id: str | None = None
     traceparent: str | None = None
     api: str = "collaborate"
@@ -74,15 +75,28 @@ class Collaborator:
         self.collab = Collaboration(weak, strong, settings.weak_model, settings.strong_model, settings.limits())
 
     def ask(self, q: Question) -> Ask:
-        """The collaboration request: the domain's active adapter unless the request names one."""
-        adapter = self.aliases.get(q.domain) if q.adapter is None else (None if q.adapter == BASE_MODEL else q.adapter)
+        """The collaboration request: the domain's active adapter unless the request names one; the mode the
+        request names, else the draft policy's (no draft for a domain without an adapter, by default)."""
+        active = self.aliases.get(q.domain)
+        adapter = active if q.adapter is None else (None if q.adapter == BASE_MODEL else q.adapter)
+        mode = q.mode
+        if mode is None:
+            drafts_help = (active is not None or q.adapter is not None or q.draft is not None
+                           or self.settings.draft_policy == "always")
+            mode = "collab" if drafts_help else "strong"
         return Ask(question=q.question, domain=q.domain, adapter=adapter, draft_format=q.draft_format,
-                   context=q.context, history=q.history, weak=q.weak.params(), strong=q.strong.params(), mode=q.mode)
+                   context=q.context, history=q.history, weak=q.weak.params(), strong=q.strong.params(), mode=mode,
+                   draft=q.draft)
 
     # --- stages ---------------------------------------------------------------------------
     async def draft(self, q: Question) -> Stage:
-        """The weak model's draft under the domain's active adapter; never raises."""
-        stage = await self.collab.draft(self.ask(q), q.headers())
+        """The weak model's draft under the domain's active adapter; never raises. An empty stage (no text,
+        no error) when the request runs the strong model alone."""
+        ask = self.ask(q)
+        q.mode = ask.mode  # resolved once: the rest of the request (and its trace) follows it
+        if ask.mode == "strong":
+            return Stage()
+        stage = await self.collab.draft(ask, q.headers())
         self.metrics.stage_latency.labels("weak", q.domain).observe(stage.latency_ms / 1000)
         return stage
 
@@ -95,8 +109,10 @@ class Collaborator:
 
     # --- whole requests -------------------------------------------------------------------
     async def run(self, q: Question) -> Outcome:
+        ask = self.ask(q)
+        q.mode = ask.mode
         try:
-            done = await self.collab.run(self.ask(q), q.headers())
+            done = await self.collab.run(ask, q.headers())
         except CollaborationFailed as exc:
             raise APIError(503, str(exc), code=exc.code, headers={"Retry-After": "5"}) from None
         for name, stage in (("weak", done.draft), ("strong", done.strong)):
@@ -111,7 +127,7 @@ class Collaborator:
         records the trace when the stream ends, however it ends."""
         strong = Stage(model=self.settings.strong_model)
         parts: list[str] = []
-        degraded = None if draft.text is not None else f"weak_unavailable: {draft.error}"
+        degraded = None if draft.error is None else f"weak_unavailable: {draft.error}"
         t0 = time.perf_counter()
         payload = self.collab.strong_payload(self.ask(q), draft.text)
         payload["stream_options"] = {"include_usage": True}
@@ -155,7 +171,7 @@ class Collaborator:
             weak_model=o.draft.model, weak_adapter=o.draft.adapter, strong_model=o.strong.model,
             weak_latency_ms=o.draft.latency_ms, strong_latency_ms=o.strong.latency_ms, latency_ms=o.latency_ms,
             weak_usage=o.draft.usage, strong_usage=o.strong.usage, degraded=o.degraded,
-            request_id=q.request_id, api=q.api, mode=q.mode, metadata=q.metadata))
+            request_id=q.request_id, api=q.api, mode=q.mode or "collab", metadata=q.metadata))
         self.metrics.log_backlog.set(self.log.backlog)
 
 

@@ -85,8 +85,12 @@ class CollaborateRequest(BaseModel):
     adapter: str | None = Field(default=None, min_length=1, max_length=128)
     return_draft: bool = True
     # collab: the weak draft refined by the strong model; weak / strong: that model alone, through the same
-    # requests (how evaluation measures each model, and how a domain is served before drafts help).
-    mode: Literal["collab", "weak", "strong"] = "collab"
+    # requests (how evaluation measures each model). Unset: the server's draft policy decides (by default a
+    # domain with no adapter yet is answered by the strong model alone); the response says which ran.
+    mode: Literal["collab", "weak", "strong"] | None = None
+    # A draft to refine instead of the weak model's (mode collab): your own draft, or a gold rationale to
+    # measure the strong model's ceiling (what `cowest eval --modes oracle` does).
+    draft: str | None = Field(default=None, min_length=1, max_length=20_000)
     weak: Sampling = Field(default_factory=Sampling)
     strong: Sampling = Field(default_factory=Sampling)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -99,6 +103,8 @@ class CollaborateRequest(BaseModel):
             raise ValueError("`messages` must end with a non-empty user message")
         if self.question is not None and not self.question.strip():
             raise ValueError("`question` must not be blank")
+        if self.draft is not None and self.mode not in (None, "collab"):
+            raise ValueError("`draft` is refined by the strong model: it needs mode `collab`")
         return self
 
 
@@ -115,7 +121,7 @@ class CollaborateResponse(BaseModel):
     object: Literal["cowest.collaboration"] = "cowest.collaboration"
     created: int = Field(default_factory=lambda: int(time.time()))
     domain: str
-    mode: Literal["collab", "weak", "strong"] = "collab"
+    mode: Literal["collab", "weak", "strong"]  # the path that ran
     answer: str
     draft: str | None = None
     weak: StageInfo

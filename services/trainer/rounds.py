@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -90,7 +91,8 @@ class RoundRunner:
         self.rules = GateRules(tolerance=settings.gate_tolerance, min_items=settings.gate_min_items,
                                min_variety=settings.gate_min_variety)
         self.current: dict[str, str] = {}  # domain -> what its round is doing now (for GET /status)
-        self.history: list[RoundResult] = []
+        # The latest outcomes (GET /status): bounded, as the trigger loop retries a skipped round every pass.
+        self.history: deque[RoundResult] = deque(maxlen=20)
 
     async def run(self, domain: str, force: bool = False, job_overrides: dict | None = None) -> RoundResult:
         lock = self.redis.lock(LOCK_KEY.format(domain=domain), timeout=self.settings.lock_ttl_s, blocking=False)
@@ -174,5 +176,5 @@ class RoundRunner:
             return False
 
     def status(self) -> dict:
-        return {"running": dict(self.current), "last": [asdict(r) for r in self.history[-5:]],
+        return {"running": dict(self.current), "last": [asdict(r) for r in list(self.history)[-5:]],
                 "checked_at": time.time()}

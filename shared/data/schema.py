@@ -13,6 +13,7 @@ class Example(BaseModel):
     choices: list[str] | None = None
     answer: str | list[str]  # a list: every acceptable answer
     rationale: str | None = None  # SFT target: the knowledge and reasoning the weak model's draft should give
+    kind: str | None = None  # the question's type, when the domain tags them (reports break results down by it)
 
     @property
     def answers(self) -> list[str]:

@@ -55,7 +55,7 @@ def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3,
 
     def add(kind: str, question: str, answer: str, facts: list[str], step: str) -> None:
         items.append(Example(id=f"syn{seed}-{kind}-{len(items):04d}", domain="synthetic",
-                             question=f"At {company}: {question}", answer=answer,
+                             question=f"At {company}: {question}", answer=answer, kind=kind,
                              rationale=" ".join(facts) + " " + step))
 
     def draw() -> None:

@@ -76,7 +76,8 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
 
     # Every evaluation ran through the serving path against the version it names, with no errors.
     metas = {p.name: json.loads(p.read_text()) for p in (eval_dir / DOMAIN).glob("*.meta.json")}
-    assert set(metas) == {f"weak@{DOMAIN}-v1.meta.json", "strong.meta.json", f"collab@{DOMAIN}-v1.meta.json",
+    assert set(metas) == {f"weak@{DOMAIN}-v1.meta.json", "strong.meta.json", "oracle.meta.json",
+                          f"collab@{DOMAIN}-v1.meta.json",
                           f"collab@{DOMAIN}-v2.meta.json", f"collab@{DOMAIN}-v3.meta.json", "collab@base.meta.json"}
     assert all(m["errors"] == 0 for m in metas.values()) and metas[f"weak@{DOMAIN}-v1.meta.json"]["items"] == 6
     rows = [json.loads(line) for line in (eval_dir / DOMAIN / f"collab@{DOMAIN}-v3.jsonl").read_text().splitlines()]
@@ -87,6 +88,7 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out" / "report.md").read_text()
     for label in ("Weak alone (SFT)", "Strong alone", "Collaboration (SFT adapter, before DPO)",
-                  "CoWest after DPO round 1", "CoWest after DPO round 2"):
+                  "Oracle: strong refining the gold rationale", "CoWest after DPO round 1", "CoWest after DPO round 2"):
         assert f"| {label} |" in text
+    assert "## What the strong model does with the draft" in text and "## Paired differences" in text
     assert (tmp_path / "out" / "rounds.png").exists() and (tmp_path / "out" / "dpo_training.png").exists()

@@ -80,8 +80,8 @@ def test_report_has_the_paper_table_cost_view_rounds_and_plots(tmp_path):
                                                       "| Collaboration (SFT adapter, before DPO)", "| CoWest after DPO round 1"]
     assert "| CoWest after DPO round 1 | 70.0 [" in table and "| 70.0 [70.0, 70.0] |" in table
     assert "| synthetic | Collaboration (SFT adapter, before DPO) | 10 | 0 | 0 | 0 | 55 | 92 | 0.83x | 1 |" in text
-    assert "| 1 | promoted: gate passed | 9 | 3 | 1.000 | 0.690 | 0.500 | 0.300 | 0.700 vs 0.600 | synthetic-v2 |" in text
-    assert "| 2 | failed: RuntimeError: dpo job failed: line / two | 6 | - |" in text  # one row, however long the error
+    assert "| 1 | promoted: gate passed | - | 9 | 3 | 1.000 | 0.690 | 0.500 | 0.300 | 0.700 vs 0.600 | synthetic-v2 |" in text
+    assert "| 2 | failed: RuntimeError: dpo job failed: line / two | - | 6 | - |" in text  # one row, however long the error
     assert "| **total** | **15** |" in text
     for png in ("quality-metrics.png", "quality-dpo_training.png", "quality-rounds.png"):
         assert (out.parent / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text

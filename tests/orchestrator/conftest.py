@@ -92,7 +92,8 @@ def fresh_redis(tmp_path) -> Iterator[RedisProcess]:
 def orch_settings(weak_url: str, strong_url: str, redis_url: str, spool: Path, **overrides) -> OrchestratorSettings:
     defaults = dict(weak_url=f"{weak_url}/v1", weak_model="tiny-weak", strong_url=f"{strong_url}/v1",
                     strong_model="tiny-strong", redis_url=redis_url, spool_path=spool,
-                    weak_max_tokens=8, strong_max_tokens=8, retry_max_wait_s=3.0)
+                    weak_max_tokens=8, strong_max_tokens=8, retry_max_wait_s=3.0,
+                    draft_policy="always")  # these tests exercise the draft on domains without an adapter
     return OrchestratorSettings(**{**defaults, **overrides})
 
 

@@ -29,7 +29,8 @@ async def test_serving_evaluation_and_trainer_send_identical_requests(private_re
                              strong_model="strong-m", weak_max_tokens=256, strong_max_tokens=512)
         trainer = CollabClient(TrainerSettings(weak_url=weak_url, weak_model="weak-m", strong_url=f"{strong_url}/v1",
                                                strong_model="strong-m", redis_url=private_redis.url))
-        example = Example(id="1", domain=DOMAIN, question=QUESTION, answer="447 euros")
+        example = Example(id="1", domain=DOMAIN, question=QUESTION, answer="447 euros",
+                          rationale="The Falcon costs 149 euros; 3 x 149 = 447 euros.")
         try:
             with serve_app(create_app(orch)) as url:
                 greedy = {"temperature": 0}
@@ -41,6 +42,12 @@ async def test_serving_evaluation_and_trainer_send_identical_requests(private_re
                 for mode in ("collab", "weak", "strong"):
                     await evaluate(url, EvalRun(DOMAIN, mode, adapter=ADAPTER), [example], tmp_path / "eval")
                     harness[mode] = (last(weak), last(strong))
+                # The oracle: the gold rationale is the draft; the weak model is not asked.
+                weak_calls = len(weak.calls)
+                await evaluate(url, EvalRun(DOMAIN, "oracle"), [example], tmp_path / "eval")
+                assert len(weak.calls) == weak_calls and example.rationale in last(strong)["messages"][-1]["content"]
+                bad = httpx.post(f"{url}/v1/collaborate", json={"question": QUESTION, "mode": "weak", "draft": "x"})
+                assert bad.status_code == 422 and "mode `collab`" in bad.json()["error"]["message"]
             await trainer.collaborate(QUESTION, DOMAIN, ADAPTER, "447 euros")  # the gate's path
             gate = (last(weak), last(strong))
             await trainer.refine(QUESTION, DOMAIN, None)  # collaborative feedback's baseline: strong alone

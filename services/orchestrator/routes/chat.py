@@ -73,7 +73,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
 
 
 def _extension(q: Question, draft: Stage, degraded: str | None) -> dict:
-    return {"trace_id": q.trace_id, "draft": draft.text, "degraded": degraded,
+    return {"trace_id": q.trace_id, "mode": q.mode, "draft": draft.text, "degraded": degraded,
             "weak": stage_info(draft).model_dump()}
 
 
@@ -85,7 +85,7 @@ async def _events(state: AppState, q: Question, draft: Stage, model: str, chat_i
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
         return {"data": json.dumps(payload)}
 
-    degraded = None if draft.text is not None else f"weak_unavailable: {draft.error}"
+    degraded = None if draft.error is None else f"weak_unavailable: {draft.error}"
     yield chunk({"role": "assistant", "content": ""}, cowest=_extension(q, draft, degraded))
     usage, failed = None, False
     # aclosing: when the client disconnects, the pipeline's generator still closes and logs the trace.

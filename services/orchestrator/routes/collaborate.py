@@ -26,11 +26,11 @@ async def collaborate(body: CollaborateRequest, request: Request,
         question, history = body.question, []
     q = make_question(request, question=question, domain=domain, history=history, context=body.context,
                       draft_format=body.draft_format, weak=body.weak, strong=body.strong, metadata=body.metadata,
-                      adapter=body.adapter, mode=body.mode)
+                      adapter=body.adapter, mode=body.mode, draft=body.draft)
     outcome = await state.collaborator.run(q)
     state.metrics.requests.labels("collaborate", domain, "200").inc()
     return CollaborateResponse(
-        id=q.trace_id, domain=domain, mode=body.mode, answer=outcome.answer,
+        id=q.trace_id, domain=domain, mode=q.mode, answer=outcome.answer,
         draft=outcome.draft.text if body.return_draft else None,
         weak=stage_info(outcome.draft), strong=stage_info(outcome.strong),
         degraded=outcome.degraded, latency_ms=outcome.latency_ms)

@@ -49,12 +49,12 @@ def split_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str
 def make_question(request: Request, *, question: str, domain: str, history=None, context=None,
                   draft_format: DraftFormat = DraftFormat.cot, weak: Sampling | None = None,
                   strong: Sampling | None = None, metadata=None, api: str = "collaborate",
-                  adapter: str | None = None, mode: str = "collab") -> Question:
+                  adapter: str | None = None, mode: str | None = None, draft: str | None = None) -> Question:
     state = request.state
     return Question(question=question, domain=domain, draft_format=draft_format, context=context,
                     history=history or [], weak=weak or Sampling(), strong=strong or Sampling(),
                     metadata=metadata or {}, adapter=adapter, request_id=state.request_id, traceparent=state.traceparent,
-                    api=api, trace_id=state.trace_id, mode=mode)
+                    api=api, trace_id=state.trace_id, mode=mode, draft=draft)
 
 
 def stage_info(stage: Stage) -> StageInfo:

@@ -1,0 +1,45 @@
+"""Keep / fix / break and paired differences on hand-made rows, and the rows the harness writes for them."""
+
+from __future__ import annotations
+
+import pytest
+
+from cowest.evaluation.diagnostics import keep_fix_break, markdown, paired_diff
+from cowest.evaluation.harness import same_answer
+
+
+def row(i: int, draft_ok: bool, ok: bool, kind: str = "total", echo: bool = False) -> dict:
+    return {"id": str(i), "kind": kind, "draft_correct": draft_ok, "correct": ok, "answer_is_draft": echo}
+
+
+def test_keep_fix_break_counts_what_the_strong_model_did():
+    rows = [row(1, True, True, echo=True), row(2, False, True), row(3, True, False), row(4, False, False),
+            row(5, True, True, "compare"), {"id": "6", "error": "HTTP 503"}]
+    kfb = keep_fix_break(rows)
+    assert (kfb.items, kfb.keep, kfb.fix, kfb.break_, kfb.both_wrong, kfb.echo) == (5, 2, 1, 1, 1, 1)
+    assert keep_fix_break([{"id": "1", "correct": True}]) is None  # no draft scored (strong alone)
+
+
+def test_paired_difference_uses_the_same_items():
+    a = [{"id": str(i), "correct": i < 6} for i in range(10)]
+    b = [{"id": str(i), "correct": i < 3} for i in range(10)] + [{"id": "extra", "correct": True}]
+    d = paired_diff("a - b", a, b)
+    assert d.items == 10 and d.mean == pytest.approx(0.3)
+    assert 0 <= d.ci[0] <= 0.3 <= d.ci[1]  # no item got worse: the paired CI never goes below 0
+
+
+def test_the_report_sections_name_each_comparison():
+    weak = [{"id": str(i), "correct": i < 5} for i in range(10)]
+    strong = [{"id": str(i), "correct": False} for i in range(10)]
+    collab = [row(i, i < 5, i < 7, "total" if i % 2 else "compare") for i in range(10)]
+    after = [row(i, i < 5, i < 8) for i in range(10)]
+    text = "\n".join(markdown("synthetic", [("Weak", "weak", None, weak), ("Strong", "strong", None, strong),
+                                            ("Collab", "collab", 0, collab), ("Round 1", "collab", 1, after)]))
+    assert "| Collab | all | 10 | 50 | 20 | 0 | 30 | 0 |" in text and "| Collab | compare |" in text
+    for label in ("Collab - weak alone", "Collab - strong alone", "Round 1 - Collab", "Round 1 - weak alone"):
+        assert f"| {label} |" in text
+
+
+def test_an_answer_that_repeats_the_drafts_answer_is_an_echo():
+    assert same_answer("Checked. Answer: 447 Euros.", "3 x 149 = 447. Answer: 447 euros")
+    assert not same_answer("Answer: 450 euros", "Answer: 447 euros")

@@ -1,0 +1,28 @@
+"""The CPU's features decide vLLM's dtype; a profile says how its strong model is pulled and served."""
+
+from __future__ import annotations
+
+from cowest.models.pull import profile_pulls, pull_gguf, pull_model
+from shared import cpu
+from shared.models import get_profile
+
+
+def test_bf16_only_with_native_bf16_units(monkeypatch):
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert cpu.vllm_cpu_dtype() == "bfloat16" and "AVX-512 (avx512_bf16)" in cpu.cpu_summary()
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert cpu.vllm_cpu_dtype() == "float32" and "AVX2" in cpu.cpu_summary()
+
+
+def test_this_machine_has_readable_flags():
+    cpu.cpu_flags.cache_clear()
+    assert "sse2" in cpu.cpu_flags()  # every x86-64 CPU: the flags were read, not assumed
+
+
+def test_a_llamacpp_profile_pulls_the_gguf_not_a_converted_copy():
+    quality = get_profile("quality")
+    assert quality.strong_engine == "llamacpp"
+    assert [(spec.key, puller) for spec, puller in profile_pulls("quality")] == [
+        (quality.weak, pull_model), (quality.strong, pull_gguf)]
+    assert [puller for _, puller in profile_pulls("default")] == [pull_model, pull_model]
+    assert [puller for _, puller in profile_pulls("tiny")] == [pull_model, pull_model]
