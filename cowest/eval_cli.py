@@ -119,9 +119,9 @@ def demo(
     profile: str = typer.Option(None, "--profile", "-p", help="default | quality | tiny"),
     # Sizes left unset take DemoConfig's defaults (cowest/evaluation/demo.py), sized for ~30 min on 2 cores.
     seed: int = typer.Option(None, help="synthetic domain: which fictional company [default: 0]"),
-    size: int = typer.Option(None, help="synthetic domain: questions generated [default: 200]"),
+    size: int = typer.Option(None, help="synthetic domain: questions generated [default: 240]"),
     eval_size: int = typer.Option(None, help="synthetic domain: eval questions (more new questions, same facts)"),
-    rounds: int = typer.Option(None, help="DPO rounds [default: 2]"),
+    rounds: int = typer.Option(None, help="DPO rounds [default: 1]"),
     feedback_limit: int = typer.Option(None, help="train questions turned into pairs per round [default: 24]"),
     traffic: int = typer.Option(None, help="train questions also replayed as live traffic per round [default: 0]"),
     train_limit: int = typer.Option(None, help="SFT rows (default: the whole train split)"),

@@ -169,7 +169,8 @@ def feedback_build(domain: str = typer.Option(..., "--domain", "-d"),
             fail(f"the trainer did not build feedback: {exc}")
     out = r.json()
     console.print(f"{domain}: {out['processed']} questions processed in {out['seconds']:.0f}s, {out['pairs']} pairs "
-                  f"(yield {out['pair_yield']:.0%} of questions), {out['heldout']} held out for the gate, "
+                  f"(yield {out['pair_yield']:.0%} of questions), {out['heldout']} held out ({out['gate_items']} distinct "
+                  f"questions for the gate), "
                   f"{out['waiting']} already waiting")
     console.print("Δ histogram (draft helped > 0): " + ", ".join(
         f"{k}: {v}" for k, v in sorted(out["delta_histogram"].items(), key=lambda kv: float(kv[0]))))

@@ -46,15 +46,18 @@ class DemoConfig:
     domain: str = "synthetic"
     domain_dir: Path | None = None  # train.jsonl + eval.jsonl in the harness schema: any domain, no code
     seed: int = 0  # synthetic domain: which fictional company
-    size: int = 200  # synthetic domain: reasoning questions generated (train + eval); 200 gives the gate 21 items
+    # Synthetic domain: reasoning questions generated (train + eval). 240 gives the gate 24 distinct held-out
+    # questions (it needs 20; 200 gave 15) and 40 eval questions.
+    size: int = 240
     eval_size: int | None = None  # synthetic domain: more eval questions about the same facts
     train_limit: int | None = None  # SFT rows
     eval_limit: int | None = None
     # Sizes that keep `make demo` near 30 minutes on 2 cores: collecting feedback (1 + K strong calls and
     # K drafts per question) dominates a round, then SFT.
     feedback_limit: int | None = 24  # train questions turned into pairs per round (bulk, the paper's protocol)
+    # One round fits ~30 min here (a round: ~7 min of feedback, the gate, DPO, an evaluation); --rounds 2+ for more.
     traffic_limit: int | None = 0  # train questions also sent as live traffic with feedback per round
-    rounds: int = 2
+    rounds: int = 1
     sft_steps: int = 45
     sft_learning_rate: float = 1e-3
     # The servers are idle while the demo trains (it sends nothing meanwhile): two torch threads, not one
@@ -184,7 +187,7 @@ class Demo:
             r.raise_for_status()
         out = r.json()
         self.say(f"   {out['processed']} questions -> {out['pairs']} pairs (yield {out['pair_yield']:.0%}), "
-                 f"{out['heldout']} held out for the gate, {out['seconds']:.0f}s")
+                 f"{out['heldout']} held out ({out['gate_items']} distinct questions for the gate), {out['seconds']:.0f}s")
         return out
 
     async def drained(self) -> None:
@@ -241,6 +244,8 @@ class Demo:
         redis = Redis.from_url(self.trainer.redis_url)
         self.store = TrainerStore(redis)
         try:
+            await self.store.set_manual_rounds(cfg.domain, True, ttl_s=PAUSE_TTL_S)
+            await self.store.reset(cfg.domain)  # a fresh experiment: no pairs or gate items of an earlier run
             await self.phase("SFT of the weak adapter", self.sft(train))
             await self.phase("evaluate weak alone", self.evaluate(evaluation, "weak", "Weak alone (SFT)"))
             await self.phase("evaluate strong alone", self.evaluate(evaluation, "strong", "Strong alone"))

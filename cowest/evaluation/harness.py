@@ -105,8 +105,8 @@ async def _ask(client: httpx.AsyncClient, run: EvalRun, adapter: str | None, ex:
     if run.mode == "oracle":
         if not ex.rationale:
             raise ValueError("the oracle needs the example's gold rationale; this example has none")
-        gold = ex.answers[0]
-        body |= {"mode": "collab", "draft": ex.rationale if gold in ex.rationale else f"{ex.rationale}\nAnswer: {gold}"}
+        # The draft a perfect weak model would write: its SFT target, the rationale then the answer line.
+        body |= {"mode": "collab", "draft": f"{ex.rationale.strip()}\nAnswer: {ex.answers[0]}"}
     elif run.mode != "strong":
         body["adapter"] = adapter or BASE
     r = await client.post("/v1/collaborate", json=body)

@@ -54,6 +54,7 @@ class BuildReport:
     errors: list[str] = field(default_factory=list)  # the first few failures
     pairs: int = 0
     questions_with_pairs: int = 0
+    gate_items: int = 0  # distinct held-out questions of the domain now (what the gate scores)
     delta_histogram: dict[str, int] = field(default_factory=dict)  # Δ rounded to 0.1 -> drafts
     seconds: float = 0.0
 
@@ -142,6 +143,8 @@ class Collector:
             else:
                 report.add(outcome)
         report.seconds = round(time.perf_counter() - t0, 1)
+        if items:
+            report.gate_items = len(await self.store.heldout(items[0].domain))
         return report
 
     # --- the streams ------------------------------------------------------------------------

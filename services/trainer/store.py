@@ -108,6 +108,13 @@ class TrainerStore:
     async def claimed_pairs(self, domain: str, round: int) -> list[PreferencePair]:
         return _parse_pairs(await self.redis.hvals(CLAIMED_KEY.format(domain=domain, round=round)))
 
+    async def reset(self, domain: str) -> int:
+        """Forget a domain's pairs, held-out items, round counter and live scores (a fresh experiment: pairs
+        drafted by an earlier run's adapters must not train the next one). Returns the keys deleted."""
+        keys = [k async for k in self.redis.scan_iter(match=f"cowest:pairs:{domain}:*")]
+        keys += [HELDOUT_KEY.format(domain=domain), ROUND_KEY.format(domain=domain), LIVE_KEY.format(domain=domain)]
+        return int(await self.redis.delete(*keys))
+
     async def add_heldout(self, item: Item) -> None:
         # Keyed by the question, so a question seen in many traces is one gate item.
         await self.redis.hset(HELDOUT_KEY.format(domain=item.domain), question_key(item.domain, item.question),

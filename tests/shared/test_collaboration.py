@@ -5,6 +5,8 @@ orchestrator over HTTP with Redis, the harness, the trainer's client."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from cowest.evaluation.harness import EvalRun, evaluate
@@ -46,6 +48,8 @@ async def test_serving_evaluation_and_trainer_send_identical_requests(private_re
                 weak_calls = len(weak.calls)
                 await evaluate(url, EvalRun(DOMAIN, "oracle"), [example], tmp_path / "eval")
                 assert len(weak.calls) == weak_calls and example.rationale in last(strong)["messages"][-1]["content"]
+                oracle = json.loads((tmp_path / "eval" / DOMAIN / "oracle.jsonl").read_text().splitlines()[-1])
+                assert oracle["draft_correct"] and oracle["correct"]  # the gold draft scores as right
                 bad = httpx.post(f"{url}/v1/collaborate", json={"question": QUESTION, "mode": "weak", "draft": "x"})
                 assert bad.status_code == 422 and "mode `collab`" in bad.json()["error"]["message"]
             await trainer.collaborate(QUESTION, DOMAIN, ADAPTER, "447 euros")  # the gate's path

@@ -100,6 +100,7 @@ def test_service_api(stack_env, tiny_weak_server, tiny_strong_server, private_re
             assert r.status_code == 200, r.text
             out = r.json()
             assert out["processed"] == 5 and out["heldout"] == sum(is_heldout(domain, i["question"]) for i in items)
+            assert out["gate_items"] == out["heldout"]  # distinct questions here
             assert out["questions_with_pairs"] <= out["processed"] and sum(out["delta_histogram"].values()) == 5 * 4
             assert httpx.get(f"{url}/status").json()["domains"][domain]["pending_pairs"] == out["pairs"]
             again = httpx.post(f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5},
