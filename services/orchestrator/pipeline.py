@@ -68,6 +68,11 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
 
+def _unavailable(exc: CollaborationFailed) -> APIError:
+    """Nothing left to answer with: 503 with the failing part as the error code."""
+    return APIError(503, str(exc), code=exc.code, headers={"Retry-After": "5"})
+
+
 class Collaborator:
     def __init__(self, settings: OrchestratorSettings, weak: Upstream, strong: Upstream,
                  aliases: AdapterAliases, log: TraceLog, metrics: Metrics):
@@ -105,7 +110,7 @@ class Collaborator:
         try:
             return self.collab.fallback(draft, error)
         except CollaborationFailed as exc:
-            raise APIError(503, str(exc), code=exc.code, headers={"Retry-After": "5"}) from None
+            raise _unavailable(exc) from None
 
     # --- whole requests -------------------------------------------------------------------
     async def run(self, q: Question) -> Outcome:
@@ -114,7 +119,7 @@ class Collaborator:
         try:
             done = await self.collab.run(ask, q.headers())
         except CollaborationFailed as exc:
-            raise APIError(503, str(exc), code=exc.code, headers={"Retry-After": "5"}) from None
+            raise _unavailable(exc) from None
         for name, stage in (("weak", done.draft), ("strong", done.strong)):
             if stage.latency_ms is not None:
                 self.metrics.stage_latency.labels(name, q.domain).observe(stage.latency_ms / 1000)

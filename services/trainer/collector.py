@@ -136,6 +136,8 @@ class Collector:
         t0 = time.perf_counter()
         outcomes = await asyncio.gather(*(self.feedback_item(i) for i in heldout + todo), return_exceptions=True)
         for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancellation: not a failed question
             if isinstance(outcome, Exception):
                 report.failed += 1
                 if len(report.errors) < 5:
