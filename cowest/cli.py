@@ -1,6 +1,6 @@
 """`cowest`: provision models and run the local stack.
 
-    cowest models pull [--profile default|quality|tiny] [--model KEY]
+    cowest models pull [--profile default|fast|tiny] [--model KEY]
     cowest models list
     cowest up [--profile ...]     start Redis (if none answers), the weak and strong vLLM servers, the orchestrator
     cowest status [--json]        health, pid, port, model and loaded adapters of each part
@@ -48,7 +48,7 @@ app.command("eval")(eval_command)
 app.command()(report)
 app.command()(demo)
 
-ProfileOpt = typer.Option(None, "--profile", "-p", help="default | quality | tiny (default: COWEST_PROFILE)")
+ProfileOpt = typer.Option(None, "--profile", "-p", help="default | fast | tiny (default: COWEST_PROFILE)")
 
 
 def _progress() -> Progress:

@@ -116,7 +116,7 @@ def _report(out: Path | None, title: str, plots: bool) -> None:
 def demo(
     domain: str = typer.Option(None, "--domain", "-d", help="synthetic (default), a paper domain, or a name for --domain-dir"),
     domain_dir: Path = typer.Option(None, exists=True, file_okay=False, help="train.jsonl + eval.jsonl of any domain"),
-    profile: str = typer.Option(None, "--profile", "-p", help="default | quality | tiny"),
+    profile: str = typer.Option(None, "--profile", "-p", help="default | fast | tiny"),
     # Sizes left unset take DemoConfig's defaults (cowest/evaluation/demo.py), sized for ~30 min on 2 cores.
     seed: int = typer.Option(None, help="synthetic domain: which fictional company [default: 0]"),
     size: int = typer.Option(None, help="synthetic domain: questions generated [default: 240]"),

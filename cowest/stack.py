@@ -108,7 +108,7 @@ class Stack:
                 raise StackError(f"port {server.port} ({role} server) is taken by another process; "
                                  f"free it or set COWEST_{role.upper()}_PORT")
             spec = get_model(key)
-            if role == "strong" and chosen.strong_engine == "llamacpp":
+            if role == "strong" and chosen.engine == "llamacpp":
                 argv, env = self.llamacpp.argv(pulled[key], key), {}  # the GGUF file
             else:
                 argv, env = server.argv(self.settings.models_dir / key, key, spec.vllm_dtype), server.env()

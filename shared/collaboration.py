@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.prompts import DraftFormat, strong_alone_messages, strong_messages, weak_messages
+from shared.prompts import DraftFormat, get_domain, strong_alone_messages, strong_messages, weak_messages
 from shared.schemas import Usage
 from shared.upstream import Upstream, UpstreamError
 
@@ -54,7 +54,7 @@ class Ask:
     question: str
     domain: str
     adapter: str | None = None  # the weak model to draft with: an adapter's served name; None: the base model
-    draft_format: DraftFormat = DraftFormat.cot
+    draft_format: DraftFormat | None = None  # None: the domain's (its spec's draft_format)
     context: str | None = None
     history: list[dict[str, str]] = field(default_factory=list)
     weak: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +93,10 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
 
+def _draft_format(ask: Ask) -> DraftFormat:
+    return ask.draft_format or get_domain(ask.domain).draft_format
+
+
 def _usage(body: dict) -> Usage | None:
     return Usage(**body["usage"]) if body.get("usage") else None
 
@@ -120,8 +124,9 @@ class Collaboration:
     # --- requests -------------------------------------------------------------------------
     def draft_payload(self, ask: Ask, n: int | None = None) -> dict:
         """The weak model's chat request; `n` > 1 samples several drafts in one request (feedback)."""
+        messages = weak_messages(ask.question, ask.domain, ask.context, _draft_format(ask), ask.history)
         payload = {"model": ask.adapter or self.weak_model, "max_tokens": self.limits.weak_max_tokens,
-                   "messages": weak_messages(ask.question, ask.domain, ask.context, ask.draft_format, ask.history),
+                   "messages": messages,
                    **ask.weak}
         return payload | ({"n": n} if n and n > 1 else {})
 
@@ -129,7 +134,7 @@ class Collaboration:
         """The strong model's request: refine `draft`, or answer alone when there is none (the baseline that
         collaborative feedback compares against, and the degraded path when the weak server is down)."""
         if draft:
-            messages = strong_messages(ask.question, draft, ask.domain, ask.context, ask.draft_format, ask.history)
+            messages = strong_messages(ask.question, draft, ask.domain, ask.context, _draft_format(ask), ask.history)
         else:
             messages = strong_alone_messages(ask.question, ask.domain, ask.context, ask.history)
         return {"model": self.strong_model, "max_tokens": self.limits.strong_max_tokens, "messages": messages,

@@ -50,6 +50,25 @@ def token_f1(prediction: str, reference: str | Sequence[str]) -> float:
     return max(_f1(pred, normalize(r).split()) for r in _refs(reference))
 
 
+_FACT_TOKEN = re.compile(r"[A-Za-z]*\d[\w.%-]*|\b[A-Z][a-z]+\b")
+_NOT_FACTS = {"The", "It", "A", "An", "At", "Answer", "Work", "So", "No", "Yes", "If", "Its", "Warranty", "Question"}
+
+
+def fact_tokens(text: str) -> set[str]:
+    """The numbers and names in a text (tokens with a digit, capitalised words): what a rationale's facts are made of."""
+    return {t.lower().rstrip(".") for t in _FACT_TOKEN.findall(text or "") if t not in _NOT_FACTS}
+
+
+def fact_recall(draft: str, rationale: str, question: str) -> float | None:
+    """Share of the gold rationale's numbers and names that the draft states, leaving out those the question
+    already gives (a product's name): does the weak model retrieve the facts a new question needs? None when the
+    rationale has no such token."""
+    facts = fact_tokens(rationale) - fact_tokens(question)
+    if not facts:
+        return None
+    return len(facts & fact_tokens(draft)) / len(facts)
+
+
 def first_label(prediction: str, labels: Sequence[str]) -> str | None:
     """The first of `labels` named in the answer part of a response (None when it names none)."""
     words = normalize(final_answer(prediction)).split()

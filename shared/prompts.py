@@ -3,47 +3,18 @@ evaluation all build their messages here, so training sees exactly what serving 
 
 CoWest inference is y* = strong(x, weak(x)): the weak model drafts (CoT by default: the paper's best
 format), the strong model refines given the question and the draft. `strong_alone_messages` is the
-baseline that collaborative feedback compares against (strong(x) without a draft).
+baseline that collaborative feedback compares against (strong(x) without a draft). What a domain says
+to the models (task, answer format, worked examples) is its spec (shared/domains.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
 from string import Template
 
+from shared.domains import DEFAULT_DOMAIN, Demonstration, DomainSpec, DraftFormat, get
 
-class DraftFormat(str, Enum):
-    cot = "cot"  # reasoning + answer
-    knowledge = "knowledge"  # background knowledge only
-    answer = "answer"  # the answer only
-
-
-@dataclass(frozen=True)
-class Domain:
-    name: str
-    task: str  # what the task is, said to both models
-    answer_format: str  # how the final answer must look
-    answer_line: bool = True  # the strong model ends with "Answer: ..." (scored tasks: the answer is extractable)
-
-
-DOMAINS: dict[str, Domain] = {
-    d.name: d
-    for d in [
-        Domain("general", "Answer the user's question accurately.", "a clear, concise answer", answer_line=False),
-        Domain("ifqa", "Answer the counterfactual question, taking its 'if' premise as true even when it "
-               "contradicts the real world.", "a short answer phrase"),
-        Domain("pubmedqa", "Answer the biomedical research question from the given abstract.",
-               "one word: yes, no or maybe"),
-        Domain("ethics", "Judge whether the described action is clearly morally wrong by ordinary standards.",
-               "one word: acceptable or wrong"),
-        Domain("ethics-deontology", "Judge whether the excuse is a reasonable reason not to do what was requested.",
-               "one word: reasonable or unreasonable"),
-        Domain("synthetic", "Answer the question about the company, using its product facts and policies.",
-               "a short phrase, nothing else"),
-    ]
-}
-DEFAULT_DOMAIN = "general"
+__all__ = ["DEFAULT_DOMAIN", "DraftFormat", "get_domain", "strong_alone_messages", "strong_messages",
+           "weak_messages"]
 
 _DRAFT_INSTRUCTIONS = {
     DraftFormat.cot: "Explain the relevant domain knowledge and reason step by step, then give your answer "
@@ -68,21 +39,46 @@ STRONG_ALONE = Template("$task\n\n${context}Question: $question\n\n$answer_instr
 Messages = list[dict[str, str]]
 
 
-def get_domain(name: str | None) -> Domain:
-    """The domain's prompts; unknown domains use the general task wording under their own name."""
-    if not name:
-        return DOMAINS[DEFAULT_DOMAIN]
-    return DOMAINS.get(name) or Domain(name, DOMAINS[DEFAULT_DOMAIN].task, DOMAINS[DEFAULT_DOMAIN].answer_format)
+def get_domain(name: str | None) -> DomainSpec:
+    """The domain's spec; unknown domains use the general task wording under their own name."""
+    return get(name)
 
 
-def _answer_instruction(d: Domain) -> str:
+def _answer_instruction(d: DomainSpec) -> str:
+    if d.work_line:
+        return ("Reply in exactly two lines: 'Work: <the facts you use and the one calculation or comparison, "
+                f"on one line>' and then 'Answer: <final answer>', where the final answer is {d.answer_format}.")
     if d.answer_line:
-        return f"End with a last line of the form 'Answer: <final answer>', where the final answer is {d.answer_format}."
+        return ("End with a last line of the form 'Answer: <final answer>', where the final answer is "
+                f"{d.answer_format}.")
     return f"Give the final answer as {d.answer_format}."
 
 
 def _context(context: str | None) -> str:
     return f"Context:\n{context.strip()}\n\n" if context and context.strip() else ""
+
+
+def _reply(demo: Demonstration, d: DomainSpec) -> str:
+    return f"Work: {demo.work}\nAnswer: {demo.answer}" if d.work_line else f"Answer: {demo.answer}"
+
+
+def _strong_prompt(d: DomainSpec, question: str, context: str | None, draft: str | None,
+                   draft_format: DraftFormat) -> str:
+    if draft is None:
+        return STRONG_ALONE.substitute(task=d.task, context=_context(context), question=question.strip(),
+                                       answer_instruction=_answer_instruction(d))
+    return STRONG.substitute(task=d.task, context=_context(context), question=question.strip(),
+                             draft_kind=_DRAFT_KINDS[DraftFormat(draft_format)], draft=draft.strip(),
+                             answer_instruction=_answer_instruction(d))
+
+
+def _demonstrations(d: DomainSpec, with_draft: bool, draft_format: DraftFormat) -> Messages:
+    """The spec's worked examples as earlier turns, in the same prompt as the question (with or without the draft)."""
+    turns: Messages = []
+    for demo in d.demonstrations:
+        prompt = _strong_prompt(d, demo.question, demo.context, demo.draft if with_draft else None, draft_format)
+        turns += [{"role": "user", "content": prompt}, {"role": "assistant", "content": _reply(demo, d)}]
+    return turns
 
 
 def weak_messages(question: str, domain: str | None = None, context: str | None = None,
@@ -96,15 +92,12 @@ def weak_messages(question: str, domain: str | None = None, context: str | None 
 def strong_messages(question: str, draft: str, domain: str | None = None, context: str | None = None,
                     draft_format: DraftFormat = DraftFormat.cot, history: Messages | None = None) -> Messages:
     d = get_domain(domain)
-    prompt = STRONG.substitute(task=d.task, context=_context(context), question=question.strip(),
-                               draft_kind=_DRAFT_KINDS[DraftFormat(draft_format)], draft=draft.strip(),
-                               answer_instruction=_answer_instruction(d))
-    return [*(history or []), {"role": "user", "content": prompt}]
+    prompt = _strong_prompt(d, question, context, draft, draft_format)
+    return [*_demonstrations(d, True, draft_format), *(history or []), {"role": "user", "content": prompt}]
 
 
 def strong_alone_messages(question: str, domain: str | None = None, context: str | None = None,
                           history: Messages | None = None) -> Messages:
     d = get_domain(domain)
-    prompt = STRONG_ALONE.substitute(task=d.task, context=_context(context), question=question.strip(),
-                                     answer_instruction=_answer_instruction(d))
-    return [*(history or []), {"role": "user", "content": prompt}]
+    prompt = _strong_prompt(d, question, context, None, DraftFormat.cot)
+    return [*_demonstrations(d, False, DraftFormat.cot), *(history or []), {"role": "user", "content": prompt}]

@@ -32,11 +32,13 @@ from services.trainer.registry import AdapterRegistry
 from services.trainer.sft import train_sft_adapter
 from services.trainer.store import TrainerStore, _s
 from services.trainer.swap import AdapterSwapper
+from shared import domains
 from shared.data import loaders
 from shared.data.schema import Example
 from shared.data.synthetic import is_fact_card
+from shared.domains import DomainSpec
+from shared.metrics import normalize
 from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM
-
 
 PAUSE_TTL_S = 3 * 3600  # longer than any one phase
 
@@ -92,6 +94,18 @@ def load_domain(cfg: DemoConfig) -> tuple[list[Example], list[Example]]:
     overlap = {e.question for e in train} & {e.question for e in evaluation}
     evaluation = [e for e in evaluation if e.question not in overlap]  # never score on training questions
     return train[:cfg.train_limit], evaluation[:cfg.eval_limit]
+
+
+def load_spec(cfg: DemoConfig, evaluation: list[Example]) -> DomainSpec | None:
+    """A domain directory's spec (None: the general task wording and metric). Its worked examples must not be
+    evaluation questions: a demonstration that is also scored would be a leak."""
+    spec = domains.read_dir_spec(cfg.domain_dir, name=cfg.domain) if cfg.domain_dir else None
+    if spec:
+        scored = {normalize(e.question) for e in evaluation}
+        if leaked := [d.question for d in spec.demonstrations if normalize(d.question) in scored]:
+            raise ValueError(f"{cfg.domain}: demonstrations must come from the train split; these are evaluation "
+                             f"questions: {leaked}")
+    return spec
 
 
 def traffic_items(train: list[Example], cfg: DemoConfig) -> list[Example]:
@@ -232,12 +246,23 @@ class Demo:
                  + (f", DPO loss {t['loss'][0]:.3f} -> {t['loss'][-1]:.3f}" if t.get("loss") else ""))
         return result
 
+    async def register(self, spec: DomainSpec) -> None:
+        """The domain's spec to every service (through the orchestrator's API) and to this process (scoring)."""
+        async with httpx.AsyncClient(base_url=self.orchestrator_url, timeout=30) as client:
+            r = await client.put(f"/v1/domains/{spec.name}", json=spec.model_dump(mode="json", exclude_none=True))
+        if r.status_code >= 400:
+            raise ValueError(f"the orchestrator refused the domain spec ({r.status_code}): {r.text}")
+        domains.register_local(spec)
+        self.say(f"   domain {spec.name!r} registered ({spec.metric.type}, {len(spec.demonstrations)} demonstrations)")
+
     # --- the whole loop ---------------------------------------------------------------------
     async def run(self) -> DemoState:
         cfg = self.cfg
         train, evaluation = load_domain(cfg)
         if not train or not evaluation:
             raise ValueError(f"{cfg.domain}: need train and eval examples, got {len(train)} and {len(evaluation)}")
+        if spec := load_spec(cfg, evaluation):
+            await self.register(spec)
         if self.domain_dir.exists():  # results of an earlier demo on this domain name other adapter versions
             shutil.rmtree(self.domain_dir)
         self.say(f"{cfg.domain}: {len(train)} train, {len(evaluation)} eval examples")

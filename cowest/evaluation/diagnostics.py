@@ -44,6 +44,23 @@ def keep_fix_break(rows: list[dict]) -> KeepFixBreak | None:
                         count[(False, False)], sum(bool(r.get("answer_is_draft")) for r in rows))
 
 
+@dataclass
+class FactRecall:
+    items: int
+    recall: float
+    complete: float
+
+    def row(self) -> str:
+        return f"{self.items} | {100 * self.recall:.0f} | {100 * self.complete:.0f}"
+
+
+def facts_recalled(rows: list[dict]) -> FactRecall | None:
+    values = [r["fact_recall"] for r in rows if not r.get("error") and r.get("fact_recall") is not None]
+    if not values:
+        return None
+    return FactRecall(len(values), sum(values) / len(values), sum(v == 1.0 for v in values) / len(values))
+
+
 def by_kind(rows: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -90,6 +107,19 @@ def markdown(domain: str, runs: list[tuple[str, str, int | None, list[dict]]]) -
             rows = next(r for lab, r in scored if lab == label)
             for kind, group in by_kind(rows).items():
                 if sub := keep_fix_break(group):
+                    lines.append(f"| {label} | {kind} | {sub.row()} |")
+    recall = [(label, fr) for label, mode, _, rows in runs if mode in ("weak", "collab") and (fr := facts_recalled(rows))]
+    if recall:
+        lines += ["", f"## Does the weak model retrieve the facts? {domain}", "",
+                  "Fact recall: the share of the gold rationale's numbers and names (those the question does not "
+                  "give) that the weak model's draft states, on evaluation questions it was not trained on; "
+                  "complete: drafts that state all of them.", "",
+                  "| Method | Kind | Items | Fact recall (%) | Complete (%) |", "|---|---|---|---|---|"]
+        for label, fr in recall:
+            lines.append(f"| {label} | all | {fr.row()} |")
+            rows = next(rows for lab, mode, _, rows in runs if lab == label)
+            for kind, group in by_kind(rows).items():
+                if sub := facts_recalled(group):
                     lines.append(f"| {label} | {kind} | {sub.row()} |")
     weak = next((rows for _, mode, _, rows in runs if mode == "weak"), None)
     strong = next((rows for _, mode, _, rows in runs if mode == "strong"), None)

@@ -10,7 +10,8 @@ unless a run overrides them, greedy decoding:
   what any weak model's draft could get out of this strong model
 
 Each row also says whether the draft alone was right (`draft_correct`) and whether the answer just repeats
-the draft's answer (`answer_is_draft`): the report's keep / fix / break diagnostics come from these.
+the draft's answer (`answer_is_draft`): the report's keep / fix / break diagnostics come from these; and, where
+the example has a gold rationale, how many of its facts the weak model's draft states (`fact_recall`).
 
 Requests run concurrently (so vLLM batches them). Every finished item is appended to a per-run JSONL
 file at once (prompt, draft, answer, score, latency, tokens), so an interrupted run resumes where it
@@ -29,9 +30,10 @@ from pathlib import Path
 import httpx
 
 from services.trainer.evaluators import metric_for
+from shared import domains
 from shared.collaboration import BASE_ADAPTER as BASE
 from shared.data.schema import Example
-from shared.metrics import exact_match, final_answer, first_label, normalize, token_f1
+from shared.metrics import exact_match, fact_recall, final_answer, first_label, normalize, token_f1
 
 MODES = ("weak", "strong", "collab", "oracle")
 
@@ -78,8 +80,9 @@ def score_answer(example: Example, answer: str) -> dict:
     the predicted label and correctness (label tasks: the right label; free-form: exact match; token F1
     gives a wrong amount partial credit for its unit, "573 euros" vs "569 euros" = 0.5)."""
     gold = example.answer
-    if example.choices:
-        label = first_label(answer, [normalize(c) for c in example.choices])
+    labels = example.choices or domains.get(example.domain).metric.labels
+    if labels:
+        label = first_label(answer, [normalize(c) for c in labels])
         correct = label == normalize(gold if isinstance(gold, str) else gold[0])
         return {"score": float(correct), "label": label, "correct": correct}
     metric = metric_for(example.domain)
@@ -171,6 +174,8 @@ async def evaluate(base_url: str, run: EvalRun, examples: list[Example], eval_di
                         if row.get("draft"):
                             row["draft_correct"] = score_answer(ex, row["draft"])["correct"]
                             row["answer_is_draft"] = same_answer(row["answer"], row["draft"])
+                            if ex.rationale and run.mode != "oracle":
+                                row["fact_recall"] = fact_recall(row["draft"], ex.rationale, ex.question)
                     except (httpx.HTTPError, KeyError, ValueError) as exc:
                         row["error"] = _describe(exc)
                     row["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)

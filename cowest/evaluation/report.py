@@ -16,11 +16,8 @@ from pathlib import Path
 
 from cowest.evaluation import diagnostics
 from cowest.evaluation.harness import latest, read_results
+from shared import domains as domain_specs
 from shared.metrics import bootstrap_ci, macro_f1, normalize
-
-DOMAIN_NAMES = {"ifqa": "Counterfactuals (IfQA)", "pubmedqa": "Medicine (PubMedQA)",
-                "ethics": "Ethics (commonsense)", "ethics-deontology": "Ethics (deontology)",
-                "synthetic": "Synthetic company"}
 
 
 @dataclass
@@ -110,7 +107,7 @@ def markdown(summaries: list[RunSummary], eval_dir: Path, plots: list[str]) -> s
     by = {(s.domain, s.label): s for s in summaries}
     metric_names = {d: [m.name for m in next(s for s in summaries if s.domain == d).metrics] for d in domains}
     sizes = {d: max(s.items for s in summaries if s.domain == d) for d in domains}
-    head = ["Method"] + [f"{DOMAIN_NAMES.get(d, d)} {m} (n={sizes[d]})" for d in domains for m in metric_names[d]]
+    head = ["Method"] + [f"{domain_specs.get(d).display_name} {m} (n={sizes[d]})" for d in domains for m in metric_names[d]]
     lines = ["## Results", "", "Percentages with 95% bootstrap confidence intervals (1000 resamples over items).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in labels:
@@ -197,7 +194,7 @@ def plot(summaries: list[RunSummary], eval_dir: Path, out_dir: Path, prefix: str
             ax.bar([i + k * width for i in range(len(runs))], vals, width, yerr=err, capsize=3, label=name)
         ax.set_xticks([i + width * (len(metric_names) - 1) / 2 for i in range(len(runs))])
         ax.set_xticklabels([r.label for r in runs], rotation=30, ha="right", fontsize=8)
-        ax.set_title(DOMAIN_NAMES.get(d, d))
+        ax.set_title(domain_specs.get(d).display_name)
         ax.set_ylabel("%")
         ax.legend()
     names.append(_save(fig, out_dir, f"{prefix}metrics.png"))
@@ -232,7 +229,7 @@ def plot(summaries: list[RunSummary], eval_dir: Path, out_dir: Path, prefix: str
             ax.errorbar([r.round for r in runs], ys, yerr=err, marker="o", capsize=3, label="collaboration")
             if alone := next((s for s in summaries if s.domain == d and s.mode == "strong"), None):
                 ax.axhline(100 * alone.metric(name).value, ls="--", color="grey", label="strong alone")
-            ax.set(title=f"{DOMAIN_NAMES.get(d, d)}: {name} per DPO round", xlabel="DPO rounds", ylabel="%")
+            ax.set(title=f"{domain_specs.get(d).display_name}: {name} per DPO round", xlabel="DPO rounds", ylabel="%")
             ax.set_xticks([r.round for r in runs])
             ax.legend(fontsize=8)
         names.append(_save(fig, out_dir, f"{prefix}rounds.png"))

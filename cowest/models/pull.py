@@ -54,7 +54,7 @@ def profile_pulls(profile: str) -> list[tuple[ModelSpec, Puller]]:
     loads (llama.cpp: the GGUF file as shipped; vLLM: the dequantized directory)."""
     p = get_profile(profile)
     pulls: list[tuple[ModelSpec, Puller]] = [(get_model(p.weak), pull_model)]
-    if p.strong_engine == "llamacpp":
+    if p.engine == "llamacpp":
         pulls.append((get_model(p.strong), pull_gguf))
     elif p.strong != p.weak:
         pulls.append((get_model(p.strong), pull_model))

@@ -9,14 +9,13 @@ away the last known aliases stay in force.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from shared.adapters import ACTIVE_PATTERN, CHANGED_CHANNEL
+from shared.watch import watch
 
 logger = logging.getLogger(__name__)
 
@@ -54,26 +53,7 @@ class AdapterAliases:
 
     async def run(self) -> None:
         """Subscribe and refresh forever; reconnect with backoff when Redis goes away."""
-        backoff = 0.5
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANGED_CHANNEL)
-                    await self.refresh()  # after subscribing: no change can fall in between
-                    backoff = 0.5
-                    loop = asyncio.get_running_loop()
-                    next_refresh = loop.time() + self.refresh_s
-                    while True:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                        if message and message.get("type") == "message":
-                            self._apply(message["data"])
-                        if loop.time() >= next_refresh:
-                            await self.refresh()
-                            next_refresh = loop.time() + self.refresh_s
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
-                logger.warning("adapter alias subscription lost (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+        await watch(self.redis, CHANGED_CHANNEL, self.refresh, self._apply, self.refresh_s, "adapter alias")
 
     def _apply(self, data) -> None:
         try:

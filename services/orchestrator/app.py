@@ -14,7 +14,9 @@ from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.deps import AppState
 from services.orchestrator.errors import install_error_handlers
 from services.orchestrator.middleware import RequestContextMiddleware
-from services.orchestrator.routes import chat, collaborate, feedback, health, models
+from services.orchestrator.routes import chat, collaborate, domains, feedback, health, models
+from shared import domains as domain_specs
+from shared.watch import watch
 
 
 def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
@@ -26,7 +28,15 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         app.state.cowest = state
         with contextlib.suppress(Exception):  # Redis may be down at start: the loops keep trying
             await asyncio.wait_for(state.aliases.refresh(), 2.0)
-        tasks = [asyncio.create_task(state.aliases.run()), asyncio.create_task(state.log.run_replayer())]
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(domain_specs.load_registered(state.redis), 2.0)
+
+        async def reload_specs(_message=None) -> None:
+            await domain_specs.load_registered(state.pubsub_redis)
+        specs = watch(state.pubsub_redis, domain_specs.CHANGED_CHANNEL, reload_specs, reload_specs,
+                      settings.alias_refresh_s, "domain spec")
+        tasks = [asyncio.create_task(state.aliases.run()), asyncio.create_task(state.log.run_replayer()),
+                 asyncio.create_task(specs)]
         try:
             yield
         finally:
@@ -39,7 +49,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     app = FastAPI(title="CoWest orchestrator", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (collaborate, chat, models, feedback, health):
+    for module in (collaborate, chat, models, domains, feedback, health):
         app.include_router(module.router)
     return app
 

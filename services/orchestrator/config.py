@@ -11,7 +11,7 @@ from typing_extensions import Annotated
 
 from shared.collaboration import Limits
 from shared.config import CowestSettings
-from shared.prompts import DOMAINS as PROMPT_DOMAINS
+from shared.domains import BUILTIN as BUILTIN_DOMAINS
 
 
 class OrchestratorSettings(BaseSettings):
@@ -42,8 +42,9 @@ class OrchestratorSettings(BaseSettings):
     strong_max_tokens: int = Limits.strong_max_tokens
     max_tokens_limit: int = 4096
     max_body_bytes: int = 1_000_000
-    # Domains served before any adapter exists (a domain with an active adapter is always served).
-    domains: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(PROMPT_DOMAINS))
+    # Built-in domains served before any adapter exists (a domain with an active adapter or a registered
+    # spec is always served).
+    domains: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(BUILTIN_DOMAINS))
     # Bearer keys; empty = no auth. Read from COWEST_API_KEYS (comma-separated).
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False, validation_alias=AliasChoices("COWEST_API_KEYS", "COWEST_ORCH_API_KEYS"))

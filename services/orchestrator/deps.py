@@ -15,6 +15,7 @@ from services.orchestrator.errors import APIError
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.pipeline import Collaborator
 from services.orchestrator.tracelog import TraceLog
+from shared import domains
 from shared.upstream import Upstream, UpstreamError
 
 
@@ -82,7 +83,7 @@ class AppState:
         await self.pubsub_redis.aclose()
 
     def known_domains(self) -> list[str]:
-        return sorted(set(self.settings.domains) | set(self.aliases.snapshot()))
+        return sorted(set(self.settings.domains) | set(domains.registered()) | set(self.aliases.snapshot()))
 
 
 def get_state(request: Request) -> AppState:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.domains import DomainSpec
 from shared.prompts import DraftFormat
 from shared.schemas import Usage
 
@@ -79,7 +80,7 @@ class CollaborateRequest(BaseModel):
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     context: str | None = None
-    draft_format: DraftFormat = DraftFormat.cot
+    draft_format: DraftFormat | None = None  # None: the domain's (its spec's draft_format)
     # The weak model's LoRA adapter for this request: a version the weak server serves, or "base" for
     # none. Default: the domain's active version (what evaluation of an older version overrides).
     adapter: str | None = Field(default=None, min_length=1, max_length=128)
@@ -168,3 +169,15 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class DomainInfo(BaseModel):
+    name: str
+    builtin: bool
+    active_adapter: str | None = None
+    spec: DomainSpec
+
+
+class DomainList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DomainInfo]

@@ -24,7 +24,9 @@ from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.rounds import RoundRunner
 from services.trainer.store import Item, TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
+from shared import domains as domain_specs
 from shared.adapters import active_key
+from shared.watch import watch
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,14 @@ class Trainer:
                     logger.info("reconcile %s: %s", domain, exc)
             await asyncio.sleep(10)
 
+    async def sync_domains(self, _message=None) -> None:
+        """The registered domain specs (prompts and metrics of domains registered at runtime)."""
+        await domain_specs.load_registered(self.redis)
+
+    async def watch_domains(self) -> None:
+        await watch(self.redis, domain_specs.CHANGED_CHANNEL, self.sync_domains, self.sync_domains, 30.0,
+                    "domain spec")
+
     async def aclose(self) -> None:
         await self.collab.aclose()
         await self.swapper.aclose()
@@ -142,7 +152,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
         trainer = Trainer(settings)
         app.state.trainer = trainer
         tasks = [asyncio.create_task(loop()) for loop in
-                 (trainer.collector.run, trainer.trigger_loop, trainer.reconcile_loop)]
+                 (trainer.collector.run, trainer.trigger_loop, trainer.reconcile_loop, trainer.watch_domains)]
         try:
             yield
         finally:
@@ -181,12 +191,14 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     @app.post("/train")
     async def train(body: TrainRequest, request: Request) -> dict:
         overrides = {k: v for k, v in (("max_steps", body.max_steps), ("threads", body.threads)) if v} or None
+        await trainer_of(request).sync_domains()  # a spec registered a moment ago
         return asdict(await trainer_of(request).rounds.run(body.domain, force=body.force, job_overrides=overrides))
 
     @app.post("/feedback/build")
     async def feedback_build(body: BuildRequest, request: Request) -> dict:
         items = [Item(id=i.id or question_key(body.domain, i.question), domain=body.domain, question=i.question,
                       answer=i.answer, context=i.context) for i in body.items]
+        await trainer_of(request).sync_domains()
         report = await trainer_of(request).collector.build(items, body.limit)
         return {"domain": body.domain, **asdict(report), "pair_yield": report.pair_yield}
 

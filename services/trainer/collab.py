@@ -11,7 +11,7 @@ from services.trainer.config import TrainerSettings
 from services.trainer.evaluators import JUDGE_PROMPT, evaluate, parse_judge_score
 from services.trainer.pairs import ScoredDraft
 from shared.collaboration import Ask, Collaboration, Limits
-from shared.prompts import DraftFormat, weak_messages
+from shared.prompts import get_domain, weak_messages
 from shared.upstream import Upstream
 
 GREEDY = {"temperature": 0}  # the gate and evaluation decode greedily: the same item gives the same answer
@@ -84,5 +84,6 @@ class CollabClient:
         scores = await asyncio.gather(
             evaluate(domain, question, alone, reference, self.judge),
             *(evaluate(domain, question, r, reference, self.judge) for r in refined))
-        return Feedback(question, weak_messages(question, domain, context, DraftFormat.cot), alone, scores[0],
+        prompt = weak_messages(question, domain, context, get_domain(domain).draft_format)
+        return Feedback(question, prompt, alone, scores[0],
                         [ScoredDraft(d, r, sc) for d, r, sc in zip(drafts, refined, scores[1:], strict=True)])

@@ -1,11 +1,12 @@
-"""Evaluators E(answer) for collaborative feedback and gating: a task metric against a reference when
-there is one (pluggable per domain), else the strong model as judge with a fixed rubric."""
+"""Evaluators E(answer) for collaborative feedback and gating: the domain's metric against a reference when
+there is one (its spec says which), else the strong model as judge with a fixed rubric."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
 
+from shared import domains
 from shared.metrics import exact_match, final_answer, first_label, normalize, token_f1  # noqa: F401 - re-exported
 
 
@@ -16,24 +17,12 @@ def label_match(labels: tuple[str, ...]) -> Callable[[str, str], float]:
     return score
 
 
-def contains_reference(prediction: str, reference: str) -> float:
-    """1 when the normalised reference appears in the normalised answer (free-form live feedback)."""
-    ref = normalize(reference)
-    return float(bool(ref) and ref in normalize(prediction))
-
-
-METRICS: dict[str, Callable[[str, str], float]] = {
-    "ifqa": token_f1,
-    "pubmedqa": label_match(("yes", "no", "maybe")),
-    "ethics": label_match(("acceptable", "wrong")),
-    "ethics-deontology": label_match(("reasonable", "unreasonable")),
-    "synthetic": lambda p, r: max(exact_match(p, r), token_f1(p, r)),
-}
+METRICS: dict[str, Callable[[str, str], float]] = {}  # per-domain overrides (tests); else the domain's spec
 
 
 def metric_for(domain: str) -> Callable[[str, str], float]:
-    """Per-domain metric; domains without one use max(token F1, containment) of the reference."""
-    return METRICS.get(domain, lambda p, r: max(token_f1(p, r), contains_reference(p, r)))
+    """The domain's metric (its spec's, shared/domains.py: unknown domains use the general one)."""
+    return METRICS.get(domain) or domains.get(domain).score
 
 
 JUDGE_PROMPT = (

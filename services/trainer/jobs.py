@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,13 @@ class JobConfig:
     lora_alpha: int = 16
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     seed: int = 0
-    threads: int = 1  # vLLM holds the other core: two torch threads here thrash (runtime-facts.md)
+    threads: int = 1  # vLLM holds the other core: two torch threads here thrash (measured: 2x slower per step)
+    # SFT's stop rule: the loss on rows held out from train (new questions about the same facts) every
+    # `eval_steps`; training stops after `patience` evaluations without a new best, and the best checkpoint is
+    # kept. Lower train loss alone is memorisation (300 steps took it to 0.07 and moved weak-alone EM 2.5 points).
+    eval_file: str | None = None
+    eval_steps: int = 10
+    patience: int = 2
 
     @classmethod
     def load(cls, path: str | Path) -> JobConfig:
@@ -56,6 +63,30 @@ def _common_args(cfg: JobConfig) -> dict:
                 fp16=False, gradient_checkpointing=False, use_cpu=True, seed=cfg.seed, data_seed=cfg.seed,
                 logging_steps=1, save_strategy="no", report_to=[], max_length=cfg.max_length,
                 dataloader_num_workers=0, disable_tqdm=True)
+
+
+def _stop_rule_args(cfg: JobConfig) -> dict:
+    """Evaluate and checkpoint every `eval_steps` (outside the adapter's directory), keep the best by held-out loss."""
+    if not cfg.eval_file:
+        return {}
+    return dict(eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.eval_steps,
+                save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+                greater_is_better=False, per_device_eval_batch_size=cfg.batch_size,
+                output_dir=f"{cfg.output_dir}.checkpoints")
+
+
+def _stop_rule(cfg: JobConfig) -> dict:
+    if not cfg.eval_file:
+        return {}
+    from datasets import load_dataset
+    from transformers import EarlyStoppingCallback
+
+    return dict(eval_dataset=load_dataset("json", data_files=cfg.eval_file, split="train"),
+                callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)])
+
+
+def _best_step(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
 
 
 def _model_and_peft(cfg: JobConfig):
@@ -90,9 +121,9 @@ def run(kind: str, cfg: JobConfig) -> dict:
     elif kind == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**_common_args(cfg), completion_only_loss=True)
+        args = SFTConfig(**_common_args(cfg) | _stop_rule_args(cfg), completion_only_loss=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config)
+                             peft_config=peft_config, **_stop_rule(cfg))
     else:
         raise ValueError(f"unknown job kind {kind!r}")
     t0 = time.perf_counter()
@@ -100,13 +131,18 @@ def run(kind: str, cfg: JobConfig) -> dict:
     seconds = time.perf_counter() - t0
     # Only the trained adapter: with an init adapter, trl also holds a frozen "ref" copy.
     trainer.model.save_pretrained(cfg.output_dir, selected_adapters=["default"])
+    shutil.rmtree(f"{cfg.output_dir}.checkpoints", ignore_errors=True)
     steps = [h for h in trainer.state.log_history if "loss" in h]
+    evals = [{"step": h["step"], "loss": h["eval_loss"]} for h in trainer.state.log_history if "eval_loss" in h]
     metrics = {
         "kind": kind, "steps": trainer.state.global_step, "examples": len(dataset), "train_seconds": seconds,
         "seconds_per_step": seconds / max(1, trainer.state.global_step),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "loss": [h["loss"] for h in steps],
         "reward_margin": [h["rewards/margins"] for h in steps if "rewards/margins" in h],
+        "eval_loss": evals,  # SFT with a stop rule: the held-out loss at each evaluation
+        "best_step": _best_step(trainer.state.best_model_checkpoint),
+        "stopped_early": bool(evals) and trainer.state.global_step < cfg.max_steps,
     }
     Path(cfg.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -9,6 +9,7 @@ prompt is the serving prompt (shared/prompts.py), so the adapter is trained on w
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from services.trainer.jobs import JobConfig
 from services.trainer.registry import AdapterManifest, AdapterRegistry
 from services.trainer.rounds import run_job
 from services.trainer.swap import AdapterSwapper
-from shared.prompts import DraftFormat, weak_messages
+from shared.prompts import get_domain, weak_messages
 
 
 @dataclass
@@ -37,7 +38,7 @@ def write_sft_data(rows: list[dict], domain: str, path: Path) -> None:
     """Conversational prompt -> completion rows, as trl's SFTTrainer reads them."""
     with path.open("w") as f:
         for row in rows:
-            prompt = weak_messages(row["question"], domain, row.get("context"), DraftFormat.cot)
+            prompt = weak_messages(row["question"], domain, row.get("context"), get_domain(domain).draft_format)
             f.write(json.dumps({"prompt": prompt,
                                 "completion": [{"role": "assistant", "content": sft_target(row)}]}) + "\n")
 
@@ -47,21 +48,34 @@ def write_sft_data(rows: list[dict], domain: str, path: Path) -> None:
 SFT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def sft_steps(rows: int, epochs: float, batch_size: int, max_steps: int | None) -> int:
+    """Steps for `epochs` passes over `rows` (at least one step), at most `max_steps`."""
+    steps = max(1, math.ceil(epochs * rows / batch_size))
+    return min(steps, max_steps) if max_steps else steps
+
+
 async def train_sft_adapter(rows: list[dict], domain: str, registry: AdapterRegistry, swapper: AdapterSwapper,
-                            base_model: str, base_model_dir: Path, steps: int = 60, learning_rate: float = 1e-3,
-                            batch_size: int = 4, lora_r: int = 16, threads: int = 1,
-                            activate: bool = True) -> SftResult:
-    """Train, register and (by default) activate the domain's SFT adapter. `threads`: 2 only when the
-    model servers are idle (the demo trains before any traffic); serving and training share 2 cores."""
+                            base_model: str, base_model_dir: Path, steps: int | None = 60, learning_rate: float = 1e-3,
+                            batch_size: int = 4, lora_r: int = 16, threads: int = 1, activate: bool = True,
+                            epochs: float | None = None, stop_rows: list[dict] | None = None,
+                            eval_steps: int = 15, patience: int = 2) -> SftResult:
+    """Train, register and (by default) activate the domain's SFT adapter. Length: `epochs` passes over the rows
+    (at most `steps`), or `steps`. `stop_rows` (held out from `rows`: new questions about the same facts) turn
+    on the stop rule: held-out loss every `eval_steps`, stop after `patience` evaluations without a new best,
+    keep the best. `threads`: 2 only when the model servers are idle (the demo trains before any traffic)."""
     if not rows:
         raise ValueError(f"no training rows for {domain}")
+    max_steps = sft_steps(len(rows), epochs, batch_size, steps) if epochs else steps
     with tempfile.TemporaryDirectory(prefix=f"cowest-sft-{domain}-") as tmp:  # the registry keeps a copy
         work = Path(tmp)
         write_sft_data(rows, domain, work / "sft.jsonl")
+        if stop_rows:
+            write_sft_data(stop_rows, domain, work / "stop.jsonl")
         cfg = JobConfig(base_model_dir=str(base_model_dir), data_file=str(work / "sft.jsonl"),
-                        output_dir=str(work / "adapter"), max_steps=steps, learning_rate=learning_rate,
+                        output_dir=str(work / "adapter"), max_steps=max_steps, learning_rate=learning_rate,
                         batch_size=batch_size, lora_r=lora_r, lora_alpha=2 * lora_r, target_modules=SFT_TARGETS,
-                        threads=threads)
+                        threads=threads, eval_file=str(work / "stop.jsonl") if stop_rows else None,
+                        eval_steps=eval_steps, patience=patience)
         metrics = await run_job("sft", cfg)
         manifest: AdapterManifest = registry.register(
             work / "adapter", domain=domain, base_model=base_model, base_model_path=base_model_dir, parent=None,

@@ -33,6 +33,10 @@ def write_domain(root, n_train: int = 14, n_eval: int = 6):
              "rationale": f"The catalogue lists code {i} as part {i}."} for i in range(n_train + n_eval)]
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:n_train]))
     (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[n_train:]))
+    spec = {"task": "Say what a catalogue code means.", "answer_format": "a part name", "metric": {"type": "f1"},
+            "work_line": True, "demonstrations": [{"question": rows[0]["question"], "draft": rows[0]["rationale"],
+                                                   "work": "code 0 is part 0", "answer": rows[0]["answer"]}]}
+    (root / "spec.json").write_text(json.dumps(spec))  # the domain as data: task, metric, a worked example
     return root
 
 
@@ -54,6 +58,10 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
         # The trainer's automatic rounds were paused for the demo only, and are back on.
         status = httpx.get(f"{trainer_url}/status").json()["domains"][DOMAIN]
         assert status["auto_rounds"] is True and status["active"] == f"{DOMAIN}-v3"
+        # The directory's spec was registered with the stack (stored in Redis for the trainer and other replicas).
+        spec = httpx.get(f"{orch_url}/v1/domains/{DOMAIN}").json()["spec"]
+        assert spec["work_line"] is True and len(spec["demonstrations"]) == 1
+        assert fresh_redis.client().hexists("cowest:domains", DOMAIN)
 
         # `cowest eval` on the same stack: finished items are not asked again; a new run pins its version.
         monkeypatch.setenv("COWEST_ORCH_PORT", orch_url.rsplit(":", 1)[1])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cowest.evaluation.diagnostics import keep_fix_break, markdown, paired_diff
+from cowest.evaluation.diagnostics import facts_recalled, keep_fix_break, markdown, paired_diff
 from cowest.evaluation.harness import same_answer
+from shared.metrics import fact_recall
 
 
 def row(i: int, draft_ok: bool, ok: bool, kind: str = "total", echo: bool = False) -> dict:
@@ -43,3 +44,19 @@ def test_the_report_sections_name_each_comparison():
 def test_an_answer_that_repeats_the_drafts_answer_is_an_echo():
     assert same_answer("Checked. Answer: 447 Euros.", "3 x 149 = 447. Answer: 447 euros")
     assert not same_answer("Answer: 450 euros", "Answer: 447 euros")
+
+
+def test_fact_recall_counts_the_rationales_facts_the_question_does_not_give():
+    question = "At Acme: which is heavier, the Selbar filter or the Gorzu valve?"
+    rationale = ("The Selbar filter (KA-123) weighs 40 kg and is made in Barpexwick. "
+                 "The Gorzu valve weighs 45 kg. 40 kg vs 45 kg, so the Gorzu valve is heavier.")
+    assert fact_recall(rationale, rationale, question) == 1.0
+    assert fact_recall("The Selbar filter weighs 40 kg; the Gorzu valve 45 kg.", rationale, question) == 0.5  # not KA-123, Barpexwick
+    assert fact_recall("The Selbar filter weighs 12 kg.", rationale, question) == 0.0  # a name from the question
+    assert fact_recall("anything", "no numbers or names here.", question) is None
+    rows = [{"id": "1", "kind": "compare", "fact_recall": 1.0}, {"id": "2", "kind": "total", "fact_recall": 0.5},
+            {"id": "3", "fact_recall": None}, {"id": "4", "error": "x", "fact_recall": 1.0}]
+    fr = facts_recalled(rows)
+    assert (fr.items, fr.recall, fr.complete) == (2, 0.75, 0.5)
+    text = "\n".join(markdown("synthetic", [("Weak", "weak", None, rows)]))
+    assert "| Weak | all | 2 | 75 | 50 |" in text and "| Weak | total | 1 | 50 | 0 |" in text

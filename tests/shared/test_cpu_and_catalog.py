@@ -19,10 +19,16 @@ def test_this_machine_has_readable_flags():
     assert "sse2" in cpu.cpu_flags()  # every x86-64 CPU: the flags were read, not assumed
 
 
-def test_a_llamacpp_profile_pulls_the_gguf_not_a_converted_copy():
-    quality = get_profile("quality")
-    assert quality.strong_engine == "llamacpp"
-    assert [(spec.key, puller) for spec, puller in profile_pulls("quality")] == [
-        (quality.weak, pull_model), (quality.strong, pull_gguf)]
-    assert [puller for _, puller in profile_pulls("default")] == [pull_model, pull_model]
+def test_the_default_strong_engine_follows_the_cpu_and_pulls_what_it_loads(monkeypatch):
+    default = get_profile("default")
+    assert default.strong_engine == "auto" and get_profile("quality") == default
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert default.engine == "vllm"  # native bf16: vLLM-CPU batches best, on the dequantized weights
+    assert [(spec.key, puller) for spec, puller in profile_pulls("default")] == [
+        (default.weak, pull_model), (default.strong, pull_model)]
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert default.engine == "llamacpp"  # AVX2 only: llama.cpp on the GGUF file as shipped, no converted copy
+    assert [(spec.key, puller) for spec, puller in profile_pulls("default")] == [
+        (default.weak, pull_model), (default.strong, pull_gguf)]
+    assert [puller for _, puller in profile_pulls("fast")] == [pull_model, pull_model]
     assert [puller for _, puller in profile_pulls("tiny")] == [pull_model, pull_model]

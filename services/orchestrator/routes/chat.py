@@ -25,7 +25,7 @@ from services.orchestrator.protocol import ChatCompletionRequest
 from services.orchestrator.routes.common import (check_domain, check_max_tokens, make_question, split_messages,
                                                  stage_info)
 from shared.upstream import UpstreamError
-from shared.prompts import DEFAULT_DOMAIN, DraftFormat
+from shared.prompts import DEFAULT_DOMAIN
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 PIPELINE = "cowest"
@@ -51,7 +51,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         raise APIError(400, "the cowest pipeline returns one choice: n must be 1", param="n")
     question, history = split_messages(body.messages)
     q = make_question(request, question=question, domain=domain, history=history, context=body.context,
-                      draft_format=body.draft_format or DraftFormat.cot, strong=body.sampling(),
+                      draft_format=body.draft_format, strong=body.sampling(),
                       metadata=body.metadata, api="chat")
     chat_id = f"chatcmpl-{q.trace_id.removeprefix('tr-')}"
     if body.stream:

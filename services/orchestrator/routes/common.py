@@ -9,7 +9,7 @@ from services.orchestrator.errors import APIError
 from services.orchestrator.pipeline import BASE_MODEL, Question, Stage
 from services.orchestrator.protocol import ChatMessage, Sampling, StageInfo
 from shared.adapters import version_of
-from shared.prompts import DraftFormat
+from shared.prompts import DraftFormat, get_domain
 
 
 def check_max_tokens(state: AppState, *stages: Sampling) -> None:
@@ -47,11 +47,11 @@ def split_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str
 
 
 def make_question(request: Request, *, question: str, domain: str, history=None, context=None,
-                  draft_format: DraftFormat = DraftFormat.cot, weak: Sampling | None = None,
+                  draft_format: DraftFormat | None = None, weak: Sampling | None = None,
                   strong: Sampling | None = None, metadata=None, api: str = "collaborate",
                   adapter: str | None = None, mode: str | None = None, draft: str | None = None) -> Question:
     state = request.state
-    return Question(question=question, domain=domain, draft_format=draft_format, context=context,
+    return Question(question=question, domain=domain, draft_format=draft_format or get_domain(domain).draft_format, context=context,
                     history=history or [], weak=weak or Sampling(), strong=strong or Sampling(),
                     metadata=metadata or {}, adapter=adapter, request_id=state.request_id, traceparent=state.traceparent,
                     api=api, trace_id=state.trace_id, mode=mode, draft=draft)

@@ -1,0 +1,54 @@
+"""Domains registered at runtime: `PUT /v1/domains/{name}` stores a spec (shared/domains.py) that every
+orchestrator and the trainer use from then on, with no code change or restart; `GET` lists and reads them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Response
+from redis.exceptions import RedisError
+
+from services.orchestrator.deps import AppState, get_state, require_api_key
+from services.orchestrator.errors import APIError
+from services.orchestrator.protocol import DomainInfo, DomainList
+from shared import domains
+from shared.domains import DomainSpec, SpecError
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+def _info(state: AppState, name: str) -> DomainInfo:
+    return DomainInfo(name=name, builtin=name in domains.BUILTIN, active_adapter=state.aliases.get(name),
+                      spec=domains.get(name))
+
+
+@router.get("/v1/domains", response_model=DomainList)
+async def list_domains(state: AppState = Depends(get_state)) -> DomainList:
+    return DomainList(data=[_info(state, name) for name in state.known_domains()])
+
+
+@router.get("/v1/domains/{name}", response_model=DomainInfo)
+async def get_domain(name: str, state: AppState = Depends(get_state)) -> DomainInfo:
+    if name not in state.known_domains():
+        raise APIError(404, f"unknown domain {name!r}", param="name", code="domain_not_found")
+    return _info(state, name)
+
+
+@router.put("/v1/domains/{name}", response_model=DomainSpec, responses={201: {"model": DomainSpec}})
+async def put_domain(name: str, response: Response, spec: dict[str, Any] = Body(...),
+                     state: AppState = Depends(get_state)) -> DomainSpec:
+    """Register (201) or replace (200) a domain's spec; 409 for a built-in name, 422 for a malformed spec."""
+    if name in domains.BUILTIN:
+        raise APIError(409, f"{name!r} is a built-in domain and cannot be replaced; choose another name",
+                       param="name", code="domain_builtin")
+    try:
+        parsed = domains.parse_spec(spec, name=name)
+    except SpecError as exc:
+        raise APIError(422, str(exc), param="spec", code="invalid_domain_spec") from exc
+    try:
+        replaced = await domains.save(state.redis, parsed)
+    except (RedisError, OSError) as exc:
+        raise APIError(503, f"cannot store the domain spec: Redis is unavailable ({exc})",
+                       code="redis_unavailable", headers={"Retry-After": "5"}) from exc
+    response.status_code = 200 if replaced else 201
+    return parsed
