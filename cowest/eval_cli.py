@@ -126,7 +126,8 @@ def demo(
     traffic: int = typer.Option(None, help="train questions also replayed as live traffic per round [default: 0]"),
     train_limit: int = typer.Option(None, help="SFT rows (default: the whole train split)"),
     eval_limit: int = typer.Option(None, help="evaluation items (default: the whole eval split)"),
-    sft_steps: int = typer.Option(None, help="[default: 45]"),
+    sft_steps: int = typer.Option(None, help="the most SFT steps [default: 200]"),
+    sft_epochs: float = typer.Option(None, help="SFT passes over the train rows [default: 2.0]"),
     dpo_steps: int = typer.Option(None, help="most DPO steps per round (the trainer sizes them from the pairs) "
                                              "[default: 40]"),
     concurrency: int = typer.Option(None, help="requests in flight [default: 8]"),
@@ -140,7 +141,7 @@ def demo(
 
     domain = domain or (domain_dir.name if domain_dir else "synthetic")
     sizes = dict(seed=seed, size=size, eval_size=eval_size, rounds=rounds, traffic_limit=traffic, feedback_limit=feedback_limit,
-                 train_limit=train_limit, eval_limit=eval_limit, sft_steps=sft_steps, dpo_steps=dpo_steps,
+                 train_limit=train_limit, eval_limit=eval_limit, sft_steps=sft_steps, sft_epochs=sft_epochs, dpo_steps=dpo_steps,
                  concurrency=concurrency)
     cfg = DemoConfig(domain=domain, domain_dir=domain_dir, command="cowest " + " ".join(sys.argv[1:]),
                      **{k: v for k, v in sizes.items() if v is not None})

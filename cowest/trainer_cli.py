@@ -100,6 +100,7 @@ def train(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.
     async def go():
         t = _trainer(_settings(domains=[domain]))
         try:
+            await t.sync_domains()  # a domain registered at runtime: its spec's prompts and metric
             items = load_items(data, domain)[:limit]
             with console.status(f"collaborative feedback on {len(items)} questions"):
                 counts = await asyncio.gather(*(t.collector.process_item(i) for i in items))
@@ -115,19 +116,29 @@ def train(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.
 
 
 def sft(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.Option(..., exists=True),
-        steps: int = typer.Option(60), learning_rate: float = typer.Option(1e-3)) -> None:
+        steps: int = typer.Option(60, help="the most steps"), learning_rate: float = typer.Option(1e-3),
+        epochs: float = typer.Option(None, help="passes over the rows (at most --steps)"),
+        stop_rows: int = typer.Option(0, help="hold out N rows for the stop rule (held-out loss, best kept)"),
+        threads: int = typer.Option(1, help="torch threads (2 only while the model servers are idle)")) -> None:
     """LoRA SFT of the weak model on domain data (rationale + answer): the domain's first adapter."""
-    from services.trainer.sft import train_sft_adapter
+    from services.trainer.sft import hold_out, train_sft_adapter
+    from shared.data.schema import Example
+    from shared.data.synthetic import is_fact_card
 
     settings = _settings()
     rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    # The stop rule's rows: new questions about the same facts (a fact card is the only statement of its facts: kept).
+    rows, held = hold_out(rows, stop_rows, lambda r: not is_fact_card(Example.model_validate(
+        {"id": "", **r, "domain": domain})))
 
     async def go():
         t = _trainer(settings)
         try:
+            await t.sync_domains()  # train on the prompt the domain is served with
             with console.status(f"SFT on {len(rows)} examples, {steps} steps"):
                 return await train_sft_adapter(rows, domain, t.registry, t.swapper, settings.weak_model,
-                                               settings.base_model_dir, steps=steps, learning_rate=learning_rate)
+                                               settings.base_model_dir, steps=steps, learning_rate=learning_rate,
+                                               epochs=epochs, stop_rows=held or None, threads=threads)
         finally:
             await t.aclose()
     try:
@@ -136,7 +147,12 @@ def sft(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.Op
         fail(str(exc))
     m = result.metrics
     console.print(f"{result.adapter}: SFT loss {m['loss'][0]:.3f} -> {m['loss'][-1]:.3f} "
-                  f"({m['seconds_per_step']:.1f}s/step); active for {domain} (swap {result.swap_seconds:.2f}s)")
+                  f"({m['steps']} steps, {m['seconds_per_step']:.1f}s/step); active for {domain} "
+                  f"(swap {result.swap_seconds:.2f}s)")
+    if m.get("eval_loss"):
+        curve = ", ".join(f"{e['step']}: {e['loss']:.3f}" for e in m["eval_loss"])
+        console.print(f"held-out loss by step: {curve}; best step {m['best_step']}"
+                      + ("; stopped early" if m["stopped_early"] else ""))
 
 
 @feedback_app.command("build")

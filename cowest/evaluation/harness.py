@@ -120,6 +120,13 @@ async def _ask(client: httpx.AsyncClient, run: EvalRun, adapter: str | None, ex:
             "strong_tokens": _tokens(out["strong"].get("usage"))}
 
 
+async def use_served_spec(client: httpx.AsyncClient, domain: str) -> None:
+    """Score with the spec the orchestrator serves the domain with (a domain registered at runtime)."""
+    r = await client.get(f"/v1/domains/{domain}")
+    if r.status_code == 200 and not r.json().get("builtin"):
+        domains.register_local(domains.parse_spec(r.json()["spec"], name=domain))
+
+
 def read_results(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -145,6 +152,7 @@ async def evaluate(base_url: str, run: EvalRun, examples: list[Example], eval_di
     async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout_s, connect=5.0),
                                  headers=headers, limits=httpx.Limits(max_connections=run.concurrency + 2)) as client:
         names = await served(client)
+        await use_served_spec(client, run.domain)
         if run.mode in ("weak", "collab") and run.adapter is None:
             run.adapter = names.active.get(run.domain) or BASE  # pin the version for the whole run
         adapter = None if run.adapter == BASE else run.adapter

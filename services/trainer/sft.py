@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,16 @@ def write_sft_data(rows: list[dict], domain: str, path: Path) -> None:
 # Facts live in the MLPs: LoRA on attention alone barely moved SmolLM2's loss on the synthetic company's
 # facts (2.75 -> 1.80 in 60 steps at 2e-4); on every linear layer at 1e-3 it reached 0.28 in 33 steps.
 SFT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def hold_out(rows: list[dict], n: int, can_hold: Callable[[dict], bool] = lambda row: True,
+             seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train rows, stop-rule rows): a seeded sample of at most `n` rows that `can_hold` allows (at most half of
+    them: the rest must teach), the others for training."""
+    pool = [r for r in rows if can_hold(r)]
+    held = random.Random(seed).sample(pool, min(n, len(pool) // 2))
+    ids = {id(r) for r in held}
+    return [r for r in rows if id(r) not in ids], held
 
 
 def sft_steps(rows: int, epochs: float, batch_size: int, max_steps: int | None) -> int:

@@ -117,7 +117,7 @@ def test_demo_cli_help_states_demo_config_defaults():
 
     fields = {"traffic": "traffic_limit"}
     for name, param in inspect.signature(demo).parameters.items():
-        match = re.search(r"\[default: (\w+)\]", param.default.help or "")
+        match = re.search(r"\[default: ([\w.]+)\]", param.default.help or "")
         if match:
             assert param.default.default is None, name
             assert str(getattr(DemoConfig, fields.get(name, name))) == match.group(1), name

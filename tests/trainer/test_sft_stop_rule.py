@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.trainer.jobs import JobConfig, run
-from services.trainer.sft import SFT_TARGETS, sft_steps
+from services.trainer.sft import SFT_TARGETS, hold_out, sft_steps
 
 pytestmark = pytest.mark.slow
 
@@ -45,3 +45,11 @@ def test_the_stop_rule_stops_when_held_out_loss_stops_improving(tiny_models, tmp
         assert metrics["best_step"] == min(metrics["eval_loss"], key=lambda e: e["loss"])["step"]
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
     assert not (tmp_path / "adapter.checkpoints").exists()  # checkpoints never reach the registered adapter
+
+
+def test_held_out_rows_are_questions_never_trained_on_and_at_most_half():
+    rows = [{"id": f"card-{i}"} for i in range(4)] + [{"id": f"q-{i}"} for i in range(10)]
+    train, held = hold_out(rows, 20, lambda r: r["id"].startswith("q-"))
+    assert len(held) == 5 and all(r["id"].startswith("q-") for r in held)  # at most half of the questions
+    assert len(train) == 9 and not any(r in train for r in held) and sum(r["id"].startswith("card") for r in train) == 4
+    assert hold_out(rows, 0)[0] == rows and hold_out(rows, 3)[1] == hold_out(rows, 3)[1]  # seeded
