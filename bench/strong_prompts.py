@@ -60,7 +60,7 @@ async def run(url: str, model: str, n: int, concurrency: int) -> list[dict]:
     items = pool[:n]
     worked = domains.get("synthetic")
     plain = worked.model_copy(update={"name": "synthetic-plain", "work_line": False, "demonstrations": []})
-    domains._registered[plain.name] = plain  # noqa: SLF001 - a bench-only variant, never stored
+    domains.register_local(plain)  # a bench-only variant, never stored
     strong = Upstream("strong", url, timeout_s=600, connect_timeout_s=5)
     collab = Collaboration(strong, strong, model, model, Limits())
     sem = asyncio.Semaphore(concurrency)

@@ -226,12 +226,15 @@ def _text(value) -> str:
 
 
 async def save(redis, spec: DomainSpec) -> bool:
-    """Store a spec for every service and announce it; True when it replaced an earlier version."""
-    register_local(spec)
+    """Store a spec for every service and announce it; True when it replaced an earlier version. Used here only
+    once stored: a spec Redis did not take must not be served by this process alone."""
+    if spec.name in BUILTIN:
+        raise SpecError(f"{spec.name!r} is a built-in domain; choose another name")
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(SPECS_KEY, spec.name, spec.model_dump_json(exclude_none=True))
         pipe.publish(CHANGED_CHANNEL, spec.name)
         created, _ = await pipe.execute()
+    register_local(spec)
     return not created
 
 

@@ -7,14 +7,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from shared import domains
-from shared.metrics import exact_match, final_answer, first_label, normalize, token_f1  # noqa: F401 - re-exported
-
-
-def label_match(labels: tuple[str, ...]) -> Callable[[str, str], float]:
-    """Accuracy for label tasks: the first of `labels` named in the answer must be the reference."""
-    def score(prediction: str, reference: str) -> float:
-        return float(first_label(prediction, labels) == normalize(reference))
-    return score
+from shared.metrics import exact_match, final_answer, token_f1  # noqa: F401 - re-exported
 
 
 METRICS: dict[str, Callable[[str, str], float]] = {}  # per-domain overrides (tests); else the domain's spec

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.trainer.evaluators import exact_match, final_answer, label_match, parse_judge_score, token_f1
+from services.trainer.evaluators import exact_match, final_answer, parse_judge_score, token_f1
+from shared.domains import Metric
 from services.trainer.pairs import ScoredDraft, deltas, select_pairs
 
 
@@ -59,7 +60,7 @@ def test_exact_match_and_f1(pred, ref, em, f1):
 
 
 def test_label_match_takes_the_first_label_in_the_answer():
-    yes_no = label_match(("yes", "no", "maybe"))
+    yes_no = Metric(type="labels", labels=["yes", "no", "maybe"]).score
     assert yes_no("Answer: Yes, because ...", "yes") == 1.0
     assert yes_no("Answer: no; yes would be wrong", "yes") == 0.0
     assert yes_no("unclear", "maybe") == 0.0
