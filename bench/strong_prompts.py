@@ -2,8 +2,9 @@
 **train** split (never the evaluation split), through the project's own request builder
 (`shared/collaboration.py`), greedy.
 
-Prompts: `plain` (the synthetic spec without its Work line and worked example: the prompt before this bench)
-and `worked` (the built-in spec: one worked example + "Work: ... / Answer: ..."). Drafts given to the strong model:
+Prompts: `plain` (the synthetic spec without its Work line and worked example: the prompt before this bench),
+`worked` (the built-in spec: one worked example + "Work: ... / Answer: ...") and `worked2` (`worked` plus a second
+made-up example, a comparison whose draft concludes wrongly and whose reply follows its own Work line instead). Drafts given to the strong model:
 - `alone`: none (strong alone);
 - `oracle`: the gold rationale + "Answer: <gold>" (facts and conclusion right: keeping it is right);
 - `slip`: the same rationale with its conclusion replaced by another question's answer of the same kind (facts
@@ -12,6 +13,8 @@ Per cell: the domain metric, how often the answer equals the draft's answer, com
 
     .venv/bin/python bench/strong_prompts.py --serve llamacpp-t2 --model Qwen2.5-Coder-1.5B-Instruct [--n 16]
     .venv/bin/python bench/strong_prompts.py --url http://127.0.0.1:8002/v1 --model Qwen2.5-Coder-0.5B-Instruct
+    .venv/bin/python bench/strong_prompts.py --url http://127.0.0.1:8002/v1 --model Qwen2.5-Coder-1.5B-Instruct \
+        --prompts worked,worked2 --n 24
 """
 
 from __future__ import annotations
@@ -36,10 +39,23 @@ from shared.collaboration import Ask, Collaboration, Limits
 from shared.config import CowestSettings
 from shared.cpu import cpu_summary
 from shared.data.synthetic import generate, is_fact_card
+from shared.domains import Demonstration
 from shared.metrics import final_answer, normalize
 from shared.upstream import Upstream
 
 GREEDY = {"temperature": 0.0}
+PROMPTS = ("plain", "worked", "worked2")
+
+# A made-up company (not from any split): the draft's facts are right and its conclusion is wrong.
+OVERRULE = Demonstration(
+    question="At Borealis Ltd: which is heavier, the Tarn valve or the Osk hinge?",
+    draft="The Tarn valve (BR-318) costs 95 euros, weighs 31 kg, has a 12-month warranty and is made in the Harlow "
+          "plant, managed by Ada Quist. The Osk hinge (BA-702) costs 22 euros, weighs 8 kg, has a 6-month warranty "
+          "and is made in the Harlow plant, managed by Ada Quist. 31 kg vs 8 kg, so the Osk hinge is heavier.\n"
+          "Answer: the Osk hinge",
+    work="Tarn valve 31 kg; Osk hinge 8 kg; 31 kg > 8 kg, so the Tarn valve is heavier (the draft's conclusion "
+         "does not follow from its own facts).",
+    answer="the Tarn valve")
 
 
 def slip(example, others) -> str | None:
@@ -53,14 +69,18 @@ def slip(example, others) -> str | None:
     return f"{example.rationale[:at]}{wrong}{example.rationale[at + len(gold):]}\nAnswer: {wrong}"
 
 
-async def run(url: str, model: str, n: int, concurrency: int) -> list[dict]:
+async def run(url: str, model: str, n: int, concurrency: int, prompts: list[str]) -> list[dict]:
     data = generate(seed=0, size=240)["train"]
     pool = [e for e in data if not is_fact_card(e)]
     random.Random(7).shuffle(pool)
     items = pool[:n]
     worked = domains.get("synthetic")
-    plain = worked.model_copy(update={"name": "synthetic-plain", "work_line": False, "demonstrations": []})
-    domains.register_local(plain)  # a bench-only variant, never stored
+    variants = {"plain": worked.model_copy(update={"name": "synthetic-plain", "work_line": False,
+                                                   "demonstrations": []}),
+                "worked2": worked.model_copy(update={"name": "synthetic-worked2",
+                                                     "demonstrations": [*worked.demonstrations, OVERRULE]})}
+    for variant in variants.values():
+        domains.register_local(variant)  # bench-only variants, never stored
     strong = Upstream("strong", url, timeout_s=600, connect_timeout_s=5)
     collab = Collaboration(strong, strong, model, model, Limits())
     sem = asyncio.Semaphore(concurrency)
@@ -70,7 +90,7 @@ async def run(url: str, model: str, n: int, concurrency: int) -> list[dict]:
                  "slip": slip(ex, pool)}[draft_kind]
         if draft_kind != "alone" and draft is None:
             return None
-        domain = "synthetic" if prompt == "worked" else plain.name
+        domain = "synthetic" if prompt == "worked" else variants[prompt].name
         async with sem:
             stage = await collab.refine(Ask(ex.question, domain, strong=GREEDY), draft)
         answer = stage.text or ""
@@ -80,7 +100,7 @@ async def run(url: str, model: str, n: int, concurrency: int) -> list[dict]:
                 "echo": float(draft is not None and normalize(final_answer(answer)) == normalize(final_answer(draft))),
                 "tokens": stage.usage.completion_tokens if stage.usage else 0, "latency_s": stage.latency_ms / 1000,
                 "answer": answer}
-    jobs = [one(p, d, ex) for p in ("plain", "worked") for d in ("alone", "oracle", "slip") for ex in items]
+    jobs = [one(p, d, ex) for p in prompts for d in ("alone", "oracle", "slip") for ex in items]
     rows = [r for r in await asyncio.gather(*jobs) if r]
     await strong.aclose()
     return rows
@@ -89,7 +109,7 @@ async def run(url: str, model: str, n: int, concurrency: int) -> list[dict]:
 def table(rows: list[dict]) -> str:
     out = ["| prompt | draft | n | score | EM | answer = draft's | completion tokens (mean) | latency s (median) | "
            "errors |", "|---|---|---|---|---|---|---|---|---|"]
-    for p in ("plain", "worked"):
+    for p in PROMPTS:
         for d in ("alone", "oracle", "slip"):
             cell = [r for r in rows if r["prompt"] == p and r["draft"] == d]
             if not cell:
@@ -134,12 +154,16 @@ def main() -> None:
     parser.add_argument("--serve", help="start this engine of bench/strong_engine.py instead (e.g. llamacpp-t2)")
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--prompts", default="plain,worked", help=f"comma-separated, of {', '.join(PROMPTS)}")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     procs, url = serve(args.serve, args.model) if args.serve else (None, args.url)
     t0 = time.perf_counter()
     try:
-        rows = asyncio.run(run(url, args.model, args.n, args.concurrency))
+        prompts = [p for p in args.prompts.split(",") if p]
+        if bad := set(prompts) - set(PROMPTS):
+            parser.error(f"unknown prompt(s): {', '.join(sorted(bad))}")
+        rows = asyncio.run(run(url, args.model, args.n, args.concurrency, prompts))
     finally:
         if procs:
             procs.stop(args.serve, timeout=20)

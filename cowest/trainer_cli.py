@@ -122,14 +122,11 @@ def sft(domain: str = typer.Option(..., "--domain", "-d"), data: Path = typer.Op
         threads: int = typer.Option(1, help="torch threads (2 only while the model servers are idle)")) -> None:
     """LoRA SFT of the weak model on domain data (rationale + answer): the domain's first adapter."""
     from services.trainer.sft import hold_out, train_sft_adapter
-    from shared.data.schema import Example
     from shared.data.synthetic import is_fact_card
 
     settings = _settings()
     rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
-    # The stop rule's rows: new questions about the same facts (a fact card is the only statement of its facts: kept).
-    rows, held = hold_out(rows, stop_rows, lambda r: not is_fact_card(Example.model_validate(
-        {"id": "", **r, "domain": domain})))
+    rows, held = hold_out(rows, stop_rows, lambda r: not is_fact_card(r))  # new questions about the same facts
 
     async def go():
         t = _trainer(settings)

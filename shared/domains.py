@@ -46,7 +46,7 @@ class Metric(BaseModel):
 
     Args:
         type: `exact_match`; `f1` (token F1); `exact_match_or_f1` (the larger); `contains_or_f1` (1 when the
-            reference appears in the answer, else token F1); `labels` (the first of `labels` named must be the
+            reference appears in the answer as whole words, else token F1); `labels` (the first of `labels` named must be the
             reference); `number` (the first number in the answer within `tolerance` of the reference's).
         labels: the label names, for `labels`.
         tolerance: the absolute tolerance, for `number`.
@@ -78,8 +78,9 @@ class Metric(BaseModel):
             return token_f1(prediction, reference)
         if self.type == "exact_match_or_f1":
             return max(exact_match(prediction, reference), token_f1(prediction, reference))
+        # Whole words only: "12" is not in "120".
         ref = normalize(reference)
-        return max(float(bool(ref) and ref in normalize(prediction)), token_f1(prediction, reference))
+        return max(float(bool(ref) and f" {ref} " in f" {normalize(prediction)} "), token_f1(prediction, reference))
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

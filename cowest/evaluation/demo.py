@@ -162,7 +162,7 @@ class Demo:
         swapper = AdapterSwapper(self.trainer, registry, redis)
         try:
             rows, stop = hold_out([e.model_dump() for e in train], self.cfg.sft_stop_rows,
-                                  lambda r: not is_fact_card(Example.model_validate(r)))
+                                  lambda r: not is_fact_card(r))
             result = await train_sft_adapter(rows, self.cfg.domain, registry, swapper, self.trainer.weak_model,
                                              self.trainer.base_model_dir, steps=self.cfg.sft_steps,
                                              learning_rate=self.cfg.sft_learning_rate, threads=self.cfg.train_threads,

@@ -77,8 +77,8 @@ async def served(client: httpx.AsyncClient) -> Served:
 
 def score_answer(example: Example, answer: str) -> dict:
     """Per-item scores: the domain metric (as the trainer scores), EM and F1 (free-form answers),
-    the predicted label and correctness (label tasks: the right label; free-form: exact match; token F1
-    gives a wrong amount partial credit for its unit, "573 euros" vs "569 euros" = 0.5)."""
+    the predicted label and correctness (label tasks: the right label; free-form: the domain metric's full
+    marks, never a partial F1, which gives a wrong amount credit for its unit: "573 euros" vs "569 euros" = 0.5)."""
     gold = example.answer
     labels = example.choices or domains.get(example.domain).metric.labels
     if labels:
@@ -86,9 +86,8 @@ def score_answer(example: Example, answer: str) -> dict:
         correct = label == normalize(gold if isinstance(gold, str) else gold[0])
         return {"score": float(correct), "label": label, "correct": correct}
     metric = metric_for(example.domain)
-    em = exact_match(answer, gold)
-    return {"score": metric(answer, gold) if isinstance(gold, str) else max(metric(answer, g) for g in gold),
-            "em": em, "f1": token_f1(answer, gold), "correct": em == 1.0}
+    score = metric(answer, gold) if isinstance(gold, str) else max(metric(answer, g) for g in gold)
+    return {"score": score, "em": exact_match(answer, gold), "f1": token_f1(answer, gold), "correct": score >= 1.0}
 
 
 def _tokens(usage: dict | None) -> dict:

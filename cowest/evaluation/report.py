@@ -69,17 +69,27 @@ def summarize(rows: list[dict], meta: dict) -> RunSummary:
         s.metrics = [Metric("Acc", _mean(acc), bootstrap_ci(acc)),
                      Metric("Macro-F1", macro_f1(preds, golds), bootstrap_ci(
                          pairs, statistic=lambda xs: macro_f1([p for p, _ in xs], [g for _, g in xs])))]
-    else:  # free-form answers: exact match and token F1
+    else:  # free-form answers: exact match and token F1, and the domain metric's full marks where it is not EM
         em = [float(r.get("em", 0.0)) for r in rows]
         f1 = [float(r.get("f1", 0.0)) for r in rows]
         s.metrics = [Metric("EM", _mean(em), bootstrap_ci(em)), Metric("F1", _mean(f1), bootstrap_ci(f1))]
-    # Correct = the right label, or an exact match (recomputed, so older result files count the same way).
-    s.correct = sum(1 for r in ok if (r.get("correct") if labelled else r.get("em") == 1.0))
+        if domain_specs.get(meta["domain"]).metric.type in ("contains_or_f1", "number"):
+            full = [float(_full_marks(r)) for r in rows]
+            s.metrics.insert(0, Metric("Correct", _mean(full), bootstrap_ci(full)))
+        for r in rows:  # the diagnostics read "correct": the same definition for every result file
+            r["correct"] = _full_marks(r)
+    s.correct = sum(1 for r in ok if r.get("correct"))
     s.weak_tokens = sum(sum((r.get("weak_tokens") or {}).values()) for r in ok)
     s.strong_tokens = sum(sum((r.get("strong_tokens") or {}).values()) for r in ok)
     s.degraded = sum(1 for r in ok if r.get("degraded"))
     s.rows = rows
     return s
+
+
+def _full_marks(row: dict) -> bool:
+    """A free-form answer is correct when the domain metric gives it full marks (recomputed from the score, so
+    result files written when "correct" meant an exact match count the same way)."""
+    return not row.get("error") and float(row.get("score", row.get("em", 0.0))) >= 1.0
 
 
 def _mean(xs: list[float]) -> float:
@@ -117,8 +127,9 @@ def markdown(summaries: list[RunSummary], eval_dir: Path, plots: list[str]) -> s
             cells += [(s.metric(m).cell() if s and s.metric(m) else "-") for m in metric_names[d]]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Cost", "",
-              "Tokens are prompt + completion per item; a correct answer is the right label (label tasks) or an "
-              "exact match (free-form). Wall time is the whole run at its concurrency on this machine.", "",
+              "Tokens are prompt + completion per item; a correct answer is the right label (label tasks) or full "
+              "marks from the domain's metric (free-form: an exact match, or the reference within the answer). "
+              "Wall time is the whole run at its concurrency on this machine.", "",
               "| Domain | Method | Items | Errors | Degraded | Weak tokens/item | Strong tokens/item | "
               "Strong tokens per correct answer | vs strong alone | Wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for d in domains:

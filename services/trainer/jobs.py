@@ -46,6 +46,9 @@ class JobConfig:
     eval_file: str | None = None
     eval_steps: int = 10
     patience: int = 2
+    # Autocast matmuls to bf16 (the LoRA weights and optimizer stay fp32). Only where the CPU has native bf16
+    # (shared.cpu.has_bf16); measured in bench/results/sft_precision.md.
+    bf16: bool = False
 
     @classmethod
     def load(cls, path: str | Path) -> JobConfig:
@@ -57,9 +60,10 @@ class JobConfig:
 
 def _common_args(cfg: JobConfig) -> dict:
     micro = min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size)
-    # DPOConfig/SFTConfig defaults assume a GPU: bf16 and gradient checkpointing off on the CPU.
+    # DPOConfig/SFTConfig defaults assume a GPU (bf16, gradient checkpointing): on the CPU, bf16 only when asked.
     return dict(output_dir=cfg.output_dir, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
-                per_device_train_batch_size=micro, gradient_accumulation_steps=max(1, cfg.batch_size // micro), bf16=False,
+                per_device_train_batch_size=micro, gradient_accumulation_steps=max(1, cfg.batch_size // micro),
+                bf16=cfg.bf16,
                 fp16=False, gradient_checkpointing=False, use_cpu=True, seed=cfg.seed, data_seed=cfg.seed,
                 logging_steps=1, save_strategy="no", report_to=[], max_length=cfg.max_length,
                 dataloader_num_workers=0, disable_tqdm=True)

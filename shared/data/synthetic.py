@@ -110,6 +110,7 @@ def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3,
     return {"train": train, "eval": evaluation[:eval_size] if eval_size else evaluation}
 
 
-def is_fact_card(example: Example) -> bool:
-    """A product's fact card: SFT material, not a question users ask (live traffic and pair building skip it)."""
-    return "-fact-" in example.id
+def is_fact_card(example: Example | dict) -> bool:
+    """A product's fact card: SFT material, not a question users ask (live traffic and pair building skip it; the
+    SFT stop rule never holds one out, since it is the only statement of its facts). Takes an example or a row."""
+    return "-fact-" in (example.get("id", "") if isinstance(example, dict) else example.id)

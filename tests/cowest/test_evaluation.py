@@ -29,7 +29,7 @@ def test_free_form_scoring_takes_the_best_reference():
     s = score_answer(ex(["the Rhine", "Rhine river"]), "reasoning...\nAnswer: Rhine river")
     assert s["em"] == 1.0 and s["f1"] == 1.0 and s["correct"]
     s = score_answer(ex("340 euros", domain="synthetic"), "Answer: 340")
-    assert s["em"] == 0.0 and s["f1"] == pytest.approx(2 / 3) and not s["correct"]  # correct = exact match
+    assert s["em"] == 0.0 and s["f1"] == pytest.approx(2 / 3) and not s["correct"]  # correct = the metric's full marks
 
 
 def test_summary_counts_errors_as_wrong_and_computes_macro_f1_with_an_absent_class():

@@ -145,6 +145,25 @@ def test_redis_outage_loses_nothing_and_duplicates_nothing(weak_fake, fresh_redi
     assert [json.loads(f["data"])["trace_id"] for _, f in client.xrange("cowest:feedback")] == [ids[6]]
 
 
+def test_registering_a_domain_while_redis_is_down_is_a_503_and_leaves_nothing_half_registered(
+        weak_fake, fresh_redis, tmp_path):
+    spec = {"task": "Answer questions about Acme's parts.", "answer_format": "a part name",
+            "metric": {"type": "exact_match"}}
+    with run_with_strong(weak_fake[0], ["ok"], fresh_redis.url, tmp_path) as (url, _):
+        fresh_redis.stop()
+        r = httpx.put(f"{url}/v1/domains/acme", json=spec, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "redis_unavailable", r.text
+        assert r.headers["Retry-After"] == "5"
+        assert httpx.get(f"{url}/v1/domains/acme", timeout=10).status_code == 404  # not served half-registered
+        fresh_redis.start()
+        deadline = time.monotonic() + 15
+        while (r := httpx.put(f"{url}/v1/domains/acme", json=spec, timeout=30)).status_code == 503 \
+                and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert r.status_code == 201, r.text  # the failed attempt stored nothing: this is a new registration
+        assert httpx.get(f"{url}/v1/domains/acme", timeout=10).status_code == 200
+
+
 def test_spool_survives_an_orchestrator_restart(weak_fake, fresh_redis, tmp_path):
     fresh_redis.stop()
     with run_with_strong(weak_fake[0], ["ok"], fresh_redis.url, tmp_path) as (url, _):

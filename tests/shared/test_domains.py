@@ -70,6 +70,7 @@ def test_the_name_given_by_a_url_or_directory_must_match_the_spec():
     ({"type": "f1"}, "Answer: hinge pin", "hinge", 2 / 3),
     ({"type": "exact_match_or_f1"}, "Answer: hinge", "hinge", 1.0),
     ({"type": "contains_or_f1"}, "It is the hinge, I think.", "hinge", 1.0),
+    ({"type": "contains_or_f1"}, "Answer: 120", "12", 0.0),  # whole words only
     ({"type": "labels", "labels": ["safe", "unsafe"]}, "Answer: Unsafe, clearly.", "unsafe", 1.0),
     ({"type": "labels", "labels": ["safe", "unsafe"]}, "Answer: safe or unsafe", "unsafe", 0.0),
     ({"type": "number", "tolerance": 0.5}, "Work: 2 x 1,000\nAnswer: 2,000.4 euros", "2000 euros", 1.0),

@@ -29,12 +29,14 @@ def test_steps_follow_epochs_over_the_rows():
     assert sft_steps(rows=3, epochs=0.1, batch_size=4, max_steps=None) == 1
 
 
-@pytest.mark.parametrize("learning_rate, stops_early", [(0.0, True), (1e-2, False)])
-def test_the_stop_rule_stops_when_held_out_loss_stops_improving(tiny_models, tmp_path, learning_rate, stops_early):
+@pytest.mark.parametrize("learning_rate, stops_early, bf16", [(0.0, True, False), (1e-2, False, False),
+                                                               (1e-2, False, True)])  # bf16 autocast learns too
+def test_the_stop_rule_stops_when_held_out_loss_stops_improving(tiny_models, tmp_path, learning_rate, stops_early,
+                                                                bf16):
     cfg = JobConfig(base_model_dir=str(tiny_models["tiny-weak"]), data_file=_rows(tmp_path / "train.jsonl", 16),
                     output_dir=str(tmp_path / "adapter"), max_steps=12, learning_rate=learning_rate, batch_size=4,
                     lora_r=4, lora_alpha=8, target_modules=SFT_TARGETS, eval_file=_rows(tmp_path / "held.jsonl", 4, 100),
-                    eval_steps=2, patience=2)
+                    eval_steps=2, patience=2, bf16=bf16)
     metrics = run("sft", cfg)
     losses = [e["loss"] for e in metrics["eval_loss"]]
     if stops_early:  # evaluations at steps 2, 4, 6: no new best after the first, so it stops at 6
