@@ -121,3 +121,16 @@ def test_demo_cli_help_states_demo_config_defaults():
         if match:
             assert param.default.default is None, name
             assert str(getattr(DemoConfig, fields.get(name, name))) == match.group(1), name
+
+
+def test_a_contains_metric_counts_full_marks_as_correct_not_exact_match():
+    # "The capital is Paris." scores 1 on the general domain's contains metric but 0 on EM; an old result file
+    # (no "correct" by score) counts the same way, and a partial F1 is never correct.
+    rows = [{"id": "1", "gold": "Paris", "score": 1.0, "em": 0.0, "f1": 0.4, "correct": False},
+            {"id": "2", "gold": "Rome", "score": 0.5, "em": 0.0, "f1": 0.5},
+            {"id": "3", "gold": "Oslo", "error": "HTTP 503"}]
+    s = summarize(rows, {"domain": "general", "label": "Strong alone", "mode": "strong"})
+    assert s.correct == 1 and s.metric("Correct").value == pytest.approx(1 / 3)
+    assert [r["correct"] for r in rows] == [True, False, False]  # what keep/fix/break reads
+    synthetic = summarize([dict(r) for r in rows[:2]], {"domain": "synthetic", "label": "x", "mode": "strong"})
+    assert synthetic.metric("Correct") is None  # EM-style domains keep EM and F1 only
