@@ -2,7 +2,7 @@
 
 The CPU punica wrapper turns prefill into `sgmv_*` = `bgmv_*` over per-token adapter indices, and
 upstream's `bgmv_*` gathers `lora_weights[indices]`: one copy of the LoRA matrix per token. The
-plugin (`services/weak_server/cpu_lora_fix.py`) multiplies once per distinct adapter slot. Both run
+plugin (`services/weak_server/cpu_plugin/lora_ops.py`) multiplies once per distinct adapter slot. Both run
 here in one process, back to back, on the same tensors; outputs are checked equal first.
 
     PYTHONPATH=. .venv-vllm/bin/python bench/cpu_lora_ops.py [--out bench/results/cpu_lora_ops.md]
@@ -18,14 +18,21 @@ from pathlib import Path
 import torch
 from vllm.lora.ops.torch_ops import lora_ops as upstream
 
-from services.weak_server import cpu_lora_fix as plugin
+from services.weak_server.cpu_plugin import lora_ops as plugin
 
 HIDDEN, INTERMEDIATE, RANK, SLOTS = 576, 1536, 16, 4  # SmolLM2-135M, the SFT adapter's r, --max-loras
 LAYERS = 30
 # Per decoder layer, the LoRA'd projections vLLM runs as (in, out) shrink + expand pairs:
 # q, k, v (k/v are 192 wide: 3 KV heads x 64), o, gate, up, down.
-PROJECTIONS = [(HIDDEN, HIDDEN), (HIDDEN, 192), (HIDDEN, 192), (HIDDEN, HIDDEN),
-               (HIDDEN, INTERMEDIATE), (HIDDEN, INTERMEDIATE), (INTERMEDIATE, HIDDEN)]
+PROJECTIONS = [
+    (HIDDEN, HIDDEN),
+    (HIDDEN, 192),
+    (HIDDEN, 192),
+    (HIDDEN, HIDDEN),
+    (HIDDEN, INTERMEDIATE),
+    (HIDDEN, INTERMEDIATE),
+    (INTERMEDIATE, HIDDEN),
+]
 
 
 def one_layer(ops, x_by_in, weights, indices) -> None:
@@ -56,8 +63,10 @@ def main() -> None:
         ("decode, 8 sequences, 2 adapters + base", torch.tensor([0, 1, -1, 0, 1, -1, 0, 0])),
         ("prefill, 1 prompt of 450 tokens", torch.zeros(450, dtype=torch.long)),
         ("prefill, 8 prompts of 450 tokens, one adapter", torch.zeros(3600, dtype=torch.long)),
-        ("prefill, 8 prompts of 450 tokens, 2 adapters + base",
-         torch.tensor([0, 1, -1, 0, 1, 0, 1, 0]).repeat_interleave(450)),
+        (
+            "prefill, 8 prompts of 450 tokens, 2 adapters + base",
+            torch.tensor([0, 1, -1, 0, 1, 0, 1, 0]).repeat_interleave(450),
+        ),
     ]
     rows = []
     for name, indices in cases:
@@ -81,8 +90,8 @@ def main() -> None:
         f"(hidden {HIDDEN}, MLP {INTERMEDIATE}, {LAYERS} layers), LoRA r={RANK} on q/k/v/o/gate/up/down, "
         f"{SLOTS} adapter slots. Time of the LoRA shrink+expand ops of one forward pass (all layers); the "
         f"base model's own matmuls are not included.\n\n"
-        "| batch | tokens | upstream (ms) | plugin (ms) | speed-up |\n|---|---|---|---|---|\n"
-        + "\n".join(rows) + "\n")
+        "| batch | tokens | upstream (ms) | plugin (ms) | speed-up |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-FAKE = '''
+FAKE = """
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -38,18 +38,21 @@ async def chat(request):
 async def models(request):
     return JSONResponse({"object": "list", "data": [{"id": "fake"}]})
 app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
-'''
+"""
 
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str) -> subprocess.Popen:
-    return subprocess.Popen(argv, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        argv, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 async def wait_up(url: str) -> None:
@@ -75,12 +78,26 @@ async def run(args) -> str:
     weak_port, strong_port, orch_port = free_port(), free_port(), free_port()
     uv = [sys.executable, "-m", "uvicorn", "fake_upstream:app", "--log-level", "warning", "--no-access-log", "--port"]
     procs = [spawn(uv + [str(weak_port)], {}, work), spawn(uv + [str(strong_port)], {}, work)]
-    env = {"COWEST_ORCH_PORT": str(orch_port), "COWEST_ORCH_WEAK_URL": f"http://127.0.0.1:{weak_port}/v1",
-           "COWEST_ORCH_STRONG_URL": f"http://127.0.0.1:{strong_port}/v1", "COWEST_ORCH_WEAK_MODEL": "fake",
-           "COWEST_ORCH_STRONG_MODEL": "fake", "COWEST_ORCH_SPOOL_PATH": f"{work}/spool.jsonl"}
-    procs.append(spawn([sys.executable, "-c", "import logging, uvicorn; from services.orchestrator.app import "
-                        "create_app; uvicorn.run(create_app(), port=%d, log_level='warning', access_log=False)"
-                        % orch_port], env, str(Path(__file__).resolve().parent.parent)))
+    env = {
+        "COWEST_ORCH_PORT": str(orch_port),
+        "COWEST_WEAK_URL": f"http://127.0.0.1:{weak_port}/v1",
+        "COWEST_STRONG_URL": f"http://127.0.0.1:{strong_port}/v1",
+        "COWEST_WEAK_MODEL": "fake",
+        "COWEST_STRONG_MODEL": "fake",
+        "COWEST_ORCH_SPOOL_PATH": f"{work}/spool.jsonl",
+    }
+    procs.append(
+        spawn(
+            [
+                sys.executable,
+                "-c",
+                "import logging, uvicorn; from services.orchestrator.app import "
+                f"create_app; uvicorn.run(create_app(), port={orch_port}, log_level='warning', access_log=False)",
+            ],
+            env,
+            str(Path(__file__).resolve().parent.parent),
+        )
+    )
     try:
         for port, path in ((weak_port, "/v1/models"), (strong_port, "/v1/models"), (orch_port, "/healthz")):
             await wait_up(f"http://127.0.0.1:{port}{path}")
@@ -88,6 +105,7 @@ async def run(args) -> str:
         body = {"question": "What is the capital of France?"}
         chat = {"model": "fake", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as c:
+
             async def direct() -> float:  # the baseline: the two model calls without the orchestrator
                 t0 = time.perf_counter()
                 await c.post(f"http://127.0.0.1:{weak_port}/v1/chat/completions", json=chat)
@@ -110,6 +128,7 @@ async def run(args) -> str:
             async def limited():
                 async with sem:
                     return await collab()
+
             t0 = time.perf_counter()
             conc = await asyncio.gather(*(limited() for _ in range(args.requests)))
             conc_s = time.perf_counter() - t0
@@ -121,16 +140,20 @@ async def run(args) -> str:
     totals, overheads = [t for t, _ in seq], [o for _, o in seq]
     conc_over = [o for _, o in conc]
     lines = [
-        f"# Orchestrator overhead ({time.strftime('%Y-%m-%d')})", "",
+        f"# Orchestrator overhead ({time.strftime('%Y-%m-%d')})",
+        "",
         f"Command: `.venv/bin/python bench/orchestrator_overhead.py --requests {args.requests} "
         f"--concurrency {args.concurrency}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, no GPU; instant fake upstreams in their own "
-        "processes; real Redis (trace XADD on every request); orchestrator in its own process.", "",
-        "| measure | p50 (ms) | p99 (ms) |", "|---|---|---|",
+        "processes; real Redis (trace XADD on every request); orchestrator in its own process.",
+        "",
+        "| measure | p50 (ms) | p99 (ms) |",
+        "|---|---|---|",
         f"| baseline: client calls weak + strong directly | {pct(base, 50):.2f} | {pct(base, 99):.2f} |",
         f"| /v1/collaborate total, sequential | {pct(totals, 50):.2f} | {pct(totals, 99):.2f} |",
         f"| overhead = total - upstream time, sequential | {pct(overheads, 50):.2f} | {pct(overheads, 99):.2f} |",
-        f"| overhead, {args.concurrency} concurrent | {pct(conc_over, 50):.2f} | {pct(conc_over, 99):.2f} |", "",
+        f"| overhead, {args.concurrency} concurrent | {pct(conc_over, 50):.2f} | {pct(conc_over, 99):.2f} |",
+        "",
         f"Collaboration / direct baseline (p50): {statistics.median(totals) / statistics.median(base):.2f}x. "
         f"Throughput at {args.concurrency} concurrent: {args.requests / conc_s:.0f} collaborations/s "
         "(one orchestrator process).",

@@ -29,6 +29,7 @@ from services.trainer.collab import CollabClient
 from services.trainer.evaluators import evaluate
 from services.trainer.pairs import ScoredDraft, select_pairs
 from services.trainer.store import is_heldout
+from shared import redis_keys
 from shared.cpu import cpu_summary
 from shared.data import loaders
 from shared.data.synthetic import generate, is_fact_card
@@ -44,8 +45,11 @@ async def sample(client: CollabClient, items, adapter: str, temperature: float, 
             drafts = await client.drafts(ex.question, ex.domain, adapter, k, temperature, ex.context, seed=7)
             refined = await asyncio.gather(*(client.refine(ex.question, ex.domain, d, ex.context) for d in drafts))
             scores = [await evaluate(ex.domain, ex.question, r, ex.answers[0], None) for r in refined]
-        return {"alone": alone_score, "drafts": [ScoredDraft(d, r, s) for d, r, s in zip(drafts, refined, scores,
-                                                                                         strict=True)]}
+        return {
+            "alone": alone_score,
+            "drafts": [ScoredDraft(d, r, s) for d, r, s in zip(drafts, refined, scores, strict=True)],
+        }
+
     return await asyncio.gather(*(one(ex) for ex in items))
 
 
@@ -57,23 +61,28 @@ def summarise(rows: list[dict], k: int) -> dict:
         with_pair += bool(found)
         pairs += len(found)
         hist.update(f"{round(d.score - row['alone'], 1):+.1f}" for d in drafts)
-    return {"yield": with_pair / len(rows), "pairs": pairs, "hist": dict(sorted(hist.items(), key=lambda kv: float(kv[0])))}
+    return {
+        "yield": with_pair / len(rows),
+        "pairs": pairs,
+        "hist": dict(sorted(hist.items(), key=lambda kv: float(kv[0]))),
+    }
 
 
 async def main_async(args) -> None:
-    from cowest.trainer_cli import _settings
+    from cowest.stack import Stack
 
-    settings = _settings(concurrency=args.concurrency)
+    settings = Stack().trainer_settings().model_copy(update={"concurrency": args.concurrency})
     client = CollabClient(settings)
-    from redis.asyncio import Redis
 
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_keys.connect(settings.endpoints.redis_url)
     adapter = (await redis.get(f"adapter:active:{args.domain}") or b"").decode() or None
     await redis.aclose()
-    train = generate(seed=0, size=args.size)["train"] if args.domain == "synthetic" else loaders.load(args.domain, "train")
+    train = (
+        generate(seed=0, size=args.size)["train"] if args.domain == "synthetic" else loaders.load(args.domain, "train")
+    )
     pool = [e for e in train if not is_fact_card(e) and not is_heldout(e.domain, e.question)]
     random.Random(args.seed).shuffle(pool)
-    items = pool[:args.questions]
+    items = pool[: args.questions]
     ks = [int(k) for k in args.ks.split(",")]
     results = []
     try:
@@ -87,15 +96,25 @@ async def main_async(args) -> None:
             print(f"temperature {temperature}: {seconds:.0f}s", flush=True)
     finally:
         await client.aclose()
-    lines = [f"# Pair yield by K and temperature: {args.domain}, adapter {adapter}", "",
-             f"`.venv/bin/python bench/pair_yield.py --domain {args.domain} --questions {args.questions} "
-             f"--ks {args.ks} --temperatures {args.temperatures}`", "",
-             f"Machine: {platform.node()}, {cpu_summary()}. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-             f"Weak {settings.weak_model} ({adapter}), strong {settings.strong_model}. {len(items)} training questions "
-             "(not held out), the same for every row; smaller K = the first K of the same drafts.", "",
-             "| K | temperature | yield (questions with >= 1 pair) | pairs | Δ histogram (Δ: drafts) |", "|---|---|---|---|---|"]
-    lines += [f"| {r['k']} | {r['temperature']} | {r['yield']:.0%} | {r['pairs']} | "
-              + ", ".join(f"{d}: {n}" for d, n in r["hist"].items()) + " |" for r in results]
+    lines = [
+        f"# Pair yield by K and temperature: {args.domain}, adapter {adapter}",
+        "",
+        f"`.venv/bin/python bench/pair_yield.py --domain {args.domain} --questions {args.questions} "
+        f"--ks {args.ks} --temperatures {args.temperatures}`",
+        "",
+        f"Machine: {platform.node()}, {cpu_summary()}. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        f"Weak {settings.endpoints.weak_model} ({adapter}), strong {settings.endpoints.strong_model}. {len(items)} training questions "
+        "(not held out), the same for every row; smaller K = the first K of the same drafts.",
+        "",
+        "| K | temperature | yield (questions with >= 1 pair) | pairs | Δ histogram (Δ: drafts) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['k']} | {r['temperature']} | {r['yield']:.0%} | {r['pairs']} | "
+        + ", ".join(f"{d}: {n}" for d, n in r["hist"].items())
+        + " |"
+        for r in results
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -42,25 +42,50 @@ def main() -> None:
     table = []
     for bf16 in (False, True):
         out = work / f"out-{'bf16' if bf16 else 'fp32'}"
-        cfg = JobConfig(base_model_dir=str(base), data_file=str(work / "sft.jsonl"), output_dir=str(out),
-                        max_steps=args.steps, learning_rate=1e-3, batch_size=4, lora_r=16, lora_alpha=32,
-                        target_modules=SFT_TARGETS, threads=args.threads, eval_file=str(work / "stop.jsonl"),
-                        eval_steps=args.eval_steps, patience=args.steps, bf16=bf16)  # no early stop: same steps
+        cfg = JobConfig(
+            base_model_dir=str(base),
+            data_file=str(work / "sft.jsonl"),
+            output_dir=str(out),
+            max_steps=args.steps,
+            learning_rate=1e-3,
+            batch_size=4,
+            lora_r=16,
+            lora_alpha=32,
+            target_modules=SFT_TARGETS,
+            threads=args.threads,
+            eval_file=str(work / "stop.jsonl"),
+            eval_steps=args.eval_steps,
+            patience=args.steps,
+            bf16=bf16,
+        )  # no early stop: same steps
         t0 = time.perf_counter()
         m = asyncio.run(run_job("sft", cfg))  # the trainer's own job runner: a child process, as in the demo
         wall = time.perf_counter() - t0
         evals = ", ".join(f"{e['loss']:.3f}" for e in m["eval_loss"])
-        table.append(f"| {'bf16 autocast' if bf16 else 'fp32'} | {m['steps']} | {m['seconds_per_step']:.2f} | "
-                     f"{m['peak_rss_mib']:.0f} | {wall:.0f} | {m['loss'][0]:.3f} -> {m['loss'][-1]:.3f} | {evals} |")
+        table.append(
+            f"| {'bf16 autocast' if bf16 else 'fp32'} | {m['steps']} | {m['seconds_per_step']:.2f} | "
+            f"{m['peak_rss_mib']:.0f} | {wall:.0f} | {m['loss'][0]:.3f} -> {m['loss'][-1]:.3f} | {evals} |"
+        )
         print(table[-1], flush=True)
-    report = "\n".join([
-        f"## SFT precision, SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-        f"Command: `.venv/bin/python bench/{' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}`  ",
-        (f"Machine: {platform.node()}, {cpu_summary()}, no GPU; {len(rows)} train rows, {len(held)} held out, "
-         f"torch threads {args.threads}, model servers idle."), "",
-        ("| precision | steps | seconds per step | peak RSS (MiB) | job wall incl. load and evals (s) | train loss "
-         f"first -> last | held-out loss every {args.eval_steps} steps |"),
-        "|---|---|---|---|---|---|---|", *table, ""])
+    report = "\n".join(
+        [
+            f"## SFT precision, SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+            "",
+            f"Command: `.venv/bin/python bench/{' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}`  ",
+            (
+                f"Machine: {platform.node()}, {cpu_summary()}, no GPU; {len(rows)} train rows, {len(held)} held out, "
+                f"torch threads {args.threads}, model servers idle."
+            ),
+            "",
+            (
+                "| precision | steps | seconds per step | peak RSS (MiB) | job wall incl. load and evals (s) | train loss "
+                f"first -> last | held-out loss every {args.eval_steps} steps |"
+            ),
+            "|---|---|---|---|---|---|---|",
+            *table,
+            "",
+        ]
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
         f.write(report + "\n")

@@ -25,20 +25,21 @@ from pathlib import Path
 
 import httpx
 
-from cowest.models.gguf import assemble
 from cowest.processes import ProcessTable, group_pss_mb, wait_until_ready
-from services.strong_server.settings import LlamaCppServerSettings
-from services.weak_server.settings import StrongServerSettings
+from cowest.provision.gguf import assemble
+from services.strong_server.settings import LlamaCppServerSettings, StrongServerSettings
+from shared.catalog import get_model
 from shared.config import CowestSettings
 from shared.cpu import cpu_summary
-from shared.models import get_model
 
 PORT = 18202
-SHORT = ("You are given a draft answer to a question about a company's products. Question: A customer orders "
-         "3 units of the Falcon X2 at 149 euros each and 2 units of the Lynx at 89 euros each. The company gives "
-         "a 10% discount on orders above 500 euros. What is the order total? Draft: Falcon X2 costs 149 euros; "
-         "Lynx costs 89 euros; the discount applies above 500 euros. Verify the draft, then show your work on "
-         "one line and end with a last line 'Answer: <total>'.")
+SHORT = (
+    "You are given a draft answer to a question about a company's products. Question: A customer orders "
+    "3 units of the Falcon X2 at 149 euros each and 2 units of the Lynx at 89 euros each. The company gives "
+    "a 10% discount on orders above 500 euros. What is the order total? Draft: Falcon X2 costs 149 euros; "
+    "Lynx costs 89 euros; the discount applies above 500 euros. Verify the draft, then show your work on "
+    "one line and end with a last line 'Answer: <total>'."
+)
 LONG = " ".join([SHORT] * 4)  # ~400 tokens
 
 
@@ -46,8 +47,9 @@ def engine_argv(engine: str, model_key: str, settings: CowestSettings) -> tuple[
     spec = get_model(model_key)
     if engine.startswith("llamacpp"):
         gguf = assemble(spec.gguf, settings.downloads_dir)
-        server = LlamaCppServerSettings(port=PORT, cpu_bind="0-1", threads=int(engine.rsplit("t", 1)[1]),
-                                        parallel=16, ctx_per_slot=1024)
+        server = LlamaCppServerSettings(
+            port=PORT, cpu_bind="0-1", threads=int(engine.rsplit("t", 1)[1]), parallel=16, ctx_per_slot=1024
+        )
         return server.argv(gguf, model_key), {}, gguf
     dtype = {"vllm-fp32": "float32", "vllm-bf16": "bfloat16"}[engine]
     server = StrongServerSettings(port=PORT, cpu_bind="0-1", max_model_len=2048)
@@ -56,9 +58,16 @@ def engine_argv(engine: str, model_key: str, settings: CowestSettings) -> tuple[
 
 
 async def _chat(client: httpx.AsyncClient, model: str, content: str, tokens: int) -> int:
-    r = await client.post("/v1/chat/completions", json={
-        "model": model, "messages": [{"role": "user", "content": content}], "max_tokens": tokens,
-        "temperature": 0, "ignore_eos": True})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+        },
+    )
     r.raise_for_status()
     return r.json()["usage"]["completion_tokens"]
 
@@ -71,8 +80,14 @@ async def throughput(client: httpx.AsyncClient, model: str, tokens: int, n: int)
 
 async def ttft(client: httpx.AsyncClient, model: str) -> tuple[float, int]:
     t0 = time.perf_counter()
-    body = {"model": model, "messages": [{"role": "user", "content": LONG}], "max_tokens": 4, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": LONG}],
+        "max_tokens": 4,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     first, prompt_tokens = None, 0
     async with client.stream("POST", "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
@@ -95,12 +110,15 @@ async def measure(engine: str, model: str, tokens: int, cap_s: float, settings: 
     t0 = time.perf_counter()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=cap_s + 60) as client:
+
             async def ready() -> bool:
                 try:
-                    return (await client.get("/health")).status_code == 200 and \
-                        (await client.get("/v1/models")).status_code == 200
+                    return (await client.get("/health")).status_code == 200 and (
+                        await client.get("/v1/models")
+                    ).status_code == 200
                 except httpx.HTTPError:
                     return False
+
             await wait_until_ready(table, {engine: ready}, 900)
             row["ready_s"] = time.perf_counter() - t0
             await _chat(client, model, "warm up", 4)
@@ -139,14 +157,29 @@ def main() -> None:
         print(f"== {engine}", flush=True)
         rows.append(asyncio.run(measure(engine, args.model, args.tokens, args.cap_s, settings)))
         print(json.dumps(rows[-1]), flush=True)
-    cols = ["engine", "ready_s", "single_tok_s", "agg8_tok_s", "agg16_tok_s", "ttft_s", "ttft_prompt_tokens",
-            "pss_mib", "error"]
-    lines = [f"# Strong-model engine: {args.model}", "",
-             f"`{' '.join(['.venv/bin/python', 'bench/strong_engine.py', '--model', args.model, '--engines', args.engines, '--tokens', str(args.tokens)])}`",
-             "", f"Machine: {platform.node()}, {cpu_summary()}. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-             f"Each engine alone on the machine, both cores; {args.tokens} generated tokens per request (ignore_eos, "
-             "greedy), tok/s = completion tokens / wall time (prefill included).", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    cols = [
+        "engine",
+        "ready_s",
+        "single_tok_s",
+        "agg8_tok_s",
+        "agg16_tok_s",
+        "ttft_s",
+        "ttft_prompt_tokens",
+        "pss_mib",
+        "error",
+    ]
+    lines = [
+        f"# Strong-model engine: {args.model}",
+        "",
+        f"`{' '.join(['.venv/bin/python', 'bench/strong_engine.py', '--model', args.model, '--engines', args.engines, '--tokens', str(args.tokens)])}`",
+        "",
+        f"Machine: {platform.node()}, {cpu_summary()}. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Each engine alone on the machine, both cores; {args.tokens} generated tokens per request (ignore_eos, "
+        "greedy), tok/s = completion tokens / wall time (prefill included).",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

@@ -50,23 +50,25 @@ PROMPTS = ("plain", "worked", "worked2")
 OVERRULE = Demonstration(
     question="At Borealis Ltd: which is heavier, the Tarn valve or the Osk hinge?",
     draft="The Tarn valve (BR-318) costs 95 euros, weighs 31 kg, has a 12-month warranty and is made in the Harlow "
-          "plant, managed by Ada Quist. The Osk hinge (BA-702) costs 22 euros, weighs 8 kg, has a 6-month warranty "
-          "and is made in the Harlow plant, managed by Ada Quist. 31 kg vs 8 kg, so the Osk hinge is heavier.\n"
-          "Answer: the Osk hinge",
+    "plant, managed by Ada Quist. The Osk hinge (BA-702) costs 22 euros, weighs 8 kg, has a 6-month warranty "
+    "and is made in the Harlow plant, managed by Ada Quist. 31 kg vs 8 kg, so the Osk hinge is heavier.\n"
+    "Answer: the Osk hinge",
     work="Tarn valve 31 kg; Osk hinge 8 kg; 31 kg > 8 kg, so the Tarn valve is heavier (the draft's conclusion "
-         "does not follow from its own facts).",
-    answer="the Tarn valve")
+    "does not follow from its own facts).",
+    answer="the Tarn valve",
+)
 
 
 def slip(example, others) -> str | None:
     """The rationale with its conclusion (the gold answer's last mention) swapped for a wrong one."""
     gold = example.answers[0]
-    wrong = next((o.answers[0] for o in others
-                  if o.kind == example.kind and normalize(o.answers[0]) != normalize(gold)), None)
+    wrong = next(
+        (o.answers[0] for o in others if o.kind == example.kind and normalize(o.answers[0]) != normalize(gold)), None
+    )
     at = example.rationale.rfind(gold)
     if wrong is None or at < 0:
         return None
-    return f"{example.rationale[:at]}{wrong}{example.rationale[at + len(gold):]}\nAnswer: {wrong}"
+    return f"{example.rationale[:at]}{wrong}{example.rationale[at + len(gold) :]}\nAnswer: {wrong}"
 
 
 async def run(url: str, model: str, n: int, concurrency: int, prompts: list[str]) -> list[dict]:
@@ -75,10 +77,12 @@ async def run(url: str, model: str, n: int, concurrency: int, prompts: list[str]
     random.Random(7).shuffle(pool)
     items = pool[:n]
     worked = domains.get("synthetic")
-    variants = {"plain": worked.model_copy(update={"name": "synthetic-plain", "work_line": False,
-                                                   "demonstrations": []}),
-                "worked2": worked.model_copy(update={"name": "synthetic-worked2",
-                                                     "demonstrations": [*worked.demonstrations, OVERRULE]})}
+    variants = {
+        "plain": worked.model_copy(update={"name": "synthetic-plain", "work_line": False, "demonstrations": []}),
+        "worked2": worked.model_copy(
+            update={"name": "synthetic-worked2", "demonstrations": [*worked.demonstrations, OVERRULE]}
+        ),
+    }
     for variant in variants.values():
         domains.register_local(variant)  # bench-only variants, never stored
     strong = Upstream("strong", url, timeout_s=600, connect_timeout_s=5)
@@ -86,20 +90,28 @@ async def run(url: str, model: str, n: int, concurrency: int, prompts: list[str]
     sem = asyncio.Semaphore(concurrency)
 
     async def one(prompt: str, draft_kind: str, ex) -> dict | None:
-        draft = {"alone": None, "oracle": f"{ex.rationale}\nAnswer: {ex.answers[0]}",
-                 "slip": slip(ex, pool)}[draft_kind]
+        draft = {"alone": None, "oracle": f"{ex.rationale}\nAnswer: {ex.answers[0]}", "slip": slip(ex, pool)}[
+            draft_kind
+        ]
         if draft_kind != "alone" and draft is None:
             return None
         domain = "synthetic" if prompt == "worked" else variants[prompt].name
         async with sem:
             stage = await collab.refine(Ask(ex.question, domain, strong=GREEDY), draft)
         answer = stage.text or ""
-        return {"prompt": prompt, "draft": draft_kind, "kind": ex.kind, "error": stage.error,
-                "score": worked.score(answer, ex.answers[0]), "em": float(normalize(final_answer(answer)) ==
-                                                                           normalize(ex.answers[0])),
-                "echo": float(draft is not None and normalize(final_answer(answer)) == normalize(final_answer(draft))),
-                "tokens": stage.usage.completion_tokens if stage.usage else 0, "latency_s": stage.latency_ms / 1000,
-                "answer": answer}
+        return {
+            "prompt": prompt,
+            "draft": draft_kind,
+            "kind": ex.kind,
+            "error": stage.error,
+            "score": worked.score(answer, ex.answers[0]),
+            "em": float(normalize(final_answer(answer)) == normalize(ex.answers[0])),
+            "echo": float(draft is not None and normalize(final_answer(answer)) == normalize(final_answer(draft))),
+            "tokens": stage.usage.completion_tokens if stage.usage else 0,
+            "latency_s": stage.latency_ms / 1000,
+            "answer": answer,
+        }
+
     jobs = [one(p, d, ex) for p in prompts for d in ("alone", "oracle", "slip") for ex in items]
     rows = [r for r in await asyncio.gather(*jobs) if r]
     await strong.aclose()
@@ -107,8 +119,11 @@ async def run(url: str, model: str, n: int, concurrency: int, prompts: list[str]
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| prompt | draft | n | score | EM | answer = draft's | completion tokens (mean) | latency s (median) | "
-           "errors |", "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| prompt | draft | n | score | EM | answer = draft's | completion tokens (mean) | latency s (median) | "
+        "errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for p in PROMPTS:
         for d in ("alone", "oracle", "slip"):
             cell = [r for r in rows if r["prompt"] == p and r["draft"] == d]
@@ -117,8 +132,10 @@ def table(rows: list[dict]) -> str:
             mean = {k: statistics.mean(r[k] for r in cell) for k in ("score", "em", "echo", "tokens")}
             echo = f"{mean['echo']:.2f}" if d != "alone" else "-"
             latency = statistics.median(r["latency_s"] for r in cell)
-            out.append(f"| {p} | {d} | {len(cell)} | {mean['score']:.2f} | {mean['em']:.2f} | {echo} | "
-                       f"{mean['tokens']:.0f} | {latency:.1f} | {sum(bool(r['error']) for r in cell)} |")
+            out.append(
+                f"| {p} | {d} | {len(cell)} | {mean['score']:.2f} | {mean['em']:.2f} | {echo} | "
+                f"{mean['tokens']:.0f} | {latency:.1f} | {sum(bool(r['error']) for r in cell)} |"
+            )
     return "\n".join(out)
 
 
@@ -143,6 +160,7 @@ def serve(engine: str, model: str):
                 return (await client.get("/v1/models")).status_code == 200
         except httpx.HTTPError:
             return False
+
     asyncio.run(wait_until_ready(procs, {engine: ready}, 900))
     return procs, f"{url}/v1"
 
@@ -168,10 +186,12 @@ def main() -> None:
         if procs:
             procs.stop(args.serve, timeout=20)
     command = " ".join([".venv/bin/python bench/strong_prompts.py", *sys.argv[1:]])
-    text = (f"## {args.model} ({args.serve or url})\n\n`{command}`"
-            f"\n\nMachine: {platform.node()}, {cpu_summary()}. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"{time.perf_counter() - t0:.0f} s. Synthetic company seed 0, train split, {args.n} questions.\n\n"
-            f"{table(rows)}\n")
+    text = (
+        f"## {args.model} ({args.serve or url})\n\n`{command}`"
+        f"\n\nMachine: {platform.node()}, {cpu_summary()}. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{time.perf_counter() - t0:.0f} s. Synthetic company seed 0, train split, {args.n} questions.\n\n"
+        f"{table(rows)}\n"
+    )
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

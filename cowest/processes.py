@@ -65,8 +65,12 @@ class ProcessTable:
             out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
             out.flush()
             proc = subprocess.Popen(
-                argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                argv,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         record = ProcessRecord(name, proc.pid, psutil.Process(proc.pid).create_time(), argv, str(log), **meta)
         self._json(name).write_text(json.dumps(asdict(record), indent=2))
@@ -103,8 +107,12 @@ class ProcessTable:
         return outcome
 
 
-async def wait_until_ready(table: ProcessTable, probes: dict[str, Callable[[], Awaitable[bool]]],
-                           timeout: float, on_ready: Callable[[str], None] = lambda name: None) -> None:
+async def wait_until_ready(
+    table: ProcessTable,
+    probes: dict[str, Callable[[], Awaitable[bool]]],
+    timeout: float,
+    on_ready: Callable[[str], None] = lambda name: None,
+) -> None:
     """Poll each named process's probe until it answers; raise with its last log lines when it
     exits or when `timeout` runs out."""
     deadline = time.monotonic() + timeout
@@ -113,15 +121,19 @@ async def wait_until_ready(table: ProcessTable, probes: dict[str, Callable[[], A
         for name, probe in list(pending.items()):
             record = table.get(name)
             if record is None or not record.alive():
-                raise StackError(f"{name} exited while starting. Last lines of {table.log_path(name)}:\n"
-                                 + tail(table.log_path(name)))
+                raise StackError(
+                    f"{name} exited while starting. Last lines of {table.log_path(name)}:\n"
+                    + tail(table.log_path(name))
+                )
             if await probe():
                 del pending[name]
                 on_ready(name)
         if pending and time.monotonic() > deadline:
             name = next(iter(pending))
-            raise StackError(f"{name} was not ready after {timeout:.0f}s. Last lines of "
-                             f"{table.log_path(name)}:\n" + tail(table.log_path(name)))
+            raise StackError(
+                f"{name} was not ready after {timeout:.0f}s. Last lines of "
+                f"{table.log_path(name)}:\n" + tail(table.log_path(name))
+            )
         if pending:
             await asyncio.sleep(0.5)
 

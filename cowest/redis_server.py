@@ -58,6 +58,19 @@ def start_redis(settings: CowestSettings, table: ProcessTable, report=lambda msg
     data_dir.mkdir(parents=True, exist_ok=True)
     port = url.port or 6379
     # Append-only persistence: the feedback log must survive a restart of this Redis.
-    argv = [redis_server_binary(report), "--port", str(port), "--bind", "127.0.0.1",
-            "--dir", str(data_dir), "--appendonly", "yes", "--save", "", "--daemonize", "no"]
+    argv = [
+        redis_server_binary(report),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+    ]
     return table.start("redis", argv, {}, port=port, model=None)

@@ -1,33 +1,39 @@
 """The local stack behind `cowest up/down/status`: Redis, the weak and strong vLLM servers, the
 orchestrator and the trainer.
 
-With COWEST_ORCH_STRONG_URL set, the strong model is that external OpenAI-compatible endpoint
-(COWEST_ORCH_STRONG_MODEL, COWEST_ORCH_STRONG_API_KEY) and no embedded strong server is started.
+With COWEST_STRONG_URL set, the strong model is that external OpenAI-compatible endpoint
+(COWEST_STRONG_MODEL, COWEST_STRONG_API_KEY) and no embedded strong server is started.
+
+The stack hands each service typed settings (`orchestrator_settings`, `trainer_settings`): a service process
+gets them as the environment its settings class reads (`settings_env`), so no variable name is spelled here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 
-from cowest.models import pull_profile
 from cowest.processes import ProcessTable, StackError, group_pss_mb, wait_until_ready
+from cowest.provision import pull_profile
 from cowest.redis_server import redis_ping, start_redis
 from services.orchestrator.config import OrchestratorSettings
-from services.strong_server.settings import LlamaCppServerSettings
+from services.strong_server.settings import LlamaCppServerSettings, StrongServerSettings
 from services.trainer.config import TrainerSettings
 from services.weak_server.admin_client import VllmAdminClient
-from services.weak_server.settings import StrongServerSettings, VllmServerSettings, WeakServerSettings
-from shared.config import CowestSettings
-from shared.models import get_model, get_profile
+from services.weak_server.settings import WeakServerSettings
+from shared.catalog import get_model, get_profile
+from shared.config import CowestSettings, Endpoints
+from shared.vllm_launch import VllmServerSettings
 
 SERVERS = ("weak", "strong")
 PARTS = ("redis", *SERVERS, "orchestrator", "trainer")  # start order; stop goes the other way
@@ -46,16 +52,24 @@ class ComponentStatus:
 
 
 class Stack:
-    def __init__(self, settings: CowestSettings | None = None, weak: VllmServerSettings | None = None,
-                 strong: VllmServerSettings | None = None, orchestrator: OrchestratorSettings | None = None):
+    def __init__(
+        self,
+        settings: CowestSettings | None = None,
+        weak: VllmServerSettings | None = None,
+        strong: VllmServerSettings | None = None,
+        orchestrator: OrchestratorSettings | None = None,
+    ):
         self.settings = settings or CowestSettings()
         self.servers: dict[str, VllmServerSettings] = {
-            "weak": weak or WeakServerSettings(), "strong": strong or StrongServerSettings()}
+            "weak": weak or WeakServerSettings(),
+            "strong": strong or StrongServerSettings(),
+        }
         strong_server = self.servers["strong"]  # llama.cpp, when the profile's engine is, listens where vLLM would
         self.llamacpp = LlamaCppServerSettings(host=strong_server.host, port=strong_server.port)
         self.orchestrator = orchestrator or OrchestratorSettings()
         self.trainer = TrainerSettings()
-        self.external_strong = "COWEST_ORCH_STRONG_URL" in os.environ
+        self.endpoints = Endpoints()  # what the environment says: an external strong endpoint, its key
+        self.external_strong = "strong_url" in self.endpoints.model_fields_set
         self.table = ProcessTable(self.settings.run_dir)
 
     @property
@@ -66,19 +80,36 @@ class Stack:
     def trainer_url(self) -> str:
         return f"http://{self.trainer.host}:{self.trainer.port}"
 
-    def trainer_env(self, profile: str) -> dict[str, str]:
-        """The trainer's view of this stack: the weak server it swaps adapters on, the strong model."""
+    def stack_endpoints(self, profile: str) -> Endpoints:
+        """Where this stack's parts are: its weak server, its strong server (unless an external one is set),
+        its Redis; model names from the profile."""
         chosen = get_profile(profile)
-        env = {"COWEST_TRAINER_WEAK_URL": self.servers["weak"].base_url, "COWEST_TRAINER_WEAK_MODEL": chosen.weak,
-               "COWEST_TRAINER_BASE_MODEL_DIR": str(self.settings.models_dir / chosen.weak),
-               "COWEST_REDIS_URL": self.settings.redis_url, "COWEST_HOME": str(self.settings.home_dir)}
-        if self.external_strong:
-            env |= {"COWEST_TRAINER_STRONG_URL": os.environ["COWEST_ORCH_STRONG_URL"],
-                    "COWEST_TRAINER_STRONG_MODEL": self.orchestrator.strong_model}
-        else:
-            env |= {"COWEST_TRAINER_STRONG_URL": f"{self.servers['strong'].base_url}/v1",
-                    "COWEST_TRAINER_STRONG_MODEL": chosen.strong}
-        return env
+        update = {
+            "weak_url": f"{self.servers['weak'].base_url}/v1",
+            "weak_model": chosen.weak,
+            "redis_url": self.settings.redis_url,
+        }
+        if not self.external_strong:
+            update |= {"strong_url": f"{self.servers['strong'].base_url}/v1", "strong_model": chosen.strong}
+        return self.endpoints.model_copy(update=update)
+
+    def orchestrator_settings(self, profile: str) -> OrchestratorSettings:
+        return self.orchestrator.model_copy(update={"endpoints": self.stack_endpoints(profile)})
+
+    def trainer_settings(self, profile: str | None = None) -> TrainerSettings:
+        """The trainer's view of this stack (the CLI's trainer commands use it too)."""
+        profile = profile or self.profile()
+        return self.trainer.model_copy(
+            update={
+                "endpoints": self.stack_endpoints(profile),
+                "base_model_dir": self.settings.models_dir / get_profile(profile).weak,
+            }
+        )
+
+    def service_env(self, settings: BaseSettings, *fields: str) -> dict[str, str]:
+        """What a service process needs on top of this process's environment (which it inherits): the fields
+        the stack decides, and this machine's COWEST_HOME."""
+        return settings_env(settings, *fields) | settings_env(self.settings, "home")
 
     def profile(self) -> str:
         try:
@@ -105,44 +136,58 @@ class Stack:
                 continue
             server = self.servers[role]
             if _port_in_use(server.host, server.port):
-                raise StackError(f"port {server.port} ({role} server) is taken by another process; "
-                                 f"free it or set COWEST_{role.upper()}_PORT")
+                raise StackError(
+                    f"port {server.port} ({role} server) is taken by another process; "
+                    f"free it or set COWEST_{role.upper()}_PORT"
+                )
             spec = get_model(key)
             if role == "strong" and chosen.engine == "llamacpp":
                 argv, env = self.llamacpp.argv(pulled[key], key), {}  # the GGUF file
             else:
                 argv, env = server.argv(self.settings.models_dir / key, key, spec.vllm_dtype), server.env()
-            self.table.start(role, argv, env, port=server.port, model=key,
-                             extra={"profile": profile, "url": server.base_url})
+            self.table.start(
+                role, argv, env, port=server.port, model=key, extra={"profile": profile, "url": server.base_url}
+            )
             started.append(role)
         record = self.table.get("orchestrator")
         if not (record and record.alive()):
             if _port_in_use(self.orchestrator.host, self.orchestrator.port):
-                raise StackError(f"port {self.orchestrator.port} (orchestrator) is taken by another process; "
-                                 "free it or set COWEST_ORCH_PORT")
-            env = {  # the orchestrator talks to the servers this stack runs
-                "COWEST_ORCH_WEAK_URL": f"{self.servers['weak'].base_url}/v1", "COWEST_ORCH_WEAK_MODEL": chosen.weak,
-                "COWEST_REDIS_URL": self.settings.redis_url, "COWEST_HOME": str(self.settings.home_dir)}
-            if not self.external_strong:
-                env |= {"COWEST_ORCH_STRONG_URL": f"{self.servers['strong'].base_url}/v1",
-                        "COWEST_ORCH_STRONG_MODEL": chosen.strong}
-            self.table.start("orchestrator", [sys.executable, "-m", "services.orchestrator.app"], env,
-                             port=self.orchestrator.port, model=None,
-                             extra={"profile": profile, "url": self.orchestrator_url})
+                raise StackError(
+                    f"port {self.orchestrator.port} (orchestrator) is taken by another process; "
+                    "free it or set COWEST_ORCH_PORT"
+                )
+            env = self.service_env(self.orchestrator_settings(profile), "endpoints")
+            self.table.start(
+                "orchestrator",
+                [sys.executable, "-m", "services.orchestrator.app"],
+                env,
+                port=self.orchestrator.port,
+                model=None,
+                extra={"profile": profile, "url": self.orchestrator_url},
+            )
             started.append("orchestrator")
         record = self.table.get("trainer")
         if not (record and record.alive()):
             if _port_in_use(self.trainer.host, self.trainer.port):
-                raise StackError(f"port {self.trainer.port} (trainer) is taken by another process; "
-                                 "free it or set COWEST_TRAINER_PORT")
-            self.table.start("trainer", [sys.executable, "-m", "services.trainer.app"], self.trainer_env(profile),
-                             port=self.trainer.port, model=None, extra={"profile": profile, "url": self.trainer_url})
+                raise StackError(
+                    f"port {self.trainer.port} (trainer) is taken by another process; "
+                    "free it or set COWEST_TRAINER_PORT"
+                )
+            self.table.start(
+                "trainer",
+                [sys.executable, "-m", "services.trainer.app"],
+                self.service_env(self.trainer_settings(profile), "endpoints", "base_model_dir"),
+                port=self.trainer.port,
+                model=None,
+                extra={"profile": profile, "url": self.trainer_url},
+            )
             started.append("trainer")
         (self.settings.run_dir / "stack.json").write_text(json.dumps({"profile": profile}))
         return started
 
-    async def wait_ready(self, names: list[str], timeout: float,
-                         on_ready: Callable[[str], None] = lambda name: None) -> None:
+    async def wait_ready(
+        self, names: list[str], timeout: float, on_ready: Callable[[str], None] = lambda name: None
+    ) -> None:
         """Wait until every named part answers; on failure raise with the part's last log lines."""
         await wait_until_ready(self.table, {name: self._probe(name) for name in names}, timeout, on_ready)
 
@@ -173,12 +218,18 @@ class Stack:
     async def status(self) -> list[ComponentStatus]:
         rec = self.table.get("redis")
         redis_up = redis_ping(self.settings.redis_url)
-        statuses = [ComponentStatus(
-            "redis",
-            ("healthy" if redis_up else "starting") if rec and rec.alive() else ("external" if redis_up else "down"),
-            pid=rec.pid if rec and rec.alive() else None, port=urlparse(self.settings.redis_url).port or 6379,
-            url=self.settings.redis_url,
-            memory_mib=group_pss_mb(rec.pid) if rec and rec.alive() else None)]
+        statuses = [
+            ComponentStatus(
+                "redis",
+                ("healthy" if redis_up else "starting")
+                if rec and rec.alive()
+                else ("external" if redis_up else "down"),
+                pid=rec.pid if rec and rec.alive() else None,
+                port=urlparse(self.settings.redis_url).port or 6379,
+                url=self.settings.redis_url,
+                memory_mib=group_pss_mb(rec.pid) if rec and rec.alive() else None,
+            )
+        ]
         for role in SERVERS:
             server, record = self.servers[role], self.table.get(role)
             status = ComponentStatus(role, "down", port=server.port, url=server.base_url)
@@ -197,8 +248,9 @@ class Stack:
                 elif status.pid:
                     status.state = "starting"
             statuses.append(status)
-        statuses.append(await self._service_status("orchestrator", self.orchestrator_url, "/readyz",
-                                                   self.orchestrator.port))
+        statuses.append(
+            await self._service_status("orchestrator", self.orchestrator_url, "/readyz", self.orchestrator.port)
+        )
         statuses.append(await self._service_status("trainer", self.trainer_url, "/healthz", self.trainer.port))
         return statuses
 
@@ -206,8 +258,14 @@ class Stack:
         record = self.table.get(name)
         alive = bool(record and record.alive())
         state = "healthy" if await _http_ok(url + probe) else ("starting" if alive else "down")
-        return ComponentStatus(name, state, pid=record.pid if alive else None, port=port, url=url,
-                               memory_mib=group_pss_mb(record.pid) if alive else None)
+        return ComponentStatus(
+            name,
+            state,
+            pid=record.pid if alive else None,
+            port=port,
+            url=url,
+            memory_mib=group_pss_mb(record.pid) if alive else None,
+        )
 
 
 async def _http_ok(url: str) -> bool:
@@ -222,3 +280,23 @@ def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def settings_env(settings: BaseSettings, *fields: str) -> dict[str, str]:
+    """The environment variables from which `type(settings)()` rebuilds these values: the named fields (default:
+    every field), under the class's env prefix; a nested settings object under its own prefix."""
+    prefix = settings.model_config.get("env_prefix", "")
+    env: dict[str, str] = {}
+    for name in fields or type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, BaseSettings):
+            env |= settings_env(value)
+        elif value is None:
+            continue
+        elif isinstance(value, SecretStr):
+            env[f"{prefix}{name}".upper()] = value.get_secret_value()
+        elif isinstance(value, list):
+            env[f"{prefix}{name}".upper()] = ",".join(map(str, value))
+        elif isinstance(value, str | int | float | bool | Path):
+            env[f"{prefix}{name}".upper()] = str(value)
+    return env

@@ -1,8 +1,8 @@
-"""Where the active LoRA adapter of each domain is recorded (Redis), shared by orchestrator and trainer.
+"""The active LoRA adapter of each domain (an alias in Redis), shared by orchestrator and trainer.
 
-`adapter:active:<domain>` holds an immutable, versioned adapter name (e.g. `general-v3`): never
-reload weights under an existing name (vLLM keys its prefix cache by name). A change is announced
-on the `adapter:active:changed` channel so orchestrators update their cache without polling.
+The alias (`redis_keys.active_adapter(domain)`) holds an immutable, versioned adapter name (e.g. `general-v3`):
+never reload weights under an existing name (vLLM keys its prefix cache by name). A change is announced on
+`redis_keys.ADAPTER_CHANGED_CHANNEL` so orchestrators update their cache without polling.
 """
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import re
 
-ACTIVE_KEY = "adapter:active:{domain}"
-ACTIVE_PATTERN = "adapter:active:*"
-CHANGED_CHANNEL = "adapter:active:changed"
+from redis.asyncio import Redis
+
+from shared import redis_keys
+
+BASE_ADAPTER = "base"  # the adapter name that means "the weak base model, no adapter"
 _VERSION = re.compile(r"-(v\d+)$")
-
-
-def active_key(domain: str) -> str:
-    return ACTIVE_KEY.format(domain=domain)
 
 
 def versioned_name(domain: str, version: int) -> str:
@@ -30,12 +28,16 @@ def version_of(adapter: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-async def set_active_adapter(redis, domain: str, adapter: str | None) -> None:
+async def get_active_adapter(redis: Redis, domain: str) -> str | None:
+    return await redis.get(redis_keys.active_adapter(domain))
+
+
+async def set_active_adapter(redis: Redis, domain: str, adapter: str | None) -> None:
     """Point a domain at an adapter version (None: back to the base model) and announce it."""
     async with redis.pipeline(transaction=True) as pipe:
         if adapter:
-            pipe.set(active_key(domain), adapter)
+            pipe.set(redis_keys.active_adapter(domain), adapter)
         else:
-            pipe.delete(active_key(domain))
-        pipe.publish(CHANGED_CHANNEL, json.dumps({"domain": domain, "adapter": adapter}))
+            pipe.delete(redis_keys.active_adapter(domain))
+        pipe.publish(redis_keys.ADAPTER_CHANGED_CHANNEL, json.dumps({"domain": domain, "adapter": adapter}))
         await pipe.execute()

@@ -23,11 +23,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared.adapters import BASE_ADAPTER  # noqa: F401 - re-exported for the callers of this module
 from shared.prompts import DraftFormat, get_domain, strong_alone_messages, strong_messages, weak_messages
-from shared.schemas import Usage
+from shared.records import Usage
 from shared.upstream import Upstream, UpstreamError
 
-BASE_ADAPTER = "base"  # the adapter name that means "the weak base model, no adapter"
 Mode = Literal["collab", "weak", "strong"]
 MODES: tuple[str, ...] = ("collab", "weak", "strong")
 
@@ -115,8 +115,9 @@ async def _complete(upstream: Upstream, payload: dict, headers: dict[str, str] |
 
 
 class Collaboration:
-    def __init__(self, weak: Upstream, strong: Upstream, weak_model: str, strong_model: str,
-                 limits: Limits | None = None):
+    def __init__(
+        self, weak: Upstream, strong: Upstream, weak_model: str, strong_model: str, limits: Limits | None = None
+    ):
         self.weak, self.strong = weak, strong
         self.weak_model, self.strong_model = weak_model, strong_model
         self.limits = limits or Limits()
@@ -125,9 +126,12 @@ class Collaboration:
     def draft_payload(self, ask: Ask, n: int | None = None) -> dict:
         """The weak model's chat request; `n` > 1 samples several drafts in one request (feedback)."""
         messages = weak_messages(ask.question, ask.domain, ask.context, _draft_format(ask), ask.history)
-        payload = {"model": ask.adapter or self.weak_model, "max_tokens": self.limits.weak_max_tokens,
-                   "messages": messages,
-                   **ask.weak}
+        payload = {
+            "model": ask.adapter or self.weak_model,
+            "max_tokens": self.limits.weak_max_tokens,
+            "messages": messages,
+            **ask.weak,
+        }
         return payload | ({"n": n} if n and n > 1 else {})
 
     def strong_payload(self, ask: Ask, draft: str | None) -> dict:
@@ -137,8 +141,12 @@ class Collaboration:
             messages = strong_messages(ask.question, draft, ask.domain, ask.context, _draft_format(ask), ask.history)
         else:
             messages = strong_alone_messages(ask.question, ask.domain, ask.context, ask.history)
-        return {"model": self.strong_model, "max_tokens": self.limits.strong_max_tokens, "messages": messages,
-                **ask.strong}
+        return {
+            "model": self.strong_model,
+            "max_tokens": self.limits.strong_max_tokens,
+            "messages": messages,
+            **ask.strong,
+        }
 
     # --- stages ---------------------------------------------------------------------------
     async def draft(self, ask: Ask, headers: dict[str, str] | None = None) -> Stage:
@@ -163,8 +171,9 @@ class Collaboration:
             return draft.text, f"strong_unavailable: {error}"
         if draft.text:
             raise CollaborationFailed("strong_unavailable", f"the strong model failed: {error}")
-        raise CollaborationFailed("models_unavailable",
-                                  f"both model servers are unavailable. weak: {draft.error}; strong: {error}")
+        raise CollaborationFailed(
+            "models_unavailable", f"both model servers are unavailable. weak: {draft.error}; strong: {error}"
+        )
 
     async def run(self, ask: Ask, headers: dict[str, str] | None = None) -> Outcome:
         """Draft, then refine (or one model alone, by `ask.mode`); degraded instead of failing where the

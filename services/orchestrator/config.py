@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 from shared.collaboration import Limits
-from shared.config import CowestSettings
+from shared.config import CowestSettings, Endpoints
 from shared.domains import BUILTIN as BUILTIN_DOMAINS
 
 
@@ -19,12 +18,8 @@ class OrchestratorSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    # Upstreams: any OpenAI-compatible base URL (ending in /v1).
-    weak_url: str = "http://127.0.0.1:8001/v1"
-    weak_model: str = "SmolLM2-135M-Instruct"  # the base model's served name
-    strong_url: str = "http://127.0.0.1:8002/v1"
-    strong_model: str = "Qwen2.5-Coder-0.5B-Instruct"
-    strong_api_key: SecretStr | None = None
+    # The weak and strong model servers and Redis (env COWEST_WEAK_URL, COWEST_STRONG_URL, ...; shared/config.py).
+    endpoints: Endpoints = Field(default_factory=Endpoints)
     # Timeouts per stage (seconds) and the strong endpoint's retry policy.
     connect_timeout_s: float = 3.0
     weak_timeout_s: float = 120.0
@@ -47,17 +42,19 @@ class OrchestratorSettings(BaseSettings):
     domains: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(BUILTIN_DOMAINS))
     # Bearer keys; empty = no auth. Read from COWEST_API_KEYS (comma-separated).
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, repr=False, validation_alias=AliasChoices("COWEST_API_KEYS", "COWEST_ORCH_API_KEYS"))
-    redis_url: str = Field(default_factory=lambda: CowestSettings().redis_url,
-                           validation_alias=AliasChoices("COWEST_REDIS_URL", "REDIS_URL"))
+        default_factory=list, repr=False, validation_alias=AliasChoices("COWEST_API_KEYS", "COWEST_ORCH_API_KEYS")
+    )
     redis_timeout_s: float = 0.5  # a slow Redis must not slow a request: spool instead
     traces_maxlen: int = 1_000_000  # approximate cap of each stream (XADD MAXLEN ~)
     spool_path: Path = Field(default_factory=lambda: CowestSettings().home_dir / "spool" / "orchestrator.jsonl")
     alias_refresh_s: float = 30.0  # full re-read of the alias keys, in case a notification was missed
 
     def limits(self) -> Limits:
-        return Limits(weak_max_tokens=self.weak_max_tokens, strong_max_tokens=self.strong_max_tokens,
-                      strong_fallback=self.strong_fallback)
+        return Limits(
+            weak_max_tokens=self.weak_max_tokens,
+            strong_max_tokens=self.strong_max_tokens,
+            strong_fallback=self.strong_fallback,
+        )
 
     @field_validator("domains", "api_keys", mode="before")
     @classmethod

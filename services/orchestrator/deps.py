@@ -15,7 +15,7 @@ from services.orchestrator.errors import APIError
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.pipeline import Collaborator
 from services.orchestrator.tracelog import TraceLog
-from shared import domains
+from shared import domains, redis_keys
 from shared.upstream import Upstream, UpstreamError
 
 
@@ -61,20 +61,44 @@ class AppState:
     def create(cls, settings: OrchestratorSettings) -> AppState:
         metrics = Metrics()
         # Short timeouts on the logging client: a slow Redis must spool, not stall requests.
-        redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
-                               socket_connect_timeout=settings.redis_timeout_s)
-        pubsub_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, health_check_interval=10)
-        weak = Upstream("weak", settings.weak_url, timeout_s=settings.weak_timeout_s,
-                        connect_timeout_s=settings.connect_timeout_s)
-        strong = Upstream("strong", settings.strong_url, timeout_s=settings.strong_timeout_s,
-                          connect_timeout_s=settings.connect_timeout_s, retries=settings.strong_retries,
-                          retry_max_wait_s=settings.retry_max_wait_s,
-                          api_key=settings.strong_api_key.get_secret_value() if settings.strong_api_key else None)
+        redis = redis_keys.connect(
+            settings.endpoints.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        pubsub_redis = redis_keys.connect(
+            settings.endpoints.redis_url, socket_connect_timeout=2.0, health_check_interval=10
+        )
+        weak = Upstream(
+            "weak",
+            settings.endpoints.weak_url,
+            timeout_s=settings.weak_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+        )
+        strong = Upstream(
+            "strong",
+            settings.endpoints.strong_url,
+            timeout_s=settings.strong_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            retries=settings.strong_retries,
+            retry_max_wait_s=settings.retry_max_wait_s,
+            api_key=settings.endpoints.strong_key(),
+        )
         aliases = AdapterAliases(pubsub_redis, settings.alias_refresh_s, on_change=metrics.set_active_adapter)
         log = TraceLog(redis, settings.spool_path, maxlen=settings.traces_maxlen, timeout_s=settings.redis_timeout_s)
         collaborator = Collaborator(settings, weak, strong, aliases, log, metrics)
-        return cls(settings, redis, pubsub_redis, weak, strong, aliases, log, metrics, collaborator,
-                   ModelDirectory(weak, strong))
+        return cls(
+            settings,
+            redis,
+            pubsub_redis,
+            weak,
+            strong,
+            aliases,
+            log,
+            metrics,
+            collaborator,
+            ModelDirectory(weak, strong),
+        )
 
     async def aclose(self) -> None:
         await self.weak.aclose()
@@ -96,5 +120,9 @@ def require_api_key(request: Request) -> None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
-        raise APIError(401, "invalid or missing API key: send `Authorization: Bearer <key>`",
-                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        raise APIError(
+            401,
+            "invalid or missing API key: send `Authorization: Bearer <key>`",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

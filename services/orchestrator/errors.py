@@ -15,29 +15,56 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 OPENAI_ROUTES = ("/v1/chat/completions",)
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable", 504: "timeout"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
 class APIError(Exception):
-    def __init__(self, status_code: int, message: str, *, code: str | None = None, param: str | None = None,
-                 type: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status_code, self.message, self.code, self.param = status_code, message, code, param
         self.type = type or _TYPES.get(status_code, "server_error")
         self.headers = headers or {}
 
 
-def error_body(status_code: int, message: str, *, code: str | None = None, param: str | None = None,
-               type: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type or _TYPES.get(status_code, "server_error"),
-                      "param": param, "code": code}}
+def error_body(
+    status_code: int, message: str, *, code: str | None = None, param: str | None = None, type: str | None = None
+) -> dict:
+    return {
+        "error": {
+            "message": message,
+            "type": type or _TYPES.get(status_code, "server_error"),
+            "param": param,
+            "code": code,
+        }
+    }
 
 
 def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(error_body(exc.status_code, exc.message, code=exc.code, param=exc.param, type=exc.type),
-                        status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        error_body(exc.status_code, exc.message, code=exc.code, param=exc.param, type=exc.type),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
 
 
 def _describe(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -75,11 +102,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(exc.status_code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s", request.url.path)
-        return JSONResponse(error_body(500, "internal error; see the orchestrator log", code="internal_error"),
-                            status_code=500)
+        return JSONResponse(
+            error_body(500, "internal error; see the orchestrator log", code="internal_error"), status_code=500
+        )

@@ -12,16 +12,34 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("cowest_requests", "Requests by route, domain and status",
-                                ["route", "domain", "status"], registry=self.registry)
-        self.stage_latency = Histogram("cowest_stage_latency_seconds", "Latency per stage (weak, strong, total)",
-                                       ["stage", "domain"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.degraded = Counter("cowest_degraded", "Answers given in a degraded mode, by reason",
-                                ["domain", "reason"], registry=self.registry)
-        self.active_adapter = Gauge("cowest_active_adapter_info", "The active adapter version of each domain (1)",
-                                    ["domain", "adapter"], registry=self.registry)
-        self.log_backlog = Gauge("cowest_log_backlog", "Log records waiting in the local spool for Redis",
-                                 registry=self.registry)
+        self.requests = Counter(
+            "cowest_requests",
+            "Requests by route, domain and status",
+            ["route", "domain", "status"],
+            registry=self.registry,
+        )
+        self.stage_latency = Histogram(
+            "cowest_stage_latency_seconds",
+            "Latency per stage (weak, strong, total)",
+            ["stage", "domain"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.degraded = Counter(
+            "cowest_degraded",
+            "Answers given in a degraded mode, by reason",
+            ["domain", "reason"],
+            registry=self.registry,
+        )
+        self.active_adapter = Gauge(
+            "cowest_active_adapter_info",
+            "The active adapter version of each domain (1)",
+            ["domain", "adapter"],
+            registry=self.registry,
+        )
+        self.log_backlog = Gauge(
+            "cowest_log_backlog", "Log records waiting in the local spool for Redis", registry=self.registry
+        )
         self._adapters: dict[str, str] = {}
 
     def set_active_adapter(self, domain: str, adapter: str | None) -> None:

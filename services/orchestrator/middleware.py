@@ -43,11 +43,16 @@ class RequestContextMiddleware:
 
         async def reject() -> None:
             nonlocal rejected
-            body = json.dumps(error_body(413, f"request body larger than {self.max_body_bytes} bytes",
-                                         code="request_too_large")).encode()
-            await send_with_ids({"type": "http.response.start", "status": 413,
-                                 "headers": [(b"content-type", b"application/json"),
-                                             (b"content-length", str(len(body)).encode())]})
+            body = json.dumps(
+                error_body(413, f"request body larger than {self.max_body_bytes} bytes", code="request_too_large")
+            ).encode()
+            await send_with_ids(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
             await send_with_ids({"type": "http.response.body", "body": body})
             rejected = True
 

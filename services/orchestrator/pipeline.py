@@ -21,7 +21,7 @@ from services.orchestrator.protocol import Sampling
 from services.orchestrator.tracelog import TraceLog
 from shared.collaboration import BASE_ADAPTER, Ask, Collaboration, CollaborationFailed, Mode, Stage
 from shared.prompts import DraftFormat
-from shared.schemas import TraceRecord, Usage
+from shared.records import TraceRecord, Usage
 from shared.upstream import Upstream, UpstreamError
 
 BASE_MODEL = BASE_ADAPTER  # the `adapter` override that means no adapter
@@ -74,10 +74,19 @@ def _unavailable(exc: CollaborationFailed) -> APIError:
 
 
 class Collaborator:
-    def __init__(self, settings: OrchestratorSettings, weak: Upstream, strong: Upstream,
-                 aliases: AdapterAliases, log: TraceLog, metrics: Metrics):
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        weak: Upstream,
+        strong: Upstream,
+        aliases: AdapterAliases,
+        log: TraceLog,
+        metrics: Metrics,
+    ):
         self.settings, self.aliases, self.log, self.metrics = settings, aliases, log, metrics
-        self.collab = Collaboration(weak, strong, settings.weak_model, settings.strong_model, settings.limits())
+        self.collab = Collaboration(
+            weak, strong, settings.endpoints.weak_model, settings.endpoints.strong_model, settings.limits()
+        )
 
     def ask(self, q: Question) -> Ask:
         """The collaboration request: the domain's active adapter unless the request names one; the mode the
@@ -86,12 +95,25 @@ class Collaborator:
         adapter = active if q.adapter is None else (None if q.adapter == BASE_MODEL else q.adapter)
         mode = q.mode
         if mode is None:
-            drafts_help = (active is not None or q.adapter is not None or q.draft is not None
-                           or self.settings.draft_policy == "always")
+            drafts_help = (
+                active is not None
+                or q.adapter is not None
+                or q.draft is not None
+                or self.settings.draft_policy == "always"
+            )
             mode = "collab" if drafts_help else "strong"
-        return Ask(question=q.question, domain=q.domain, adapter=adapter, draft_format=q.draft_format,
-                   context=q.context, history=q.history, weak=q.weak.params(), strong=q.strong.params(), mode=mode,
-                   draft=q.draft)
+        return Ask(
+            question=q.question,
+            domain=q.domain,
+            adapter=adapter,
+            draft_format=q.draft_format,
+            context=q.context,
+            history=q.history,
+            weak=q.weak.params(),
+            strong=q.strong.params(),
+            mode=mode,
+            draft=q.draft,
+        )
 
     # --- stages ---------------------------------------------------------------------------
     async def draft(self, q: Question) -> Stage:
@@ -130,7 +152,7 @@ class Collaborator:
     async def stream(self, q: Question, draft: Stage, include_usage: bool) -> AsyncIterator[dict]:
         """The strong refinement as OpenAI stream deltas ({"content"} / {"usage"} / {"degraded"});
         records the trace when the stream ends, however it ends."""
-        strong = Stage(model=self.settings.strong_model)
+        strong = Stage(model=self.settings.endpoints.strong_model)
         parts: list[str] = []
         degraded = None if draft.error is None else f"weak_unavailable: {draft.error}"
         t0 = time.perf_counter()
@@ -149,7 +171,9 @@ class Collaborator:
                 strong.error = str(exc)
                 if parts:  # tokens already went out: no clean fallback, report the error in-stream
                     degraded = f"strong_interrupted: {exc}"
-                    yield {"error": APIError(502, f"the strong model failed mid-stream: {exc}", code="strong_interrupted")}
+                    yield {
+                        "error": APIError(502, f"the strong model failed mid-stream: {exc}", code="strong_interrupted")
+                    }
                     return
                 answer, degraded = self.fallback(q, draft, strong.error)
                 parts.append(answer)
@@ -170,13 +194,31 @@ class Collaborator:
         self.metrics.stage_latency.labels("total", q.domain).observe(o.latency_ms / 1000)
         if o.degraded:
             self.metrics.degraded.labels(q.domain, o.degraded.split(":")[0]).inc()
-        await self.log.log_trace(TraceRecord(
-            trace_id=q.trace_id, domain=q.domain, draft_format=q.draft_format.value, question=q.question,
-            context=q.context, history=q.history, draft=o.draft.text, answer=o.answer,
-            weak_model=o.draft.model, weak_adapter=o.draft.adapter, strong_model=o.strong.model,
-            weak_latency_ms=o.draft.latency_ms, strong_latency_ms=o.strong.latency_ms, latency_ms=o.latency_ms,
-            weak_usage=o.draft.usage, strong_usage=o.strong.usage, degraded=o.degraded,
-            request_id=q.request_id, api=q.api, mode=q.mode or "collab", metadata=q.metadata))
+        await self.log.log_trace(
+            TraceRecord(
+                trace_id=q.trace_id,
+                domain=q.domain,
+                draft_format=q.draft_format.value,
+                question=q.question,
+                context=q.context,
+                history=q.history,
+                draft=o.draft.text,
+                answer=o.answer,
+                weak_model=o.draft.model,
+                weak_adapter=o.draft.adapter,
+                strong_model=o.strong.model,
+                weak_latency_ms=o.draft.latency_ms,
+                strong_latency_ms=o.strong.latency_ms,
+                latency_ms=o.latency_ms,
+                weak_usage=o.draft.usage,
+                strong_usage=o.strong.usage,
+                degraded=o.degraded,
+                request_id=q.request_id,
+                api=q.api,
+                mode=q.mode or "collab",
+                metadata=q.metadata,
+            )
+        )
         self.metrics.log_backlog.set(self.log.backlog)
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domains import DomainSpec
 from shared.prompts import DraftFormat
-from shared.schemas import Usage
+from shared.records import Usage
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -70,8 +70,13 @@ class ChatCompletionRequest(BaseModel):
     context: str | None = None
 
     def sampling(self) -> Sampling:
-        return Sampling(max_tokens=self.max_completion_tokens or self.max_tokens, temperature=self.temperature,
-                        top_p=self.top_p, seed=self.seed, stop=self.stop)
+        return Sampling(
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop=self.stop,
+        )
 
 
 class CollaborateRequest(BaseModel):

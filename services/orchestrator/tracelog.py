@@ -1,6 +1,6 @@
 """The trace and feedback log: Redis streams, with a local append-only spool when Redis is away.
 
-- Every record is written with one Lua script that sets `cowest:logged:<record id>` (NX) and only
+- Every record is written with one Lua script that sets `redis_keys.logged(record id)` (NX) and only
   then XADDs: a record replayed twice (say, the process died after XADD but before trimming the
   spool) is stored once.
 - When an XADD fails or times out, the record goes to the spool file (fsynced JSON lines) and so do
@@ -21,10 +21,10 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM, FeedbackRecord, StreamRecord, TraceRecord
+from shared.records import FeedbackRecord, StreamRecord, TraceRecord
+from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, logged
 
 logger = logging.getLogger(__name__)
-LOGGED_KEY = "cowest:logged:{id}"
 KEEP_IDS_S = 30 * 24 * 3600  # how long a record id stays known (feedback 404s and de-duplication)
 XADD_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
@@ -36,8 +36,16 @@ LOG_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class TraceLog:
-    def __init__(self, redis: Redis, spool_path: Path, *, maxlen: int = 1_000_000, timeout_s: float = 0.5,
-                 replay_interval_s: float = 1.0, remember: int = 10_000):
+    def __init__(
+        self,
+        redis: Redis,
+        spool_path: Path,
+        *,
+        maxlen: int = 1_000_000,
+        timeout_s: float = 0.5,
+        replay_interval_s: float = 1.0,
+        remember: int = 10_000,
+    ):
         self.redis = redis
         self.spool_path = spool_path
         self.maxlen = maxlen
@@ -75,7 +83,7 @@ class TraceLog:
 
     async def _xadd(self, stream: str, fields: dict[str, str]) -> None:
         args = [KEEP_IDS_S, self.maxlen, *[x for kv in fields.items() for x in kv]]
-        keys = [stream, LOGGED_KEY.format(id=fields["id"])]
+        keys = [stream, logged(fields["id"])]
         await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout_s)
 
     def _spool(self, stream: str, fields: dict[str, str]) -> None:
@@ -135,6 +143,6 @@ class TraceLog:
         if trace_id in self._recent:
             return True
         try:
-            return bool(await asyncio.wait_for(self.redis.exists(LOGGED_KEY.format(id=trace_id)), self.timeout_s))
+            return bool(await asyncio.wait_for(self.redis.exists(logged(trace_id)), self.timeout_s))
         except LOG_ERRORS:
             return None

@@ -13,7 +13,7 @@ import threading
 
 
 def parse_cpus(spec: str) -> set[int]:
-    """"1", "0-1" or "0,2-3" -> the set of core ids (the format of VLLM_CPU_OMP_THREADS_BIND)."""
+    """ "1", "0-1" or "0,2-3" -> the set of core ids (the format of VLLM_CPU_OMP_THREADS_BIND)."""
     cores: set[int] = set()
     for part in spec.split(","):
         lo, _, hi = part.strip().partition("-")

@@ -1,4 +1,5 @@
-"""How the embedded llama.cpp strong server is launched: settings in, argv out.
+"""How the embedded strong server is launched (env prefix COWEST_STRONG_): on llama.cpp (`LlamaCppServerSettings`)
+or on vLLM (`StrongServerSettings`, no LoRA), whichever engine the profile names (shared/catalog.py).
 
 Why llama.cpp for the strong model: it serves the 4-bit GGUF file the model ships as, and on these CPUs
 decoding is memory-bandwidth bound, and 4-bit weights decode the 1.5B model ~3x faster single-stream than
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.vllm_launch import VllmServerSettings
 
 
 class LlamaCppServerSettings(BaseSettings):
@@ -33,7 +36,32 @@ class LlamaCppServerSettings(BaseSettings):
         return f"http://{self.host}:{self.port}"
 
     def argv(self, gguf: Path, served_name: str) -> list[str]:
-        return [sys.executable, "-m", "services.strong_server.llamacpp", "--model", str(gguf),
-                "--served-model-name", served_name, "--host", self.host, "--port", str(self.port),
-                "--cpus", self.cpu_bind, "--threads", str(self.threads), "--parallel", str(self.parallel),
-                "--ctx-per-slot", str(self.ctx_per_slot), "--batch-tokens", str(self.batch_tokens)]
+        return [
+            sys.executable,
+            "-m",
+            "services.strong_server.llamacpp",
+            "--model",
+            str(gguf),
+            "--served-model-name",
+            served_name,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--cpus",
+            self.cpu_bind,
+            "--threads",
+            str(self.threads),
+            "--parallel",
+            str(self.parallel),
+            "--ctx-per-slot",
+            str(self.ctx_per_slot),
+            "--batch-tokens",
+            str(self.batch_tokens),
+        ]
+
+
+class StrongServerSettings(VllmServerSettings):
+    model_config = SettingsConfigDict(env_prefix="COWEST_STRONG_", extra="ignore")
+    port: int = 8002
+    cpu_bind: str = "1"

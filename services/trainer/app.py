@@ -15,7 +15,6 @@ from dataclasses import asdict
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
-from redis.asyncio import Redis
 
 from services.trainer.collab import CollabClient
 from services.trainer.collector import Collector
@@ -25,7 +24,8 @@ from services.trainer.rounds import RoundRunner
 from services.trainer.store import Item, TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
 from shared import domains as domain_specs
-from shared.adapters import active_key
+from shared import redis_keys
+from shared.adapters import get_active_adapter
 from shared.watch import watch
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Trainer:
 
     def __init__(self, settings: TrainerSettings):
         self.settings = settings
-        self.redis = Redis.from_url(settings.redis_url)
+        self.redis = redis_keys.connect(settings.endpoints.redis_url)
         self.store = TrainerStore(self.redis)
         self.registry = AdapterRegistry(settings.adapters_dir)
         self.collab = CollabClient(settings)
@@ -96,9 +96,10 @@ class Trainer:
         self.backoff = FailureBackoff(settings.failed_round_backoff_s)
 
     async def domains(self) -> list[str]:
-        keys = [k.decode().rsplit(":", 1)[1] async for k in self.redis.scan_iter(match="cowest:round:*")]
-        pair_keys = [k.decode().split(":")[2] async for k in self.redis.scan_iter(match="cowest:pairs:*")]
-        return sorted(set(keys) | set(pair_keys) | set(self.registry.domains()))
+        found = set(self.registry.domains())
+        for pattern in (redis_keys.ROUND_PATTERN, redis_keys.PAIRS_PATTERN):
+            found |= {redis_keys.domain_of(key) async for key in self.redis.scan_iter(match=pattern)}
+        return sorted(found)
 
     async def trigger_loop(self) -> None:
         while True:
@@ -109,14 +110,17 @@ class Trainer:
                     if await self.store.manual_rounds(domain) or self.backoff.blocked(domain, time.time()):
                         continue
                     pairs = len(await self.store.pending_pairs(domain))
-                    due = (self.settings.round_interval_s > 0 and time.time() - self._last_scheduled.get(domain, 0)
-                           >= self.settings.round_interval_s)
+                    due = (
+                        self.settings.round_interval_s > 0
+                        and time.time() - self._last_scheduled.get(domain, 0) >= self.settings.round_interval_s
+                    )
                     if pairs >= self.settings.min_pairs_per_round or (due and pairs):
                         self._last_scheduled[domain] = time.time()
                         result = await self.rounds.run(domain, force=due)
                         if wait := self.backoff.record(domain, result.status, time.time()):
-                            logger.warning("automatic rounds of %s paused for %.0f s after: %s", domain, wait,
-                                           result.detail)
+                            logger.warning(
+                                "automatic rounds of %s paused for %.0f s after: %s", domain, wait, result.detail
+                            )
             except Exception:  # noqa: BLE001 - the loop must outlive Redis or vLLM outages
                 logger.exception("round trigger pass failed")
 
@@ -135,8 +139,9 @@ class Trainer:
         await domain_specs.load_registered(self.redis)
 
     async def watch_domains(self) -> None:
-        await watch(self.redis, domain_specs.CHANGED_CHANNEL, self.sync_domains, self.sync_domains, 30.0,
-                    "domain spec")
+        await watch(
+            self.redis, redis_keys.DOMAINS_CHANGED_CHANNEL, self.sync_domains, self.sync_domains, 30.0, "domain spec"
+        )
 
     async def aclose(self) -> None:
         await self.collab.aclose()
@@ -151,8 +156,10 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         trainer = Trainer(settings)
         app.state.trainer = trainer
-        tasks = [asyncio.create_task(loop()) for loop in
-                 (trainer.collector.run, trainer.trigger_loop, trainer.reconcile_loop, trainer.watch_domains)]
+        tasks = [
+            asyncio.create_task(loop())
+            for loop in (trainer.collector.run, trainer.trigger_loop, trainer.reconcile_loop, trainer.watch_domains)
+        ]
         try:
             yield
         finally:
@@ -176,11 +183,14 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
         domains = {}
         for domain in await t.domains():
             round_ = await t.store.round(domain)
-            active = await t.redis.get(active_key(domain))
-            domains[domain] = {"round": round_, "pending_pairs": len(await t.store.pending_pairs(domain)),
-                               "active": active.decode() if active else None,
-                               "heldout_items": len(await t.store.heldout(domain)),
-                               "auto_rounds": not await t.store.manual_rounds(domain)}
+            active = await get_active_adapter(t.redis, domain)
+            domains[domain] = {
+                "round": round_,
+                "pending_pairs": len(await t.store.pending_pairs(domain)),
+                "active": active,
+                "heldout_items": len(await t.store.heldout(domain)),
+                "auto_rounds": not await t.store.manual_rounds(domain),
+            }
         return {"domains": domains, "processed_questions": t.collector.processed, **t.rounds.status()}
 
     @app.get("/adapters")
@@ -196,8 +206,16 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
 
     @app.post("/feedback/build")
     async def feedback_build(body: BuildRequest, request: Request) -> dict:
-        items = [Item(id=i.id or question_key(body.domain, i.question), domain=body.domain, question=i.question,
-                      answer=i.answer, context=i.context) for i in body.items]
+        items = [
+            Item(
+                id=i.id or question_key(body.domain, i.question),
+                domain=body.domain,
+                question=i.question,
+                answer=i.answer,
+                context=i.context,
+            )
+            for i in body.items
+        ]
         await trainer_of(request).sync_domains()
         report = await trainer_of(request).collector.build(items, body.limit)
         return {"domain": body.domain, **asdict(report), "pair_yield": report.pair_yield}

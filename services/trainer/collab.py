@@ -35,20 +35,39 @@ class Feedback:
 class CollabClient:
     def __init__(self, settings: TrainerSettings):
         self.settings = settings
-        key = settings.strong_api_key.get_secret_value() if settings.strong_api_key else None
-        weak = Upstream("weak", f"{settings.weak_url}/v1", timeout_s=settings.request_timeout_s, connect_timeout_s=5.0)
-        strong = Upstream("strong", settings.strong_url, timeout_s=settings.request_timeout_s, connect_timeout_s=5.0,
-                          retries=settings.strong_retries, api_key=key)
-        self.collab = Collaboration(weak, strong, settings.weak_model, settings.strong_model,
-                                    Limits(weak_max_tokens=settings.draft_max_tokens,
-                                           strong_max_tokens=settings.strong_max_tokens))
+        ends = settings.endpoints
+        key = ends.strong_key()
+        weak = Upstream("weak", ends.weak_url, timeout_s=settings.request_timeout_s, connect_timeout_s=5.0)
+        strong = Upstream(
+            "strong",
+            ends.strong_url,
+            timeout_s=settings.request_timeout_s,
+            connect_timeout_s=5.0,
+            retries=settings.strong_retries,
+            api_key=key,
+        )
+        self.collab = Collaboration(
+            weak,
+            strong,
+            ends.weak_model,
+            ends.strong_model,
+            Limits(weak_max_tokens=settings.draft_max_tokens, strong_max_tokens=settings.strong_max_tokens),
+        )
 
     async def aclose(self) -> None:
         await self.collab.weak.aclose()
         await self.collab.strong.aclose()
 
-    async def drafts(self, question: str, domain: str, adapter: str | None, n: int, temperature: float,
-                     context: str | None = None, seed: int | None = None) -> list[str]:
+    async def drafts(
+        self,
+        question: str,
+        domain: str,
+        adapter: str | None,
+        n: int,
+        temperature: float,
+        context: str | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
         sampling = {"temperature": temperature} | ({"seed": seed} if seed is not None else {})
         return await self.collab.drafts(Ask(question, domain, adapter, context=context, weak=sampling), n)
 
@@ -59,13 +78,19 @@ class CollabClient:
         return stage.text or ""
 
     async def judge(self, question: str, answer: str) -> float:
-        body = await self.collab.strong.chat({
-            "model": self.settings.strong_model, "temperature": 0, "max_tokens": 8,
-            "messages": [{"role": "user", "content": JUDGE_PROMPT.format(question=question, answer=answer)}]})
+        body = await self.collab.strong.chat(
+            {
+                "model": self.settings.endpoints.strong_model,
+                "temperature": 0,
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": JUDGE_PROMPT.format(question=question, answer=answer)}],
+            }
+        )
         return parse_judge_score(body["choices"][0]["message"]["content"] or "")
 
-    async def collaborate(self, question: str, domain: str, adapter: str | None, reference: str | None,
-                          context: str | None = None) -> tuple[str, str, float]:
+    async def collaborate(
+        self, question: str, domain: str, adapter: str | None, reference: str | None, context: str | None = None
+    ) -> tuple[str, str, float]:
         """One greedy collaboration, exactly as serving runs it: (draft, answer, score). A degraded answer
         (a server failed) raises instead of being scored."""
         outcome = await self.collab.run(Ask(question, domain, adapter, context=context, weak=GREEDY, strong=GREEDY))
@@ -74,16 +99,30 @@ class CollabClient:
         draft = outcome.draft.text or ""
         return draft, outcome.answer, await evaluate(domain, question, outcome.answer, reference, self.judge)
 
-    async def feedback(self, question: str, domain: str, adapter: str | None, reference: str | None,
-                       context: str | None = None, seed: int | None = None) -> Feedback:
+    async def feedback(
+        self,
+        question: str,
+        domain: str,
+        adapter: str | None,
+        reference: str | None,
+        context: str | None = None,
+        seed: int | None = None,
+    ) -> Feedback:
         s = self.settings
         alone, drafts = await asyncio.gather(
             self.refine(question, domain, None, context),
-            self.drafts(question, domain, adapter, s.k_drafts, s.draft_temperature, context, seed))
+            self.drafts(question, domain, adapter, s.k_drafts, s.draft_temperature, context, seed),
+        )
         refined = await asyncio.gather(*(self.refine(question, domain, d, context) for d in drafts))
         scores = await asyncio.gather(
             evaluate(domain, question, alone, reference, self.judge),
-            *(evaluate(domain, question, r, reference, self.judge) for r in refined))
+            *(evaluate(domain, question, r, reference, self.judge) for r in refined),
+        )
         prompt = weak_messages(question, domain, context, get_domain(domain).draft_format)
-        return Feedback(question, prompt, alone, scores[0],
-                        [ScoredDraft(d, r, sc) for d, r, sc in zip(drafts, refined, scores[1:], strict=True)])
+        return Feedback(
+            question,
+            prompt,
+            alone,
+            scores[0],
+            [ScoredDraft(d, r, sc) for d, r, sc in zip(drafts, refined, scores[1:], strict=True)],
+        )

@@ -1,6 +1,6 @@
 """Turns traffic and datasets into preference pairs.
 
-Reads `cowest:traces` and `cowest:feedback` with a Redis consumer group (XREADGROUP, XACK after the
+Reads the trace and feedback streams (shared/redis_keys.py) with a Redis consumer group (XREADGROUP, XACK after the
 pairs are stored; entries left pending by a crashed consumer are reclaimed with XAUTOCLAIM):
 at-least-once delivery, made idempotent by writing each question's pairs once until a round claims them. A trace is
 remembered until feedback with a `correct_answer` names it; then collaborative feedback is computed
@@ -24,11 +24,11 @@ from services.trainer.collab import CollabClient
 from services.trainer.config import TrainerSettings
 from services.trainer.pairs import PreferencePair, deltas, select_pairs
 from services.trainer.store import Item, TrainerStore, is_heldout
-from shared.adapters import active_key
-from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM, FeedbackRecord, TraceRecord
+from shared.adapters import get_active_adapter
+from shared.records import FeedbackRecord, TraceRecord
+from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
 
 logger = logging.getLogger(__name__)
-GROUP = "cowest-trainer"
 TRACE_WAIT_S = 600  # how long feedback waits (unacknowledged) for its trace to be read
 
 
@@ -76,8 +76,15 @@ class TraceNotSeenYet(Exception):
 
 
 class Collector:
-    def __init__(self, settings: TrainerSettings, redis: Redis, store: TrainerStore, collab: CollabClient,
-                 consumer: str | None = None, reclaim_idle_ms: int = 60_000):
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        redis: Redis,
+        store: TrainerStore,
+        collab: CollabClient,
+        consumer: str | None = None,
+        reclaim_idle_ms: int = 60_000,
+    ):
         self.settings, self.redis, self.store, self.collab = settings, redis, store, collab
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.reclaim_idle_ms = reclaim_idle_ms
@@ -88,14 +95,13 @@ class Collector:
     async def ensure_groups(self) -> None:
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
             try:
-                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                await self.redis.xgroup_create(stream, TRAINER_GROUP, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
     async def active_adapter(self, domain: str) -> str | None:
-        value = await self.redis.get(active_key(domain))
-        return value.decode() if isinstance(value, bytes) else value
+        return await get_active_adapter(self.redis, domain)
 
     # --- one question -----------------------------------------------------------------------
     async def process_item(self, item: Item, trace_ids: list[str] | None = None) -> int:
@@ -115,16 +121,32 @@ class Collector:
         seed = int(hashlib.sha256(f"{item.id}:{round_}".encode()).hexdigest()[:8], 16)  # reproducible drafts
         async with self._sem:
             fb = await self.collab.feedback(item.question, item.domain, adapter, item.answer, item.context, seed=seed)
-        pairs = [PreferencePair(
-            pair_id=f"{item.domain}:{round_}:{item.id}:{i}", domain=item.domain, round=round_, question_id=item.id,
-            prompt=fb.prompt, chosen=c.draft, rejected=r.draft, chosen_delta=dc, rejected_delta=dr,
-            strong_alone_score=fb.strong_alone_score, adapter=adapter, trace_ids=trace_ids or [])
-            for i, (c, r, dc, dr) in enumerate(select_pairs(
-                fb.drafts, fb.strong_alone_score, self.settings.pair_margin, self.settings.max_pairs_per_question))]
+        pairs = [
+            PreferencePair(
+                pair_id=f"{item.domain}:{round_}:{item.id}:{i}",
+                domain=item.domain,
+                round=round_,
+                question_id=item.id,
+                prompt=fb.prompt,
+                chosen=c.draft,
+                rejected=r.draft,
+                chosen_delta=dc,
+                rejected_delta=dr,
+                strong_alone_score=fb.strong_alone_score,
+                adapter=adapter,
+                trace_ids=trace_ids or [],
+            )
+            for i, (c, r, dc, dr) in enumerate(
+                select_pairs(
+                    fb.drafts, fb.strong_alone_score, self.settings.pair_margin, self.settings.max_pairs_per_question
+                )
+            )
+        ]
         stored = await self.store.put_pairs(item.domain, item.question, pairs)
         self.processed += 1
-        return Processed("processed" if stored else "waiting", len(pairs) if stored else 0,
-                         deltas(fb.drafts, fb.strong_alone_score))
+        return Processed(
+            "processed" if stored else "waiting", len(pairs) if stored else 0, deltas(fb.drafts, fb.strong_alone_score)
+        )
 
     async def build(self, items: list[Item], limit: int | None = None) -> BuildReport:
         """The paper's protocol over a labelled set (a training split): every held-out question goes to the
@@ -150,14 +172,12 @@ class Collector:
         return report
 
     # --- the streams ------------------------------------------------------------------------
-    async def handle(self, stream: str, fields: dict) -> None:
-        decoded = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                   for k, v in fields.items()}
+    async def handle(self, stream: str, fields: dict[str, str]) -> None:
         if stream == TRACES_STREAM:
-            trace = TraceRecord.from_fields(decoded)
+            trace = TraceRecord.from_fields(fields)
             await self.store.remember_trace(trace.trace_id, trace.model_dump_json())
             return
-        feedback = FeedbackRecord.from_fields(decoded)
+        feedback = FeedbackRecord.from_fields(fields)
         if feedback.correct_answer is None and feedback.score is None:
             return  # labels and comments stay in the log
         trace = await self.store.trace(feedback.trace_id)
@@ -170,24 +190,30 @@ class Collector:
             await self.store.add_live_score(trace["domain"], trace.get("weak_adapter"), feedback.score)
         if feedback.correct_answer is None:
             return
-        item = Item(id=trace["trace_id"], domain=trace["domain"], question=trace["question"],
-                    answer=feedback.correct_answer, context=trace.get("context"))
+        item = Item(
+            id=trace["trace_id"],
+            domain=trace["domain"],
+            question=trace["question"],
+            answer=feedback.correct_answer,
+            context=trace.get("context"),
+        )
         await self.process_item(item, trace_ids=[trace["trace_id"]])
 
     async def poll(self, block_ms: int = 1000) -> int:
         """One pass: reclaimed pending entries first, then new ones. Returns entries handled."""
         batches = []
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
-            _, claimed, *_ = await self.redis.xautoclaim(stream, GROUP, self.consumer, self.reclaim_idle_ms,
-                                                         start_id="0-0", count=500)
-            own = await self.redis.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=500)  # ours, unacked
+            _, claimed, *_ = await self.redis.xautoclaim(
+                stream, TRAINER_GROUP, self.consumer, self.reclaim_idle_ms, start_id="0-0", count=500
+            )
+            own = await self.redis.xreadgroup(TRAINER_GROUP, self.consumer, {stream: "0"}, count=500)  # ours, unacked
             batches.append((stream, list(claimed) + [e for _, entries in own for e in entries]))
-        fresh = await self.redis.xreadgroup(GROUP, self.consumer, {TRACES_STREAM: ">", FEEDBACK_STREAM: ">"},
-                                            count=50, block=block_ms)
-        for stream, entries in fresh or []:
-            batches.append((stream.decode() if isinstance(stream, bytes) else stream, entries))
+        fresh = await self.redis.xreadgroup(
+            TRAINER_GROUP, self.consumer, {TRACES_STREAM: ">", FEEDBACK_STREAM: ">"}, count=50, block=block_ms
+        )
+        batches += [(stream, entries) for stream, entries in fresh or []]
         handled = 0
-        seen: set[bytes | str] = set()
+        seen: set[tuple[str, str]] = set()
         # Traces before feedback, so a trace and its feedback in one batch join up.
         for stream, entries in sorted(batches, key=lambda b: b[0] != TRACES_STREAM):
             tasks = []
@@ -210,7 +236,7 @@ class Collector:
             return 0  # stays pending: the next pass retries it, after the trace was read
         except (ValueError, KeyError) as exc:
             logger.error("dropping malformed entry %s of %s: %s", entry_id, stream, exc)
-        await self.redis.xack(stream, GROUP, entry_id)  # only after the pairs are stored
+        await self.redis.xack(stream, TRAINER_GROUP, entry_id)  # only after the pairs are stored
         return 1
 
     async def run(self) -> None:

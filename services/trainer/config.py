@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.collaboration import Limits
-from shared.config import CowestSettings
+from shared.config import CowestSettings, Endpoints
 
 
 class TrainerSettings(BaseSettings):
@@ -16,15 +16,10 @@ class TrainerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8003
-    # The weak vLLM server (its admin API too) and the base model it serves.
-    weak_url: str = "http://127.0.0.1:8001"
-    weak_model: str = "SmolLM2-135M-Instruct"
-    base_model_dir: Path = Field(default_factory=lambda: CowestSettings().models_dir / "SmolLM2-135M-Instruct")
-    strong_url: str = "http://127.0.0.1:8002/v1"
-    strong_model: str = "Qwen2.5-Coder-0.5B-Instruct"
-    strong_api_key: SecretStr | None = None
-    redis_url: str = Field(default_factory=lambda: CowestSettings().redis_url,
-                           validation_alias=AliasChoices("COWEST_REDIS_URL", "REDIS_URL"))
+    # The weak vLLM server (its admin API too), the strong model and Redis (shared/config.py), and the weak
+    # base model's weights (what SFT and DPO train on).
+    endpoints: Endpoints = Field(default_factory=Endpoints)
+    base_model_dir: Path = Field(default_factory=lambda: CowestSettings().models_dir / Endpoints().weak_model)
     domains: list[str] | None = None  # the domains this trainer learns; None: every domain it sees
     adapters_dir: Path = Field(default_factory=lambda: CowestSettings().home_dir / "adapters")
     # Collaborative feedback

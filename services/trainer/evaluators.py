@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from shared import domains
 from shared.metrics import exact_match, final_answer, token_f1  # noqa: F401 - re-exported
 
-
 METRICS: dict[str, Callable[[str, str], float]] = {}  # per-domain overrides (tests); else the domain's spec
 
 

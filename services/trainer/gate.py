@@ -58,12 +58,16 @@ class GateDecision:
     variety_active: float | None = None
 
     def metrics(self) -> dict[str, float]:
-        return {f"gate_{k}": float(v) for k, v in asdict(self).items()
-                if isinstance(v, int | float) and not isinstance(v, bool)}
+        return {
+            f"gate_{k}": float(v)
+            for k, v in asdict(self).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
 
 
-async def score_version(collab: CollabClient, domain: str, adapter: str | None, items: list[Item],
-                        concurrency: int) -> list[Scored]:
+async def score_version(
+    collab: CollabClient, domain: str, adapter: str | None, items: list[Item], concurrency: int
+) -> list[Scored]:
     """The served collaboration (greedy draft with `adapter` -> strong) on every item, in item order."""
     sem = asyncio.Semaphore(concurrency)
     metric = metric_for(domain)
@@ -89,23 +93,36 @@ def decide(candidate: list[Scored], active: list[Scored], rules: GateRules) -> G
         return GateDecision(False, f"{n} held-out items, need {rules.min_items} to judge a candidate", n)
     diffs = [c.collab - a.collab for c, a in zip(candidate, active, strict=True)]
     d = GateDecision(
-        False, "", n, candidate=statistics.fmean(c.collab for c in candidate),
-        active=statistics.fmean(a.collab for a in active), diff_ci=bootstrap_ci(diffs),
-        weak_candidate=statistics.fmean(c.weak for c in candidate), weak_active=statistics.fmean(a.weak for a in active),
-        variety_candidate=variety(candidate), variety_active=variety(active))
+        False,
+        "",
+        n,
+        candidate=statistics.fmean(c.collab for c in candidate),
+        active=statistics.fmean(a.collab for a in active),
+        diff_ci=bootstrap_ci(diffs),
+        weak_candidate=statistics.fmean(c.weak for c in candidate),
+        weak_active=statistics.fmean(a.weak for a in active),
+        variety_candidate=variety(candidate),
+        variety_active=variety(active),
+    )
     tol = rules.tolerance
     if d.candidate == 0 and d.active == 0:
         d.reason = "both versions score 0 on every held-out item: no evidence for the candidate"
     elif d.candidate < d.active - tol:
-        d.reason = f"collaboration {d.candidate:.3f} < active {d.active:.3f} - {tol} (paired diff CI " \
-                   f"[{d.diff_ci[0]:+.3f}, {d.diff_ci[1]:+.3f}])"
+        d.reason = (
+            f"collaboration {d.candidate:.3f} < active {d.active:.3f} - {tol} (paired diff CI "
+            f"[{d.diff_ci[0]:+.3f}, {d.diff_ci[1]:+.3f}])"
+        )
     elif d.weak_candidate < d.weak_active - tol:
         d.reason = f"the weak model's own drafts got worse: {d.weak_candidate:.3f} < {d.weak_active:.3f} - {tol}"
     elif d.variety_candidate < rules.min_variety * d.variety_active:
-        d.reason = (f"the drafts collapsed: {d.variety_candidate:.2f} distinct answers per item vs "
-                    f"{d.variety_active:.2f} for the active version")
+        d.reason = (
+            f"the drafts collapsed: {d.variety_candidate:.2f} distinct answers per item vs "
+            f"{d.variety_active:.2f} for the active version"
+        )
     else:
         d.passed = True
-        d.reason = (f"gate passed: collaboration {d.candidate:.3f} vs {d.active:.3f} on {n} items (paired diff CI "
-                    f"[{d.diff_ci[0]:+.3f}, {d.diff_ci[1]:+.3f}]), drafts {d.weak_candidate:.3f} vs {d.weak_active:.3f}")
+        d.reason = (
+            f"gate passed: collaboration {d.candidate:.3f} vs {d.active:.3f} on {n} items (paired diff CI "
+            f"[{d.diff_ci[0]:+.3f}, {d.diff_ci[1]:+.3f}]), drafts {d.weak_candidate:.3f} vs {d.weak_active:.3f}"
+        )
     return d

@@ -61,22 +61,43 @@ class JobConfig:
 def _common_args(cfg: JobConfig) -> dict:
     micro = min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size)
     # DPOConfig/SFTConfig defaults assume a GPU (bf16, gradient checkpointing): on the CPU, bf16 only when asked.
-    return dict(output_dir=cfg.output_dir, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
-                per_device_train_batch_size=micro, gradient_accumulation_steps=max(1, cfg.batch_size // micro),
-                bf16=cfg.bf16,
-                fp16=False, gradient_checkpointing=False, use_cpu=True, seed=cfg.seed, data_seed=cfg.seed,
-                logging_steps=1, save_strategy="no", report_to=[], max_length=cfg.max_length,
-                dataloader_num_workers=0, disable_tqdm=True)
+    return dict(
+        output_dir=cfg.output_dir,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=max(1, cfg.batch_size // micro),
+        bf16=cfg.bf16,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        max_length=cfg.max_length,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
 
 
 def _stop_rule_args(cfg: JobConfig) -> dict:
     """Evaluate and checkpoint every `eval_steps` (outside the adapter's directory), keep the best by held-out loss."""
     if not cfg.eval_file:
         return {}
-    return dict(eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.eval_steps,
-                save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss",
-                greater_is_better=False, per_device_eval_batch_size=cfg.batch_size,
-                output_dir=f"{cfg.output_dir}.checkpoints")
+    return dict(
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        per_device_eval_batch_size=cfg.batch_size,
+        output_dir=f"{cfg.output_dir}.checkpoints",
+    )
 
 
 def _stop_rule(cfg: JobConfig) -> dict:
@@ -85,8 +106,10 @@ def _stop_rule(cfg: JobConfig) -> dict:
     from datasets import load_dataset
     from transformers import EarlyStoppingCallback
 
-    return dict(eval_dataset=load_dataset("json", data_files=cfg.eval_file, split="train"),
-                callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)])
+    return dict(
+        eval_dataset=load_dataset("json", data_files=cfg.eval_file, split="train"),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
+    )
 
 
 def _best_step(checkpoint: str | None) -> int | None:
@@ -106,8 +129,13 @@ def _model_and_peft(cfg: JobConfig):
     model = AutoModelForCausalLM.from_pretrained(cfg.base_model_dir, dtype=torch.float32)
     if cfg.init_adapter:
         return PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True), None, tokenizer
-    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                             target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    peft_config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
     return model, peft_config, tokenizer
 
 
@@ -120,14 +148,21 @@ def run(kind: str, cfg: JobConfig) -> dict:
         from trl import DPOConfig, DPOTrainer
 
         args = DPOConfig(**_common_args(cfg), beta=cfg.beta)
-        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config)
+        trainer = DPOTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+        )
     elif kind == "sft":
         from trl import SFTConfig, SFTTrainer
 
         args = SFTConfig(**_common_args(cfg) | _stop_rule_args(cfg), completion_only_loss=True)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config, **_stop_rule(cfg))
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            **_stop_rule(cfg),
+        )
     else:
         raise ValueError(f"unknown job kind {kind!r}")
     t0 = time.perf_counter()
@@ -139,7 +174,10 @@ def run(kind: str, cfg: JobConfig) -> dict:
     steps = [h for h in trainer.state.log_history if "loss" in h]
     evals = [{"step": h["step"], "loss": h["eval_loss"]} for h in trainer.state.log_history if "eval_loss" in h]
     metrics = {
-        "kind": kind, "steps": trainer.state.global_step, "examples": len(dataset), "train_seconds": seconds,
+        "kind": kind,
+        "steps": trainer.state.global_step,
+        "examples": len(dataset),
+        "train_seconds": seconds,
         "seconds_per_step": seconds / max(1, trainer.state.global_step),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "loss": [h["loss"] for h in steps],

@@ -40,15 +40,16 @@ def deltas(drafts: list[ScoredDraft], strong_alone: float) -> list[float]:
     return [d.score - strong_alone for d in drafts]
 
 
-def select_pairs(drafts: list[ScoredDraft], strong_alone: float, margin: float = 0.0,
-                 max_pairs: int = 1) -> list[tuple[ScoredDraft, ScoredDraft, float, float]]:
+def select_pairs(
+    drafts: list[ScoredDraft], strong_alone: float, margin: float = 0.0, max_pairs: int = 1
+) -> list[tuple[ScoredDraft, ScoredDraft, float, float]]:
     """(chosen, rejected, Δ chosen, Δ rejected) tuples: best chosen with worst rejected, then the next
     best with the next worst, while the margin holds and up to `max_pairs`. Duplicate texts are skipped."""
     scored = list(zip(drafts, deltas(drafts, strong_alone), strict=True))
     chosen = sorted([s for s in scored if s[1] > 0], key=lambda s: -s[1])
     rejected = sorted([s for s in scored if s[1] <= 0], key=lambda s: s[1])
     pairs, used = [], set()
-    for (c, dc), (r, dr) in zip(chosen, rejected):
+    for (c, dc), (r, dr) in zip(chosen, rejected, strict=False):  # as many pairs as the shorter side
         if len(pairs) >= max_pairs or dc - dr < margin:
             break
         if c.draft.strip() == r.draft.strip() or c.draft in used or r.draft in used:

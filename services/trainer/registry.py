@@ -83,13 +83,26 @@ class AdapterRegistry:
 
     def next_version(self, domain: str) -> int:
         # Directories without a manifest count too: a name is never reused, even after a failed write.
-        taken = [int(m.group(1)) for p in self.domain_dir(domain).glob(f"{domain}-v*")
-                 if (m := re.fullmatch(rf"{re.escape(domain)}-v(\d+)", p.name))]
+        taken = [
+            int(m.group(1))
+            for p in self.domain_dir(domain).glob(f"{domain}-v*")
+            if (m := re.fullmatch(rf"{re.escape(domain)}-v(\d+)", p.name))
+        ]
         return max(taken, default=0) + 1
 
-    def register(self, trained_dir: Path, *, domain: str, base_model: str, base_model_path: Path,
-                 parent: str | None, round: int | None, pairs: int | None, kind: str,
-                 metrics: dict[str, float] | None = None) -> AdapterManifest:
+    def register(
+        self,
+        trained_dir: Path,
+        *,
+        domain: str,
+        base_model: str,
+        base_model_path: Path,
+        parent: str | None,
+        round: int | None,
+        pairs: int | None,
+        kind: str,
+        metrics: dict[str, float] | None = None,
+    ) -> AdapterManifest:
         """Move a freshly trained adapter into the registry under the next version name."""
         version = self.next_version(domain)
         name = versioned_name(domain, version)
@@ -98,9 +111,19 @@ class AdapterRegistry:
         staging = target.with_name(f".{name}.staging")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(trained_dir, staging)
-        manifest = AdapterManifest(name=name, domain=domain, version=version, base_model=base_model,
-                                   base_model_path=str(base_model_path), parent=parent, round=round, pairs=pairs,
-                                   kind=kind, sha256=content_sha256(staging), metrics=metrics or {})
+        manifest = AdapterManifest(
+            name=name,
+            domain=domain,
+            version=version,
+            base_model=base_model,
+            base_model_path=str(base_model_path),
+            parent=parent,
+            round=round,
+            pairs=pairs,
+            kind=kind,
+            sha256=content_sha256(staging),
+            metrics=metrics or {},
+        )
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
         os.replace(staging, target)
         return manifest

@@ -30,10 +30,10 @@ from services.trainer.jobs import JobConfig
 from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.store import TrainerStore
 from services.trainer.swap import AdapterSwapper
-from shared.adapters import active_key
+from shared import redis_keys
+from shared.adapters import get_active_adapter
 
 logger = logging.getLogger(__name__)
-LOCK_KEY = "cowest:trainer:lock:{domain}"
 
 
 @dataclass
@@ -72,8 +72,15 @@ async def run_job(kind: str, cfg: JobConfig) -> dict:
     job_file = Path(cfg.output_dir).with_suffix(".job.json")
     Path(cfg.output_dir).parent.mkdir(parents=True, exist_ok=True)
     cfg.save(job_file)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.trainer.jobs", kind, str(job_file),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.trainer.jobs",
+        kind,
+        str(job_file),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(job_failure(kind, proc.returncode, out.decode(errors="replace")))
@@ -81,24 +88,39 @@ async def run_job(kind: str, cfg: JobConfig) -> dict:
 
 
 class RoundRunner:
-    def __init__(self, settings: TrainerSettings, redis: Redis, store: TrainerStore, registry: AdapterRegistry,
-                 swapper: AdapterSwapper, collab: CollabClient, job_overrides: dict | None = None):
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        redis: Redis,
+        store: TrainerStore,
+        registry: AdapterRegistry,
+        swapper: AdapterSwapper,
+        collab: CollabClient,
+        job_overrides: dict | None = None,
+    ):
         self.settings, self.redis, self.store, self.registry = settings, redis, store, registry
         self.swapper, self.collab = swapper, collab
-        self.job_overrides = {"max_steps": settings.dpo_max_steps, "learning_rate": settings.dpo_learning_rate,
-                              "batch_size": settings.dpo_batch_size,
-                              "micro_batch_size": settings.dpo_micro_batch_size, "beta": settings.dpo_beta, **(job_overrides or {})}
-        self.rules = GateRules(tolerance=settings.gate_tolerance, min_items=settings.gate_min_items,
-                               min_variety=settings.gate_min_variety)
+        self.job_overrides = {
+            "max_steps": settings.dpo_max_steps,
+            "learning_rate": settings.dpo_learning_rate,
+            "batch_size": settings.dpo_batch_size,
+            "micro_batch_size": settings.dpo_micro_batch_size,
+            "beta": settings.dpo_beta,
+            **(job_overrides or {}),
+        }
+        self.rules = GateRules(
+            tolerance=settings.gate_tolerance, min_items=settings.gate_min_items, min_variety=settings.gate_min_variety
+        )
         self.current: dict[str, str] = {}  # domain -> what its round is doing now (for GET /status)
         # The latest outcomes (GET /status): bounded, as the trigger loop retries a skipped round every pass.
         self.history: deque[RoundResult] = deque(maxlen=20)
 
     async def run(self, domain: str, force: bool = False, job_overrides: dict | None = None) -> RoundResult:
-        lock = self.redis.lock(LOCK_KEY.format(domain=domain), timeout=self.settings.lock_ttl_s, blocking=False)
+        lock = self.redis.lock(redis_keys.round_lock(domain), timeout=self.settings.lock_ttl_s, blocking=False)
         if not await lock.acquire():
-            return RoundResult(domain, await self.store.round(domain), "skipped",
-                               "another round of this domain is running")
+            return RoundResult(
+                domain, await self.store.round(domain), "skipped", "another round of this domain is running"
+            )
         round_ = await self.store.round(domain)  # read under the lock: no other round can advance it now
         try:
             result = await self._run_locked(domain, round_, force, {**self.job_overrides, **(job_overrides or {})})
@@ -117,33 +139,69 @@ class RoundRunner:
         pairs = await self.store.claim_pairs(domain, round_)
         need = self.settings.min_pairs_forced if force else self.settings.min_pairs_per_round
         if len(pairs) < max(need, 1):
-            return RoundResult(domain, round_, "skipped", f"{len(pairs)} pairs, need {need}"
-                               + (" even when forced: DPO on fewer pairs moves single answers, not the model"
-                                  if force else ""), pairs=len(pairs))
+            return RoundResult(
+                domain,
+                round_,
+                "skipped",
+                f"{len(pairs)} pairs, need {need}"
+                + (" even when forced: DPO on fewer pairs moves single answers, not the model" if force else ""),
+                pairs=len(pairs),
+            )
         heldout = await self.store.heldout(domain)
         if len(heldout) < self.rules.min_items:  # train only what the gate can judge
-            return RoundResult(domain, round_, "skipped", f"{len(heldout)} held-out items, the gate needs "
-                               f"{self.rules.min_items}", pairs=len(pairs))
-        job = {**job, "max_steps": dpo_steps(len(pairs), self.settings.dpo_epochs, job["batch_size"], job["max_steps"])}
-        active = await self.redis.get(active_key(domain))
-        active = active.decode() if isinstance(active, bytes) else active
+            return RoundResult(
+                domain,
+                round_,
+                "skipped",
+                f"{len(heldout)} held-out items, the gate needs {self.rules.min_items}",
+                pairs=len(pairs),
+            )
+        job = {
+            **job,
+            "max_steps": dpo_steps(len(pairs), self.settings.dpo_epochs, job["batch_size"], job["max_steps"]),
+        }
+        active = await get_active_adapter(self.redis, domain)
         result = RoundResult(domain, round_, "rejected", pairs=len(pairs), active_before=active)
         work = Path(tempfile.mkdtemp(prefix=f"cowest-{domain}-r{round_}-"))
         data = work / "pairs.jsonl"
-        data.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],
-                                            "rejected": [{"role": "assistant", "content": p.rejected}]}) + "\n"
-                                for p in pairs))
+        data.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "prompt": p.prompt,
+                        "chosen": [{"role": "assistant", "content": p.chosen}],
+                        "rejected": [{"role": "assistant", "content": p.rejected}],
+                    }
+                )
+                + "\n"
+                for p in pairs
+            )
+        )
         init = str(self.registry.path(active)) if active and self._ours(active) else None
         self.current[domain] = f"training round {round_} on {len(pairs)} pairs"
-        cfg = JobConfig(base_model_dir=str(self.settings.base_model_dir), data_file=str(data),
-                        output_dir=str(work / "adapter"), init_adapter=init, **job)
+        cfg = JobConfig(
+            base_model_dir=str(self.settings.base_model_dir),
+            data_file=str(data),
+            output_dir=str(work / "adapter"),
+            init_adapter=init,
+            **job,
+        )
         result.train = await run_job("dpo", cfg)
-        manifest = self.registry.register(work / "adapter", domain=domain, base_model=self.settings.weak_model,
-                                          base_model_path=self.settings.base_model_dir, parent=active, round=round_,
-                                          pairs=len(pairs), kind="dpo",
-                                          metrics={"final_loss": result.train["loss"][-1]} if result.train["loss"] else {})
+        manifest = self.registry.register(
+            work / "adapter",
+            domain=domain,
+            base_model=self.settings.endpoints.weak_model,
+            base_model_path=self.settings.base_model_dir,
+            parent=active,
+            round=round_,
+            pairs=len(pairs),
+            kind="dpo",
+            metrics={"final_loss": result.train["loss"][-1]} if result.train["loss"] else {},
+        )
         result.candidate = manifest.name
-        shutil.rmtree(work, ignore_errors=True)  # the registry holds the adapter; a failed job's dir stays for debugging
+        shutil.rmtree(
+            work, ignore_errors=True
+        )  # the registry holds the adapter; a failed job's dir stays for debugging
         self.current[domain] = f"gating {manifest.name}"
         try:
             await self.swapper.load_verified(manifest.name)
@@ -153,9 +211,14 @@ class RoundRunner:
             return result
         candidate_rows, active_rows = await asyncio.gather(
             score_version(self.collab, domain, manifest.name, heldout, self.settings.concurrency),
-            score_version(self.collab, domain, active, heldout, self.settings.concurrency))
+            score_version(self.collab, domain, active, heldout, self.settings.concurrency),
+        )
         decision = decide(candidate_rows, active_rows, self.rules)
-        result.candidate_score, result.active_score, result.gate = decision.candidate, decision.active, asdict(decision)
+        result.candidate_score, result.active_score, result.gate = (
+            decision.candidate,
+            decision.active,
+            asdict(decision),
+        )
         self.registry.update_metrics(manifest.name, decision.metrics())
         result.detail = decision.reason
         if decision.passed:
@@ -176,5 +239,8 @@ class RoundRunner:
             return False
 
     def status(self) -> dict:
-        return {"running": dict(self.current), "last": [asdict(r) for r in list(self.history)[-5:]],
-                "checked_at": time.time()}
+        return {
+            "running": dict(self.current),
+            "last": [asdict(r) for r in list(self.history)[-5:]],
+            "checked_at": time.time(),
+        }

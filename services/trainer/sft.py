@@ -42,8 +42,10 @@ def write_sft_data(rows: list[dict], domain: str, path: Path) -> None:
     with path.open("w") as f:
         for row in rows:
             prompt = weak_messages(row["question"], domain, row.get("context"), get_domain(domain).draft_format)
-            f.write(json.dumps({"prompt": prompt,
-                                "completion": [{"role": "assistant", "content": sft_target(row)}]}) + "\n")
+            f.write(
+                json.dumps({"prompt": prompt, "completion": [{"role": "assistant", "content": sft_target(row)}]})
+                + "\n"
+            )
 
 
 # Facts live in the MLPs: LoRA on attention alone barely moved SmolLM2's loss on the synthetic company's
@@ -51,8 +53,9 @@ def write_sft_data(rows: list[dict], domain: str, path: Path) -> None:
 SFT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def hold_out(rows: list[dict], n: int, can_hold: Callable[[dict], bool] = lambda row: True,
-             seed: int = 0) -> tuple[list[dict], list[dict]]:
+def hold_out(
+    rows: list[dict], n: int, can_hold: Callable[[dict], bool] = lambda row: True, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
     """(train rows, stop-rule rows): a seeded sample of at most `n` rows that `can_hold` allows (at most half of
     them: the rest must teach), the others for training."""
     pool = [r for r in rows if can_hold(r)]
@@ -67,11 +70,25 @@ def sft_steps(rows: int, epochs: float, batch_size: int, max_steps: int | None) 
     return min(steps, max_steps) if max_steps else steps
 
 
-async def train_sft_adapter(rows: list[dict], domain: str, registry: AdapterRegistry, swapper: AdapterSwapper,
-                            base_model: str, base_model_dir: Path, steps: int | None = 60, learning_rate: float = 1e-3,
-                            batch_size: int = 4, lora_r: int = 16, threads: int = 1, activate: bool = True,
-                            epochs: float | None = None, stop_rows: list[dict] | None = None,
-                            eval_steps: int = 15, patience: int = 2, bf16: bool | None = None) -> SftResult:
+async def train_sft_adapter(
+    rows: list[dict],
+    domain: str,
+    registry: AdapterRegistry,
+    swapper: AdapterSwapper,
+    base_model: str,
+    base_model_dir: Path,
+    steps: int | None = 60,
+    learning_rate: float = 1e-3,
+    batch_size: int = 4,
+    lora_r: int = 16,
+    threads: int = 1,
+    activate: bool = True,
+    epochs: float | None = None,
+    stop_rows: list[dict] | None = None,
+    eval_steps: int = 15,
+    patience: int = 2,
+    bf16: bool | None = None,
+) -> SftResult:
     """Train, register and (by default) activate the domain's SFT adapter. Length: `epochs` passes over the rows
     (at most `steps`), or `steps`. `stop_rows` (held out from `rows`: new questions about the same facts) turn
     on the stop rule: held-out loss every `eval_steps`, stop after `patience` evaluations without a new best,
@@ -86,14 +103,33 @@ async def train_sft_adapter(rows: list[dict], domain: str, registry: AdapterRegi
         write_sft_data(rows, domain, work / "sft.jsonl")
         if stop_rows:
             write_sft_data(stop_rows, domain, work / "stop.jsonl")
-        cfg = JobConfig(base_model_dir=str(base_model_dir), data_file=str(work / "sft.jsonl"),
-                        output_dir=str(work / "adapter"), max_steps=max_steps, learning_rate=learning_rate,
-                        batch_size=batch_size, lora_r=lora_r, lora_alpha=2 * lora_r, target_modules=SFT_TARGETS,
-                        threads=threads, eval_file=str(work / "stop.jsonl") if stop_rows else None,
-                        eval_steps=eval_steps, patience=patience, bf16=has_bf16() if bf16 is None else bf16)
+        cfg = JobConfig(
+            base_model_dir=str(base_model_dir),
+            data_file=str(work / "sft.jsonl"),
+            output_dir=str(work / "adapter"),
+            max_steps=max_steps,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            lora_r=lora_r,
+            lora_alpha=2 * lora_r,
+            target_modules=SFT_TARGETS,
+            threads=threads,
+            eval_file=str(work / "stop.jsonl") if stop_rows else None,
+            eval_steps=eval_steps,
+            patience=patience,
+            bf16=has_bf16() if bf16 is None else bf16,
+        )
         metrics = await run_job("sft", cfg)
         manifest: AdapterManifest = registry.register(
-            work / "adapter", domain=domain, base_model=base_model, base_model_path=base_model_dir, parent=None,
-            round=0, pairs=None, kind="sft", metrics={"final_loss": metrics["loss"][-1]} if metrics["loss"] else {})
+            work / "adapter",
+            domain=domain,
+            base_model=base_model,
+            base_model_path=base_model_dir,
+            parent=None,
+            round=0,
+            pairs=None,
+            kind="sft",
+            metrics={"final_loss": metrics["loss"][-1]} if metrics["loss"] else {},
+        )
     seconds = await swapper.activate(domain, manifest.name) if activate else 0.0
     return SftResult(manifest.name, metrics, seconds)

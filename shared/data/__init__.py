@@ -6,7 +6,7 @@ wrong/acceptable), `ethics-deontology` (ETHICS deontology, reasonable/unreasonab
 plus a reasoning step). Any other domain comes from JSONL files in the same schema.
 """
 
+from shared.data.example import Example
 from shared.data.loaders import DOMAINS, datasets_dir, load, load_jsonl, write_jsonl
-from shared.data.schema import Example
 
 __all__ = ["DOMAINS", "Example", "datasets_dir", "load", "load_jsonl", "write_jsonl"]

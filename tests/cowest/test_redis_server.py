@@ -7,7 +7,7 @@ import pytest
 from cowest.processes import ProcessTable, StackError
 from cowest.redis_server import redis_ping, start_redis
 from shared.config import CowestSettings
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 
 def test_ping_is_false_when_nothing_listens():

@@ -15,15 +15,14 @@ import redis
 from cowest.processes import group_members
 from services.weak_server.admin_client import VllmAdminClient
 from shared.config import REPO_ROOT
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 COWEST = str(REPO_ROOT / ".venv" / "bin" / "cowest")
 
 
 def cowest(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([COWEST, *args], env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([COWEST, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -64,13 +63,18 @@ def test_up_status_down(stack_env, tiny_adapters):
         assert httpx.get(f"{parts['trainer']['url']}/status").status_code == 200
         answer = httpx.post(f"{parts['orchestrator']['url']}/v1/collaborate", json={"question": "hi"}, timeout=60)
         assert answer.status_code == 200 and answer.json()["degraded"] is None
-        trace_ids = [f["id"] for _, f in redis.Redis.from_url(stack_env["COWEST_REDIS_URL"], decode_responses=True)
-                     .xrange("cowest:traces")]
+        trace_ids = [
+            f["id"]
+            for _, f in redis.Redis.from_url(stack_env["COWEST_REDIS_URL"], decode_responses=True).xrange(
+                "cowest:traces"
+            )
+        ]
         assert answer.json()["id"] in trace_ids  # logged to the stack's own Redis
 
         async def load() -> None:
             async with VllmAdminClient(parts["weak"]["url"]) as admin:
                 await admin.load_lora_adapter("demo-v1", str(tiny_adapters["adapter-a"]))
+
         asyncio.run(load())
         assert status(stack_env)["weak"]["adapters"] == ["demo-v1"]
 

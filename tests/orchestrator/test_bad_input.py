@@ -6,41 +6,56 @@ import httpx
 import pytest
 
 from services.orchestrator.app import create_app
-from tests.orchestrator.conftest import fake_upstream, orch_settings, serve_app
+from tests.support.fake_upstream import fake_upstream
+from tests.support.servers import serve_app
+from tests.support.settings import orch_settings
 
 
 @pytest.fixture(scope="module")
 def app_url(private_redis, tmp_path_factory):
     with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["ok"]) as (strong, _):
-        settings = orch_settings(weak, strong, private_redis.url, tmp_path_factory.mktemp("s") / "spool.jsonl",
-                                 max_body_bytes=10_000)
+        settings = orch_settings(
+            weak, strong, private_redis.url, tmp_path_factory.mktemp("s") / "spool.jsonl", max_body_bytes=10_000
+        )
         with serve_app(create_app(settings)) as url:
             yield url
 
 
-@pytest.mark.parametrize("path,body,status,param", [
-    ("/v1/collaborate", b"{not json", 422, None),
-    ("/v1/collaborate", {"question": 42}, 422, "question"),
-    ("/v1/collaborate", {"question": "   "}, 422, None),
-    ("/v1/collaborate", {}, 422, None),
-    ("/v1/collaborate", {"question": "q", "messages": [{"role": "user", "content": "q"}]}, 422, None),
-    ("/v1/collaborate", {"messages": []}, 422, "messages"),
-    ("/v1/collaborate", {"question": "q", "draft_format": "poem"}, 422, "draft_format"),
-    ("/v1/collaborate", {"question": "q", "domain": "no-such-domain"}, 404, "domain"),
-    ("/v1/collaborate", {"question": "q", "strong": {"max_tokens": 100000}}, 422, "max_tokens"),
-    ("/v1/collaborate", {"question": "q", "unknown_field": 1}, 422, "unknown_field"),
-    ("/v1/chat/completions", b"{not json", 400, None),
-    ("/v1/chat/completions", {"model": "cowest"}, 400, "messages"),
-    ("/v1/chat/completions", {"model": "cowest", "messages": "hi"}, 400, "messages"),
-    ("/v1/chat/completions", {"model": "cowest", "messages": [{"role": "wizard", "content": "x"}]}, 400, None),
-    ("/v1/chat/completions", {"model": "cowest", "n": 2, "messages": [{"role": "user", "content": "x"}]}, 400, "n"),
-    ("/v1/feedback", {"id": "tr-unknown", "score": 1}, 404, "id"),
-    ("/v1/feedback", {"id": "tr-x"}, 422, None),
-    ("/v1/feedback", {"score": 1}, 422, "id"),
-    ("/v1/feedback", {"id": "tr-x", "score": "high"}, 422, "score"),
-])
+@pytest.mark.parametrize(
+    "path,body,status,param",
+    [
+        ("/v1/collaborate", b"{not json", 422, None),
+        ("/v1/collaborate", {"question": 42}, 422, "question"),
+        ("/v1/collaborate", {"question": "   "}, 422, None),
+        ("/v1/collaborate", {}, 422, None),
+        ("/v1/collaborate", {"question": "q", "messages": [{"role": "user", "content": "q"}]}, 422, None),
+        ("/v1/collaborate", {"messages": []}, 422, "messages"),
+        ("/v1/collaborate", {"question": "q", "draft_format": "poem"}, 422, "draft_format"),
+        ("/v1/collaborate", {"question": "q", "domain": "no-such-domain"}, 404, "domain"),
+        ("/v1/collaborate", {"question": "q", "strong": {"max_tokens": 100000}}, 422, "max_tokens"),
+        ("/v1/collaborate", {"question": "q", "unknown_field": 1}, 422, "unknown_field"),
+        ("/v1/chat/completions", b"{not json", 400, None),
+        ("/v1/chat/completions", {"model": "cowest"}, 400, "messages"),
+        ("/v1/chat/completions", {"model": "cowest", "messages": "hi"}, 400, "messages"),
+        ("/v1/chat/completions", {"model": "cowest", "messages": [{"role": "wizard", "content": "x"}]}, 400, None),
+        (
+            "/v1/chat/completions",
+            {"model": "cowest", "n": 2, "messages": [{"role": "user", "content": "x"}]},
+            400,
+            "n",
+        ),
+        ("/v1/feedback", {"id": "tr-unknown", "score": 1}, 404, "id"),
+        ("/v1/feedback", {"id": "tr-x"}, 422, None),
+        ("/v1/feedback", {"score": 1}, 422, "id"),
+        ("/v1/feedback", {"id": "tr-x", "score": "high"}, 422, "score"),
+    ],
+)
 def test_bad_input(app_url, path, body, status, param):
-    kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    kwargs = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body}
+    )
     r = httpx.post(f"{app_url}{path}", timeout=30, **kwargs)
     assert r.status_code == status, r.text
     error = r.json()["error"]
@@ -61,6 +76,7 @@ def test_oversized_chunked_body_is_413(app_url):
         for _ in range(30):
             yield b"x" * 1000
         yield b'"}'
+
     r = httpx.post(f"{app_url}/v1/collaborate", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
 

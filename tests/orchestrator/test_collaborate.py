@@ -8,9 +8,9 @@ import time
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from services.weak_server.admin_client import VllmAdminClient
+from shared import redis_keys
 from shared.adapters import set_active_adapter
 from shared.prompts import weak_messages
 
@@ -24,16 +24,20 @@ def collaborate(url: str, **body) -> httpx.Response:
 
 
 def direct_draft(weak_url: str, model: str) -> str:
-    r = httpx.post(f"{weak_url}/v1/chat/completions", timeout=60, json={
-        "model": model, "messages": weak_messages(QUESTION), "max_tokens": 8, "temperature": 0})
+    r = httpx.post(
+        f"{weak_url}/v1/chat/completions",
+        timeout=60,
+        json={"model": model, "messages": weak_messages(QUESTION), "max_tokens": 8, "temperature": 0},
+    )
     return r.json()["choices"][0]["message"]["content"]
 
 
 def set_alias(redis_url: str, adapter: str | None) -> None:
     async def go():
-        client = Redis.from_url(redis_url)
+        client = redis_keys.connect(redis_url)
         await set_active_adapter(client, "general", adapter)
         await client.aclose()
+
     asyncio.run(go())
 
 
@@ -65,15 +69,26 @@ def test_collaborate_logs_a_complete_trace_and_takes_feedback(orchestrator, priv
     fields = trace_fields(private_redis.client(), body["id"])
     assert fields["kind"] == "trace" and fields["schema_version"] == "1"
     trace = json.loads(fields["data"])
-    for key, value in {"trace_id": body["id"], "question": QUESTION, "draft": body["draft"],
-                       "answer": body["answer"], "domain": "general", "draft_format": "cot",
-                       "weak_model": "tiny-weak", "strong_model": "tiny-strong", "degraded": None,
-                       "request_id": r.headers["x-request-id"], "metadata": {"user": "u1"}}.items():
+    for key, value in {
+        "trace_id": body["id"],
+        "question": QUESTION,
+        "draft": body["draft"],
+        "answer": body["answer"],
+        "domain": "general",
+        "draft_format": "cot",
+        "weak_model": "tiny-weak",
+        "strong_model": "tiny-strong",
+        "degraded": None,
+        "request_id": r.headers["x-request-id"],
+        "metadata": {"user": "u1"},
+    }.items():
         assert trace[key] == value, key
     assert trace["weak_latency_ms"] and trace["strong_latency_ms"] and trace["created_at"]
 
-    fb = httpx.post(f"{orchestrator}/v1/feedback", json={"id": body["id"], "score": 0.5, "label": "good",
-                                                         "correct_answer": "Rayleigh scattering"})
+    fb = httpx.post(
+        f"{orchestrator}/v1/feedback",
+        json={"id": body["id"], "score": 0.5, "label": "good", "correct_answer": "Rayleigh scattering"},
+    )
     assert fb.status_code == 202, fb.text
     entries = [json.loads(f["data"]) for _, f in private_redis.client().xrange("cowest:feedback")]
     mine = [e for e in entries if e["trace_id"] == body["id"]]
@@ -86,17 +101,20 @@ def test_return_draft_false_hides_the_draft(orchestrator):
 
 
 def test_request_id_is_echoed(orchestrator):
-    r = httpx.post(f"{orchestrator}/v1/collaborate", json={"question": "hi"}, headers={"X-Request-Id": "my-req-42"},
-                   timeout=60)
+    r = httpx.post(
+        f"{orchestrator}/v1/collaborate", json={"question": "hi"}, headers={"X-Request-Id": "my-req-42"}, timeout=60
+    )
     assert r.headers["x-request-id"] == "my-req-42"
 
 
-def test_active_adapter_is_used_and_switches_without_restart(orchestrator, private_redis, tiny_weak_server,
-                                                             tiny_adapters):
+def test_active_adapter_is_used_and_switches_without_restart(
+    orchestrator, private_redis, tiny_weak_server, tiny_adapters
+):
     async def load():
         async with VllmAdminClient(tiny_weak_server) as admin:
             if "general-v1" not in {c.id for c in await admin.models()}:
                 await admin.load_lora_adapter("general-v1", str(tiny_adapters["adapter-a"]))
+
     asyncio.run(load())
     base_draft = direct_draft(tiny_weak_server, "tiny-weak")
     try:
@@ -110,7 +128,9 @@ def test_active_adapter_is_used_and_switches_without_restart(orchestrator, priva
         assert next(m for m in models if m["id"] == "cowest")["active_adapter"] == "general-v1"
 
         set_alias(private_redis.url, "adapter-b")
-        assert wait_for_adapter(orchestrator, "adapter-b").json()["draft"] == direct_draft(tiny_weak_server, "adapter-b")
+        assert wait_for_adapter(orchestrator, "adapter-b").json()["draft"] == direct_draft(
+            tiny_weak_server, "adapter-b"
+        )
     finally:
         set_alias(private_redis.url, None)
     body = wait_for_adapter(orchestrator, None).json()

@@ -9,26 +9,35 @@ import time
 import httpx
 import pytest
 
-from shared import domains
+from shared import domains, redis_keys
 
 pytestmark = pytest.mark.slow  # real tiny vLLM servers behind the orchestrator
 
-SPEC = {"task": "Answer questions about Acme's parts catalogue.", "answer_format": "a part name",
-        "metric": {"type": "exact_match"}}
+SPEC = {
+    "task": "Answer questions about Acme's parts catalogue.",
+    "answer_format": "a part name",
+    "metric": {"type": "exact_match"},
+}
 
 
 def ask(url: str, domain: str) -> httpx.Response:
-    return httpx.post(f"{url}/v1/collaborate", json={"question": "Which part is code 9?", "domain": domain,
-                                                       "mode": "strong", "strong": {"max_tokens": 4}}, timeout=60)
+    return httpx.post(
+        f"{url}/v1/collaborate",
+        json={"question": "Which part is code 9?", "domain": domain, "mode": "strong", "strong": {"max_tokens": 4}},
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("body, status, needle", [
-    ({**SPEC, "metric": {"type": "labels"}}, 422, "labels"),
-    ({**SPEC, "name": "other"}, 422, "registered as"),
-    ({**SPEC, "unknown_field": 1}, 422, "unknown_field"),
-    (["not", "an", "object"], 422, "dictionary"),
-    ({**SPEC, "task": "x" * 5000}, 422, "task"),
-])
+@pytest.mark.parametrize(
+    "body, status, needle",
+    [
+        ({**SPEC, "metric": {"type": "labels"}}, 422, "labels"),
+        ({**SPEC, "name": "other"}, 422, "registered as"),
+        ({**SPEC, "unknown_field": 1}, 422, "unknown_field"),
+        (["not", "an", "object"], 422, "dictionary"),
+        ({**SPEC, "task": "x" * 5000}, 422, "task"),
+    ],
+)
 def test_a_malformed_spec_is_a_clear_4xx(orchestrator, body, status, needle):
     r = httpx.put(f"{orchestrator}/v1/domains/acme-bad", json=body, timeout=10)
     assert r.status_code == status, r.text
@@ -48,22 +57,24 @@ def test_a_registered_domain_is_served_at_once_and_reaches_other_processes(orche
     r = httpx.put(f"{orchestrator}/v1/domains/acme", json=SPEC, timeout=10)
     assert r.status_code == 201 and r.json()["name"] == "acme"
     assert ask(orchestrator, "acme").status_code == 200
-    assert httpx.put(f"{orchestrator}/v1/domains/acme", json=SPEC | {"answer_format": "a name"},
-                     timeout=10).status_code == 200  # replaced
+    assert (
+        httpx.put(f"{orchestrator}/v1/domains/acme", json=SPEC | {"answer_format": "a name"}, timeout=10).status_code
+        == 200
+    )  # replaced
     info = httpx.get(f"{orchestrator}/v1/domains/acme", timeout=10).json()
     assert info["builtin"] is False and info["spec"]["answer_format"] == "a name"
     listed = {d["name"]: d for d in httpx.get(f"{orchestrator}/v1/domains", timeout=10).json()["data"]}
     assert listed["acme"]["spec"]["metric"]["type"] == "exact_match" and listed["synthetic"]["builtin"] is True
     assert "cowest/acme" in {m["id"] for m in httpx.get(f"{orchestrator}/v1/models", timeout=10).json()["data"]}
-    stored = json.loads(private_redis.client().hget(domains.SPECS_KEY, "acme"))
+    stored = json.loads(private_redis.client().hget(redis_keys.DOMAIN_SPECS, "acme"))
     assert stored["answer_format"] == "a name"
 
     # Another process (another orchestrator replica, the trainer) registers a domain: it is stored in Redis and
     # announced; this orchestrator picks it up from there without a restart.
     other = {**SPEC, "name": "acme-two", "task": "Answer questions about Acme's second catalogue."}
     client = private_redis.client()
-    client.hset(domains.SPECS_KEY, "acme-two", json.dumps(other))
-    client.publish(domains.CHANGED_CHANNEL, "acme-two")
+    client.hset(redis_keys.DOMAIN_SPECS, "acme-two", json.dumps(other))
+    client.publish(redis_keys.DOMAINS_CHANGED_CHANNEL, "acme-two")
     deadline = time.monotonic() + 10
     while (r := ask(orchestrator, "acme-two")).status_code == 404 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -71,8 +82,8 @@ def test_a_registered_domain_is_served_at_once_and_reaches_other_processes(orche
     assert domains.get("acme-two").task == other["task"]
 
     # A stored entry that no longer validates is skipped, not fatal to the others.
-    client.hset(domains.SPECS_KEY, "acme-broken", json.dumps({"task": ""}))
-    client.publish(domains.CHANGED_CHANNEL, "acme-broken")
+    client.hset(redis_keys.DOMAIN_SPECS, "acme-broken", json.dumps({"task": ""}))
+    client.publish(redis_keys.DOMAINS_CHANGED_CHANNEL, "acme-broken")
     time.sleep(0.5)
     assert ask(orchestrator, "acme-two").status_code == 200 and ask(orchestrator, "acme-broken").status_code == 404
-    client.hdel(domains.SPECS_KEY, "acme", "acme-two", "acme-broken")
+    client.hdel(redis_keys.DOMAIN_SPECS, "acme", "acme-two", "acme-broken")

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from services.orchestrator.app import create_app
-from tests.conftest import free_port
-from tests.orchestrator.conftest import fake_upstream, orch_settings, serve_app
+from tests.support.fake_upstream import fake_upstream
+from tests.support.servers import free_port, serve_app
+from tests.support.settings import orch_settings
 
 
 def collaborate(url: str, question: str = "Why is the sky blue?", **kw) -> httpx.Response:
@@ -26,6 +27,7 @@ def weak_fake():
 
 def run_with_strong(weak_url, script, redis_url, tmp_path, **overrides):
     """(orchestrator url, fake strong) context for one scripted strong endpoint."""
+
     class _Ctx:
         def __enter__(self):
             self._fake = fake_upstream("tiny-strong", script, text="refined answer")
@@ -37,6 +39,7 @@ def run_with_strong(weak_url, script, redis_url, tmp_path, **overrides):
         def __exit__(self, *exc):
             self._app.__exit__(*exc)
             self._fake.__exit__(*exc)
+
     return _Ctx()
 
 
@@ -59,8 +62,9 @@ def test_strong_5xx_falls_back_to_the_draft(weak_fake, private_redis, tmp_path):
 
 
 def test_strong_hang_times_out_and_degrades(weak_fake, private_redis, tmp_path):
-    with run_with_strong(weak_fake[0], ["hang"], private_redis.url, tmp_path,
-                         strong_timeout_s=1.0, strong_retries=0) as (url, _):
+    with run_with_strong(
+        weak_fake[0], ["hang"], private_redis.url, tmp_path, strong_timeout_s=1.0, strong_retries=0
+    ) as (url, _):
         t0 = time.monotonic()
         body = collaborate(url).json()
         assert time.monotonic() - t0 < 10
@@ -68,8 +72,9 @@ def test_strong_hang_times_out_and_degrades(weak_fake, private_redis, tmp_path):
 
 
 def test_strong_failure_with_fallback_error_is_503(weak_fake, private_redis, tmp_path):
-    with run_with_strong(weak_fake[0], ["500"], private_redis.url, tmp_path, strong_retries=0,
-                         strong_fallback="error") as (url, _):
+    with run_with_strong(
+        weak_fake[0], ["500"], private_redis.url, tmp_path, strong_retries=0, strong_fallback="error"
+    ) as (url, _):
         r = collaborate(url)
     assert r.status_code == 503 and r.json()["error"]["code"] == "strong_unavailable"
     assert r.headers["retry-after"] and r.headers["x-cowest-trace-id"]
@@ -88,8 +93,13 @@ def test_weak_down_answers_with_the_strong_model_alone(private_redis, tmp_path):
 
 
 def test_both_down_is_a_clear_503(private_redis, tmp_path):
-    settings = orch_settings(f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}",
-                             private_redis.url, tmp_path / "spool.jsonl", strong_retries=0)
+    settings = orch_settings(
+        f"http://127.0.0.1:{free_port()}",
+        f"http://127.0.0.1:{free_port()}",
+        private_redis.url,
+        tmp_path / "spool.jsonl",
+        strong_retries=0,
+    )
     with serve_app(create_app(settings)) as url:
         r = collaborate(url)
     assert r.status_code == 503
@@ -98,22 +108,31 @@ def test_both_down_is_a_clear_503(private_redis, tmp_path):
 
 def test_streaming_falls_back_to_the_draft(weak_fake, private_redis, tmp_path):
     with run_with_strong(weak_fake[0], ["500"], private_redis.url, tmp_path, strong_retries=0) as (url, _):
-        with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=30, json={
-                "model": "cowest", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+        with httpx.stream(
+            "POST",
+            f"{url}/v1/chat/completions",
+            timeout=30,
+            json={"model": "cowest", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        ) as r:
             events = [ln[5:].strip() for ln in r.iter_lines() if ln.startswith("data:")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "draft from the weak model"
-    assert any((c.get("cowest") or {}).get("degraded", "") and "strong_unavailable" in c["cowest"]["degraded"]
-               for c in chunks)
+    assert any(
+        (c.get("cowest") or {}).get("degraded", "") and "strong_unavailable" in c["cowest"]["degraded"] for c in chunks
+    )
 
 
 def test_request_id_and_traceparent_reach_the_model_servers(weak_fake, private_redis, tmp_path):
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     with run_with_strong(weak_fake[0], ["ok"], private_redis.url, tmp_path) as (url, strong):
-        httpx.post(f"{url}/v1/collaborate", json={"question": "q"},
-                   headers={"X-Request-Id": "rid-7", "traceparent": parent}, timeout=30)
+        httpx.post(
+            f"{url}/v1/collaborate",
+            json={"question": "q"},
+            headers={"X-Request-Id": "rid-7", "traceparent": parent},
+            timeout=30,
+        )
     for call in (weak_fake[1].calls[-1], strong.calls[-1]):
         assert call["headers"]["x-request-id"] == "rid-7" and call["headers"]["traceparent"] == parent
 
@@ -146,9 +165,13 @@ def test_redis_outage_loses_nothing_and_duplicates_nothing(weak_fake, fresh_redi
 
 
 def test_registering_a_domain_while_redis_is_down_is_a_503_and_leaves_nothing_half_registered(
-        weak_fake, fresh_redis, tmp_path):
-    spec = {"task": "Answer questions about Acme's parts.", "answer_format": "a part name",
-            "metric": {"type": "exact_match"}}
+    weak_fake, fresh_redis, tmp_path
+):
+    spec = {
+        "task": "Answer questions about Acme's parts.",
+        "answer_format": "a part name",
+        "metric": {"type": "exact_match"},
+    }
     with run_with_strong(weak_fake[0], ["ok"], fresh_redis.url, tmp_path) as (url, _):
         fresh_redis.stop()
         r = httpx.put(f"{url}/v1/domains/acme", json=spec, timeout=30)
@@ -157,8 +180,9 @@ def test_registering_a_domain_while_redis_is_down_is_a_503_and_leaves_nothing_ha
         assert httpx.get(f"{url}/v1/domains/acme", timeout=10).status_code == 404  # not served half-registered
         fresh_redis.start()
         deadline = time.monotonic() + 15
-        while (r := httpx.put(f"{url}/v1/domains/acme", json=spec, timeout=30)).status_code == 503 \
-                and time.monotonic() < deadline:
+        while (
+            r := httpx.put(f"{url}/v1/domains/acme", json=spec, timeout=30)
+        ).status_code == 503 and time.monotonic() < deadline:
             time.sleep(0.3)
         assert r.status_code == 201, r.text  # the failed attempt stored nothing: this is a new registration
         assert httpx.get(f"{url}/v1/domains/acme", timeout=10).status_code == 200
@@ -176,11 +200,21 @@ def test_spool_survives_an_orchestrator_restart(weak_fake, fresh_redis, tmp_path
     first = json.loads(spool.read_text().splitlines()[0])
     fresh_redis.client().eval("return 0", 0)  # Redis is up
     import redis as redis_sync
-    from services.orchestrator.tracelog import KEEP_IDS_S, LOGGED_KEY, XADD_ONCE
+
+    from services.orchestrator.tracelog import KEEP_IDS_S, XADD_ONCE
+    from shared.redis_keys import logged
+
     sync = redis_sync.Redis.from_url(fresh_redis.url)
     fields = first["fields"]
-    sync.eval(XADD_ONCE, 2, first["stream"], LOGGED_KEY.format(id=fields["id"]), KEEP_IDS_S, 1000,
-              *[x for kv in fields.items() for x in kv])
+    sync.eval(
+        XADD_ONCE,
+        2,
+        first["stream"],
+        logged(fields["id"]),
+        KEEP_IDS_S,
+        1000,
+        *[x for kv in fields.items() for x in kv],
+    )
     with run_with_strong(weak_fake[0], ["ok"], fresh_redis.url, tmp_path) as (url, _):
         deadline = time.monotonic() + 15
         while httpx.get(f"{url}/readyz").json()["checks"]["log_backlog"] and time.monotonic() < deadline:

@@ -7,8 +7,8 @@ import openai
 import pytest
 
 from services.orchestrator.app import create_app
-from tests.conftest import ADAPTERS
-from tests.orchestrator.conftest import orch_settings, serve_app
+from tests.support.servers import ADAPTERS, serve_app
+from tests.support.settings import orch_settings
 
 pytestmark = pytest.mark.slow
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
@@ -20,6 +20,7 @@ def client(url: str, **kw) -> openai.OpenAI:
 
 def stream_trace(redis_client, trace_id: str) -> dict:
     import json
+
     for _, fields in redis_client.xrange("cowest:traces"):
         if fields["id"] == trace_id:
             return json.loads(fields["data"])
@@ -37,7 +38,9 @@ def test_models_list_shows_pipelines_models_and_adapters(orchestrator):
 
 
 def test_chat_completion_runs_the_collaboration(orchestrator, private_redis):
-    raw = client(orchestrator).chat.completions.with_raw_response.create(model="cowest", messages=MESSAGES, max_tokens=6)
+    raw = client(orchestrator).chat.completions.with_raw_response.create(
+        model="cowest", messages=MESSAGES, max_tokens=6
+    )
     reply = raw.parse()
     ext = reply.model_extra["cowest"]
     assert raw.headers["x-cowest-trace-id"] == ext["trace_id"] and raw.headers["x-request-id"]
@@ -52,7 +55,8 @@ def test_chat_completion_runs_the_collaboration(orchestrator, private_redis):
 
 def test_streaming_chat_sends_draft_first_then_refinement(orchestrator, private_redis):
     stream = client(orchestrator).chat.completions.create(
-        model="cowest", messages=MESSAGES, max_tokens=6, stream=True, stream_options={"include_usage": True})
+        model="cowest", messages=MESSAGES, max_tokens=6, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     first = chunks[0]
     assert first.choices[0].delta.role == "assistant"
@@ -66,8 +70,12 @@ def test_streaming_chat_sends_draft_first_then_refinement(orchestrator, private_
 
 
 def test_stream_ends_with_done(orchestrator):
-    with httpx.stream("POST", f"{orchestrator}/v1/chat/completions", timeout=60,
-                      json={"model": "cowest", "messages": MESSAGES, "max_tokens": 4, "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        f"{orchestrator}/v1/chat/completions",
+        timeout=60,
+        json={"model": "cowest", "messages": MESSAGES, "max_tokens": 4, "stream": True},
+    ) as r:
         lines = [ln for ln in r.iter_lines() if ln.startswith("data:")]
     assert r.headers["content-type"].startswith("text/event-stream")
     assert lines[-1] == "data: [DONE]"
@@ -82,7 +90,9 @@ def test_model_names_pass_through_to_their_server(orchestrator, tiny_weak_server
     assert via.choices[0].message.content == direct.choices[0].message.content
     assert via.model == model
     streamed = client(orchestrator).chat.completions.create(**params, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == direct.choices[0].message.content
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == direct.choices[0].message.content
+    )
 
 
 def test_errors_are_openai_errors(orchestrator):
@@ -105,8 +115,9 @@ def test_errors_are_openai_errors(orchestrator):
 
 
 def test_api_keys_are_enforced(tiny_weak_server, tiny_strong_server, private_redis, tmp_path):
-    settings = orch_settings(tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "s.jsonl",
-                             api_keys=["k-123", "k-456"])
+    settings = orch_settings(
+        tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "s.jsonl", api_keys=["k-123", "k-456"]
+    )
     with serve_app(create_app(settings)) as url:
         with pytest.raises(openai.AuthenticationError) as err:
             client(url, api_key="wrong").models.list()

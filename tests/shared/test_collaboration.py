@@ -9,12 +9,13 @@ import json
 
 import httpx
 
-from cowest.evaluation.harness import EvalRun, evaluate
+from evaluation.harness import EvalRun, evaluate
 from services.orchestrator.app import create_app
 from services.trainer.collab import CollabClient
-from services.trainer.config import TrainerSettings
-from shared.data.schema import Example
-from tests.orchestrator.conftest import fake_upstream, orch_settings, private_redis, serve_app  # noqa: F401
+from shared.data.example import Example
+from tests.support.fake_upstream import fake_upstream
+from tests.support.servers import serve_app
+from tests.support.settings import orch_settings, trainer_settings
 
 QUESTION, DOMAIN, ADAPTER = "At Acme: what do 3 units of the Falcon cost?", "synthetic", "synthetic-v1"
 
@@ -24,20 +25,44 @@ def last(fake) -> dict:
 
 
 async def test_serving_evaluation_and_trainer_send_identical_requests(private_redis, tmp_path):  # noqa: F811
-    with fake_upstream("weak-m", ["ok"], "Falcon: 149 euros. Answer: 447 euros", (ADAPTER,)) as (weak_url, weak), \
-            fake_upstream("strong-m", ["ok"], "Work: 3 x 149. Answer: 447 euros") as (strong_url, strong):
+    with (
+        fake_upstream("weak-m", ["ok"], "Falcon: 149 euros. Answer: 447 euros", (ADAPTER,)) as (weak_url, weak),
+        fake_upstream("strong-m", ["ok"], "Work: 3 x 149. Answer: 447 euros") as (strong_url, strong),
+    ):
         # Serving and training share one set of limits: the settings' defaults, not the test helper's.
-        orch = orch_settings(weak_url, strong_url, private_redis.url, tmp_path / "spool.jsonl", weak_model="weak-m",
-                             strong_model="strong-m", weak_max_tokens=256, strong_max_tokens=512)
-        trainer = CollabClient(TrainerSettings(weak_url=weak_url, weak_model="weak-m", strong_url=f"{strong_url}/v1",
-                                               strong_model="strong-m", redis_url=private_redis.url))
-        example = Example(id="1", domain=DOMAIN, question=QUESTION, answer="447 euros",
-                          rationale="The Falcon costs 149 euros; 3 x 149 = 447 euros.")
+        orch = orch_settings(
+            weak_url,
+            strong_url,
+            private_redis.url,
+            tmp_path / "spool.jsonl",
+            weak_model="weak-m",
+            strong_model="strong-m",
+            weak_max_tokens=256,
+            strong_max_tokens=512,
+        )
+        trainer = CollabClient(
+            trainer_settings(weak_url, strong_url, private_redis.url, weak_model="weak-m", strong_model="strong-m")
+        )
+        example = Example(
+            id="1",
+            domain=DOMAIN,
+            question=QUESTION,
+            answer="447 euros",
+            rationale="The Falcon costs 149 euros; 3 x 149 = 447 euros.",
+        )
         try:
             with serve_app(create_app(orch)) as url:
                 greedy = {"temperature": 0}
-                r = httpx.post(f"{url}/v1/collaborate", json={"question": QUESTION, "domain": DOMAIN,
-                                                              "adapter": ADAPTER, "weak": greedy, "strong": greedy})
+                r = httpx.post(
+                    f"{url}/v1/collaborate",
+                    json={
+                        "question": QUESTION,
+                        "domain": DOMAIN,
+                        "adapter": ADAPTER,
+                        "weak": greedy,
+                        "strong": greedy,
+                    },
+                )
                 assert r.status_code == 200, r.text
                 serving = (last(weak), last(strong))
                 harness = {}
@@ -65,9 +90,13 @@ async def test_serving_evaluation_and_trainer_send_identical_requests(private_re
     assert "447 euros" in serving[1]["messages"][-1]["content"]  # the strong model saw the draft
     assert harness["weak"][0] == serving[0]  # weak alone: the same draft request
     assert harness["strong"][1] == strong_alone  # strong alone: feedback's baseline request
-    assert QUESTION in strong_alone["messages"][-1]["content"] and "drafted" not in strong_alone["messages"][-1]["content"]
+    assert (
+        QUESTION in strong_alone["messages"][-1]["content"]
+        and "drafted" not in strong_alone["messages"][-1]["content"]
+    )
     # K feedback drafts: the serving draft request, sampled, n=K in one request.
     sampled = last(weak)
-    assert {k: v for k, v in sampled.items() if k not in ("n", "temperature", "seed")} == \
-        {k: v for k, v in serving[0].items() if k != "temperature"}
+    assert {k: v for k, v in sampled.items() if k not in ("n", "temperature", "seed")} == {
+        k: v for k, v in serving[0].items() if k != "temperature"
+    }
     assert (sampled["n"], sampled["temperature"], sampled["seed"]) == (4, 0.8, 1) and len(feedback_drafts) == 1

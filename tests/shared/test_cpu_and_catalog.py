@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cowest.models.pull import profile_pulls, pull_gguf, pull_model
+from cowest.provision.pull import profile_pulls, pull_gguf, pull_model
 from shared import cpu
-from shared.models import get_profile
+from shared.catalog import get_profile
 
 
 def test_bf16_only_with_native_bf16_units(monkeypatch):
@@ -25,10 +25,14 @@ def test_the_default_strong_engine_follows_the_cpu_and_pulls_what_it_loads(monke
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
     assert default.engine == "vllm"  # native bf16: vLLM-CPU batches best, on the dequantized weights
     assert [(spec.key, puller) for spec, puller in profile_pulls("default")] == [
-        (default.weak, pull_model), (default.strong, pull_model)]
+        (default.weak, pull_model),
+        (default.strong, pull_model),
+    ]
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     assert default.engine == "llamacpp"  # AVX2 only: llama.cpp on the GGUF file as shipped, no converted copy
     assert [(spec.key, puller) for spec, puller in profile_pulls("default")] == [
-        (default.weak, pull_model), (default.strong, pull_gguf)]
+        (default.weak, pull_model),
+        (default.strong, pull_gguf),
+    ]
     assert [puller for _, puller in profile_pulls("fast")] == [pull_model, pull_model]
     assert [puller for _, puller in profile_pulls("tiny")] == [pull_model, pull_model]

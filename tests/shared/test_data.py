@@ -12,14 +12,17 @@ needs_data = pytest.mark.skipif(not (datasets_dir() / "ifqa").exists(), reason="
 
 
 @needs_data
-@pytest.mark.parametrize("domain,train,eval_", [
-    ("ifqa", 2400, 691), ("pubmedqa", 500, 500), ("ethics", 1477, 632), ("ethics-deontology", 18164, 3596)])
+@pytest.mark.parametrize(
+    "domain,train,eval_",
+    [("ifqa", 2400, 691), ("pubmedqa", 500, 500), ("ethics", 1477, 632), ("ethics-deontology", 18164, 3596)],
+)
 def test_counts_and_no_overlap(domain, train, eval_):
     tr, ev = load(domain, "train"), load(domain, "eval")
     assert (len(tr), len(ev)) == (train, eval_)
     assert not {e.id for e in tr} & {e.id for e in ev}
-    assert not {normalize(e.question) + (e.context or "")[:50] for e in tr} & \
-        {normalize(e.question) + (e.context or "")[:50] for e in ev}
+    assert not {normalize(e.question) + (e.context or "")[:50] for e in tr} & {
+        normalize(e.question) + (e.context or "")[:50] for e in ev
+    }
     assert load(domain, "eval") == ev  # deterministic
 
 
@@ -75,6 +78,8 @@ def test_a_public_dataset_name_fails_clearly_when_offline(monkeypatch):
 def test_synthetic_eval_size_adds_new_questions_about_the_same_facts():
     small, large = generate(seed=2, size=80), generate(seed=2, size=80, eval_size=50)
     assert [e.id for e in small["train"]] == [e.id for e in large["train"]]  # same company, same training data
-    assert len(large["eval"]) == 50 and [e.id for e in large["eval"]][:len(small["eval"])] == [e.id for e in small["eval"]]
+    assert len(large["eval"]) == 50 and [e.id for e in large["eval"]][: len(small["eval"])] == [
+        e.id for e in small["eval"]
+    ]
     questions = [e.question for e in large["eval"]]
     assert len(set(questions)) == 50 and not set(questions) & {e.question for e in large["train"]}

@@ -7,18 +7,28 @@ import json
 
 import pytest
 
-from cowest.evaluation.demo import DemoConfig, load_spec
+from evaluation.demo import DemoConfig, load_spec
 from services.trainer.evaluators import metric_for
 from shared import domains
 from shared.collaboration import Ask, Collaboration, Limits
-from shared.data.schema import Example
+from shared.data.example import Example
 from shared.domains import DomainSpec, Metric, SpecError, parse_spec
 from shared.prompts import strong_alone_messages, strong_messages, weak_messages
 
-SPEC = {"task": "Answer questions about Acme's parts catalogue.", "answer_format": "a part name",
-        "metric": {"type": "exact_match"}, "work_line": True,
-        "demonstrations": [{"question": "Which part is code 7?", "draft": "Code 7 is the hinge.\nAnswer: hinge",
-                            "work": "the catalogue lists code 7 as the hinge", "answer": "hinge"}]}
+SPEC = {
+    "task": "Answer questions about Acme's parts catalogue.",
+    "answer_format": "a part name",
+    "metric": {"type": "exact_match"},
+    "work_line": True,
+    "demonstrations": [
+        {
+            "question": "Which part is code 7?",
+            "draft": "Code 7 is the hinge.\nAnswer: hinge",
+            "work": "the catalogue lists code 7 as the hinge",
+            "answer": "hinge",
+        }
+    ],
+}
 
 
 @pytest.fixture
@@ -37,18 +47,21 @@ def test_builtin_domains_are_specs_in_the_same_format():
     assert domains.get("synthetic").work_line and len(domains.get("synthetic").demonstrations) == 1
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"metric": {"type": "labels"}}, "labels"),
-    ({"metric": {"type": "f1", "labels": ["a", "b"]}}, "labels"),
-    ({"metric": {"type": "labels", "labels": ["Yes", "yes."]}}, "differ"),
-    ({"metric": {"type": "bleu"}}, "metric.type"),
-    ({"metric": {"type": "number", "tolerance": -1}}, "tolerance"),
-    ({"task": ""}, "task"),
-    ({"prompt": "extra"}, "prompt"),
-    ({"answer_line": False}, "work_line"),
-    ({"demonstrations": [{"question": "q"}]}, "demonstrations.0.draft"),
-    ({"name": "Bad Name"}, "name"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"metric": {"type": "labels"}}, "labels"),
+        ({"metric": {"type": "f1", "labels": ["a", "b"]}}, "labels"),
+        ({"metric": {"type": "labels", "labels": ["Yes", "yes."]}}, "differ"),
+        ({"metric": {"type": "bleu"}}, "metric.type"),
+        ({"metric": {"type": "number", "tolerance": -1}}, "tolerance"),
+        ({"task": ""}, "task"),
+        ({"prompt": "extra"}, "prompt"),
+        ({"answer_line": False}, "work_line"),
+        ({"demonstrations": [{"question": "q"}]}, "demonstrations.0.draft"),
+        ({"name": "Bad Name"}, "name"),
+    ],
+)
 def test_a_malformed_spec_is_refused_with_where_and_why(change, message):
     with pytest.raises(SpecError, match=message):
         parse_spec({"name": "acme", **SPEC, **change})
@@ -64,19 +77,22 @@ def test_the_name_given_by_a_url_or_directory_must_match_the_spec():
         domains.register_local(parse_spec(dict(SPEC), name="synthetic"))
 
 
-@pytest.mark.parametrize("metric, prediction, reference, score", [
-    ({"type": "exact_match"}, "Work: x\nAnswer: The Hinge.", "hinge", 1.0),
-    ({"type": "exact_match"}, "Answer: hinge pin", "hinge", 0.0),
-    ({"type": "f1"}, "Answer: hinge pin", "hinge", 2 / 3),
-    ({"type": "exact_match_or_f1"}, "Answer: hinge", "hinge", 1.0),
-    ({"type": "contains_or_f1"}, "It is the hinge, I think.", "hinge", 1.0),
-    ({"type": "contains_or_f1"}, "Answer: 120", "12", 0.0),  # whole words only
-    ({"type": "labels", "labels": ["safe", "unsafe"]}, "Answer: Unsafe, clearly.", "unsafe", 1.0),
-    ({"type": "labels", "labels": ["safe", "unsafe"]}, "Answer: safe or unsafe", "unsafe", 0.0),
-    ({"type": "number", "tolerance": 0.5}, "Work: 2 x 1,000\nAnswer: 2,000.4 euros", "2000 euros", 1.0),
-    ({"type": "number", "tolerance": 0.5}, "Answer: 2001 euros", "2000", 0.0),
-    ({"type": "number"}, "Answer: none", "2000", 0.0),
-])
+@pytest.mark.parametrize(
+    "metric, prediction, reference, score",
+    [
+        ({"type": "exact_match"}, "Work: x\nAnswer: The Hinge.", "hinge", 1.0),
+        ({"type": "exact_match"}, "Answer: hinge pin", "hinge", 0.0),
+        ({"type": "f1"}, "Answer: hinge pin", "hinge", 2 / 3),
+        ({"type": "exact_match_or_f1"}, "Answer: hinge", "hinge", 1.0),
+        ({"type": "contains_or_f1"}, "It is the hinge, I think.", "hinge", 1.0),
+        ({"type": "contains_or_f1"}, "Answer: 120", "12", 0.0),  # whole words only
+        ({"type": "labels", "labels": ["safe", "unsafe"]}, "Answer: Unsafe, clearly.", "unsafe", 1.0),
+        ({"type": "labels", "labels": ["safe", "unsafe"]}, "Answer: safe or unsafe", "unsafe", 0.0),
+        ({"type": "number", "tolerance": 0.5}, "Work: 2 x 1,000\nAnswer: 2,000.4 euros", "2000 euros", 1.0),
+        ({"type": "number", "tolerance": 0.5}, "Answer: 2001 euros", "2000", 0.0),
+        ({"type": "number"}, "Answer: none", "2000", 0.0),
+    ],
+)
 def test_every_metric_type(metric, prediction, reference, score):
     assert Metric(**metric).score(prediction, reference) == pytest.approx(score)
 
@@ -116,7 +132,8 @@ def test_a_domain_directory_spec_json_or_yaml(tmp_path):
     (tmp_path / "acme").mkdir()
     (tmp_path / "acme" / "spec.yaml").write_text(
         "task: Answer questions about Acme's parts catalogue.\nanswer_format: a part name\n"
-        "metric:\n  type: number\n  tolerance: 1\n")
+        "metric:\n  type: number\n  tolerance: 1\n"
+    )
     spec = domains.read_dir_spec(tmp_path / "acme", name="acme")
     assert spec.name == "acme" and spec.metric.tolerance == 1
     assert domains.read_dir_spec(tmp_path) is None

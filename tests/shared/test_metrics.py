@@ -12,12 +12,15 @@ def test_normalisation_is_squad_style():
     assert normalize("An apple a day") == "apple day"
 
 
-@pytest.mark.parametrize("pred,refs,em,f1", [
-    ("fixed exchange rate system", ["fixed exchange rate system"], 1.0, 1.0),
-    ("Reasoning.\nAnswer: a fixed rate", ["fixed exchange rate system"], 0.0, 2 * (2 / 2) * (2 / 4) / (1 + 2 / 4)),
-    ("floating", ["fixed", "floating"], 1.0, 1.0),  # best over acceptable answers
-    ("nothing in common", ["fixed"], 0.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "pred,refs,em,f1",
+    [
+        ("fixed exchange rate system", ["fixed exchange rate system"], 1.0, 1.0),
+        ("Reasoning.\nAnswer: a fixed rate", ["fixed exchange rate system"], 0.0, 2 * (2 / 2) * (2 / 4) / (1 + 2 / 4)),
+        ("floating", ["fixed", "floating"], 1.0, 1.0),  # best over acceptable answers
+        ("nothing in common", ["fixed"], 0.0, 0.0),
+    ],
+)
 def test_em_and_f1(pred, refs, em, f1):
     assert exact_match(pred, refs) == em
     assert token_f1(pred, refs) == pytest.approx(f1)

@@ -12,10 +12,9 @@ from typer.testing import CliRunner
 from cowest.cli import app
 from services.trainer import evaluators
 from services.trainer.app import create_app
-from services.trainer.config import TrainerSettings
 from services.trainer.store import is_heldout
-from tests.conftest import TEST_HOME
-from tests.orchestrator.conftest import serve_app
+from tests.support.servers import TEST_HOME, serve_app
+from tests.support.settings import trainer_settings
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -24,33 +23,62 @@ runner = CliRunner()
 @pytest.fixture
 def stack_env(monkeypatch, tiny_weak_server, tiny_strong_server, private_redis, tmp_path):
     """Point the CLI at the session's tiny servers as if `cowest up --profile tiny` had started them."""
-    for key, value in {"COWEST_HOME": str(TEST_HOME / "home"), "COWEST_PROFILE": "tiny",
-                       "COWEST_WEAK_PORT": str(urlparse(tiny_weak_server).port),
-                       "COWEST_STRONG_PORT": str(urlparse(tiny_strong_server).port),
-                       "COWEST_REDIS_URL": private_redis.url,
-                       "COWEST_TRAINER_ADAPTERS_DIR": str(tmp_path / "adapters"),
-                       "COWEST_TRAINER_K_DRAFTS": "4", "COWEST_TRAINER_DRAFT_TEMPERATURE": "1.0",
-                       "COWEST_TRAINER_DRAFT_MAX_TOKENS": "16", "COWEST_TRAINER_STRONG_MAX_TOKENS": "16",
-                       "COWEST_TRAINER_GATE_TOLERANCE": "1.0", "COWEST_TRAINER_GATE_MIN_ITEMS": "1",
-                       "COWEST_TRAINER_MIN_PAIRS_FORCED": "1", "COWEST_TRAINER_DRAIN_S": "0"}.items():
+    for key, value in {
+        "COWEST_HOME": str(TEST_HOME / "home"),
+        "COWEST_PROFILE": "tiny",
+        "COWEST_WEAK_PORT": str(urlparse(tiny_weak_server).port),
+        "COWEST_STRONG_PORT": str(urlparse(tiny_strong_server).port),
+        "COWEST_REDIS_URL": private_redis.url,
+        "COWEST_TRAINER_ADAPTERS_DIR": str(tmp_path / "adapters"),
+        "COWEST_TRAINER_K_DRAFTS": "4",
+        "COWEST_TRAINER_DRAFT_TEMPERATURE": "1.0",
+        "COWEST_TRAINER_DRAFT_MAX_TOKENS": "16",
+        "COWEST_TRAINER_STRONG_MAX_TOKENS": "16",
+        "COWEST_TRAINER_GATE_TOLERANCE": "1.0",
+        "COWEST_TRAINER_GATE_MIN_ITEMS": "1",
+        "COWEST_TRAINER_MIN_PAIRS_FORCED": "1",
+        "COWEST_TRAINER_DRAIN_S": "0",
+    }.items():
         monkeypatch.setenv(key, value)
-    for key in [k for k in __import__("os").environ if k.startswith("COWEST_TRAINER_WEAK") or
-                k.startswith("COWEST_TRAINER_STRONG_URL") or k == "COWEST_TRAINER_BASE_MODEL_DIR"]:
+    for key in [
+        k
+        for k in __import__("os").environ
+        if k in ("COWEST_WEAK_URL", "COWEST_STRONG_URL", "COWEST_TRAINER_BASE_MODEL_DIR")
+    ]:
         monkeypatch.delenv(key, raising=False)
     return tmp_path
 
 
 def data_file(path, n: int) -> str:
-    rows = [{"id": f"q{i}", "question": f"What is code {i}?", "answer": f"code {i} means part {i}",
-             "rationale": f"The catalogue lists code {i} as part {i}."} for i in range(n)]
+    rows = [
+        {
+            "id": f"q{i}",
+            "question": f"What is code {i}?",
+            "answer": f"code {i} means part {i}",
+            "rationale": f"The catalogue lists code {i} as part {i}.",
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
 
 def test_sft_then_adapters_list_show_rollback(stack_env):
     domain = "clisft"
-    result = runner.invoke(app, ["sft", "--domain", domain, "--data", data_file(stack_env / "d.jsonl", 8),
-                                 "--steps", "3", "--learning-rate", "0.01"])
+    result = runner.invoke(
+        app,
+        [
+            "sft",
+            "--domain",
+            domain,
+            "--data",
+            data_file(stack_env / "d.jsonl", 8),
+            "--steps",
+            "3",
+            "--learning-rate",
+            "0.01",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"{domain}-v1: SFT loss" in result.output and f"active for {domain}" in result.output
     listed = runner.invoke(app, ["adapters", "list", "--domain", domain])
@@ -75,10 +103,13 @@ def test_train_from_a_labelled_file(stack_env, monkeypatch):
 
 
 def test_service_api(stack_env, tiny_weak_server, tiny_strong_server, private_redis, tiny_models):
-    settings = TrainerSettings(weak_url=tiny_weak_server, weak_model="tiny-weak",
-                               base_model_dir=tiny_models["tiny-weak"], strong_url=f"{tiny_strong_server}/v1",
-                               strong_model="tiny-strong", redis_url=private_redis.url,
-                               adapters_dir=stack_env / "adapters")
+    settings = trainer_settings(
+        tiny_weak_server,
+        tiny_strong_server,
+        private_redis.url,
+        base_model_dir=tiny_models["tiny-weak"],
+        adapters_dir=stack_env / "adapters",
+    )
     with serve_app(create_app(settings)) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         status = httpx.get(f"{url}/status").json()
@@ -103,8 +134,9 @@ def test_service_api(stack_env, tiny_weak_server, tiny_strong_server, private_re
             assert out["gate_items"] == out["heldout"]  # distinct questions here
             assert out["questions_with_pairs"] <= out["processed"] and sum(out["delta_histogram"].values()) == 5 * 4
             assert httpx.get(f"{url}/status").json()["domains"][domain]["pending_pairs"] == out["pairs"]
-            again = httpx.post(f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5},
-                               timeout=300).json()
+            again = httpx.post(
+                f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5}, timeout=300
+            ).json()
             assert again["waiting"] == 5 and again["processed"] == 0  # the same questions wait: nothing is redone
         finally:
             del evaluators.METRICS[domain]

@@ -23,8 +23,13 @@ def _pairs(path: Path, swap: bool = False) -> Path:
     rows = []
     for q, c, r in zip(PROMPTS, CHOSEN, REJECTED, strict=True):
         good, bad = (r, c) if swap else (c, r)
-        rows.append({"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": good}],
-                     "rejected": [{"role": "assistant", "content": bad}]})
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": q}],
+                "chosen": [{"role": "assistant", "content": good}],
+                "rejected": [{"role": "assistant", "content": bad}],
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -50,7 +55,7 @@ def margin(base_dir: Path, adapter: Path | None) -> float:
         with torch.no_grad():
             logits = model(ids).logits[0, :-1].log_softmax(-1)
         targets = ids[0, 1:]
-        return float(logits[n_head - 1:].gather(1, targets[n_head - 1:, None]).sum())
+        return float(logits[n_head - 1 :].gather(1, targets[n_head - 1 :, None]).sum())
 
     diffs = [logp(q, c) - logp(q, r) for q, c, r in zip(PROMPTS, CHOSEN, REJECTED, strict=True)]
     return sum(diffs) / len(diffs)
@@ -58,8 +63,18 @@ def margin(base_dir: Path, adapter: Path | None) -> float:
 
 def _train(tiny_models, tmp_path: Path, name: str, swap: bool = False, lr: float = 5e-3) -> Path:
     out = tmp_path / name
-    run("dpo", JobConfig(base_model_dir=str(tiny_models["tiny-weak"]), data_file=str(_pairs(tmp_path / f"{name}.jsonl", swap)),
-                         output_dir=str(out), max_steps=6, learning_rate=lr, batch_size=4, beta=0.1))
+    run(
+        "dpo",
+        JobConfig(
+            base_model_dir=str(tiny_models["tiny-weak"]),
+            data_file=str(_pairs(tmp_path / f"{name}.jsonl", swap)),
+            output_dir=str(out),
+            max_steps=6,
+            learning_rate=lr,
+            batch_size=4,
+            beta=0.1,
+        ),
+    )
     return out
 
 

@@ -15,9 +15,11 @@ def test_micro_batches_accumulate_to_the_batch():
 
 
 def test_a_killed_job_says_out_of_memory_in_one_line_without_progress_bars():
-    log = ("Loading weights:   0%|          | 0/272 [00:00<?, ?it/s]\rLoading weights: 100%|##| 272/272 [00:00, 895.88it/s]\n"
-           "Tokenizing train dataset: 100%|##| 6/6 [00:00<00:00, 187.96 examples/s]\n"
-           "step 1 loss 0.69\n")
+    log = (
+        "Loading weights:   0%|          | 0/272 [00:00<?, ?it/s]\rLoading weights: 100%|##| 272/272 [00:00, 895.88it/s]\n"
+        "Tokenizing train dataset: 100%|##| 6/6 [00:00<00:00, 187.96 examples/s]\n"
+        "step 1 loss 0.69\n"
+    )
     message = job_failure("dpo", -9, log)
     assert message == "dpo job failed with exit -9 (SIGKILL: most likely out of memory): step 1 loss 0.69"
     assert job_failure("sft", 1, "") == "sft job failed with exit 1"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.trainer.evaluators import exact_match, final_answer, parse_judge_score, token_f1
-from shared.domains import Metric
 from services.trainer.pairs import ScoredDraft, deltas, select_pairs
+from shared.domains import Metric
 
 
 def drafts(*scores: float) -> list[ScoredDraft]:
@@ -48,12 +48,15 @@ def test_identical_drafts_never_make_a_pair():
     assert select_pairs(same, strong_alone=0.5) == []
 
 
-@pytest.mark.parametrize("pred,ref,em,f1", [
-    ("The Eiffel Tower.", "eiffel tower", 1.0, 1.0),
-    ("Reasoning...\nAnswer: Paris, France", "Paris", 0.0, 2 / 3),
-    ("no idea", "Paris", 0.0, 0.0),
-    ("", "", 1.0, 1.0),
-])
+@pytest.mark.parametrize(
+    "pred,ref,em,f1",
+    [
+        ("The Eiffel Tower.", "eiffel tower", 1.0, 1.0),
+        ("Reasoning...\nAnswer: Paris, France", "Paris", 0.0, 2 / 3),
+        ("no idea", "Paris", 0.0, 0.0),
+        ("", "", 1.0, 1.0),
+    ],
+)
 def test_exact_match_and_f1(pred, ref, em, f1):
     assert exact_match(pred, ref) == em
     assert token_f1(pred, ref) == pytest.approx(f1)

@@ -17,8 +17,16 @@ def fake_adapter(path, base, rank=8):
 
 
 def register(reg, tmp_path, base, name="t", **kw):
-    return reg.register(fake_adapter(tmp_path / name, base, **kw), domain="d", base_model="m", base_model_path=base,
-                        parent=None, round=1, pairs=3, kind="dpo")
+    return reg.register(
+        fake_adapter(tmp_path / name, base, **kw),
+        domain="d",
+        base_model="m",
+        base_model_path=base,
+        parent=None,
+        round=1,
+        pairs=3,
+        kind="dpo",
+    )
 
 
 def test_versions_increase_and_are_never_reused(tmp_path):

@@ -19,13 +19,14 @@ import pytest
 from services.orchestrator.app import create_app
 from services.trainer import evaluators
 from services.trainer.app import Trainer
-from services.trainer.collector import GROUP, Collector
+from services.trainer.collector import Collector
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError
 from services.trainer.store import TrainerStore, is_heldout
-from shared.adapters import set_active_adapter
-from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM
-from tests.orchestrator.conftest import orch_settings, serve_app
+from shared.adapters import get_active_adapter, set_active_adapter
+from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
+from tests.support.servers import serve_app
+from tests.support.settings import orch_settings, trainer_settings
 
 pytestmark = pytest.mark.slow
 FAST_JOB = {"max_steps": 4, "learning_rate": 1e-3, "batch_size": 4}
@@ -35,6 +36,7 @@ FAST_JOB = {"max_steps": 4, "learning_rate": 1e-3, "batch_size": 4}
 def length_metric(monkeypatch):
     def use(domain: str):
         monkeypatch.setitem(evaluators.METRICS, domain, lambda pred, ref: min(len(pred), 300) / 300)
+
     return use
 
 
@@ -50,13 +52,24 @@ class Parts(Trainer):
         return Collector(self.settings, self.redis, self.store, self.collab, consumer=consumer, reclaim_idle_ms=0)
 
 
-def trainer_settings(domain, tiny_models, weak, strong, redis_url, tmp_path, **kw) -> TrainerSettings:
-    defaults = dict(weak_url=weak, weak_model="tiny-weak", base_model_dir=tiny_models["tiny-weak"],
-                    strong_url=f"{strong}/v1", strong_model="tiny-strong", redis_url=redis_url,
-                    adapters_dir=tmp_path / "adapters", domains=[domain], k_drafts=6, draft_temperature=1.0,
-                    draft_max_tokens=16, strong_max_tokens=16, min_pairs_per_round=2, min_pairs_forced=1, drain_s=0.5,
-                    concurrency=8, gate_tolerance=1.0, gate_min_items=2, dpo_epochs=100)
-    return TrainerSettings(**(defaults | kw))
+def round_settings(domain, tiny_models, weak, strong, redis_url, tmp_path, **kw) -> TrainerSettings:
+    defaults = dict(
+        base_model_dir=tiny_models["tiny-weak"],
+        adapters_dir=tmp_path / "adapters",
+        domains=[domain],
+        k_drafts=6,
+        draft_temperature=1.0,
+        draft_max_tokens=16,
+        strong_max_tokens=16,
+        min_pairs_per_round=2,
+        min_pairs_forced=1,
+        drain_s=0.5,
+        concurrency=8,
+        gate_tolerance=1.0,
+        gate_min_items=2,
+        dpo_epochs=100,
+    )
+    return trainer_settings(weak, strong, redis_url, **(defaults | kw))
 
 
 def questions(domain: str, n: int, held_out: int = 2) -> list[str]:
@@ -66,7 +79,7 @@ def questions(domain: str, n: int, held_out: int = 2) -> list[str]:
     for q in pool:
         (gate if is_heldout(domain, q) else train).append(q)
         if len(gate) >= held_out and len(train) >= n - held_out:
-            return gate[:held_out] + train[:n - held_out]
+            return gate[:held_out] + train[: n - held_out]
     raise AssertionError("no such question set")
 
 
@@ -110,14 +123,16 @@ class Load(threading.Thread):
                 self.results.append((r.status_code, body.get("degraded"), (body.get("weak") or {}).get("adapter")))
 
 
-async def test_full_round_swaps_with_zero_failed_requests(tiny_models, tiny_weak_server, tiny_strong_server,
-                                                          private_redis, tmp_path, length_metric):
+async def test_full_round_swaps_with_zero_failed_requests(
+    tiny_models, tiny_weak_server, tiny_strong_server, private_redis, tmp_path, length_metric
+):
     domain = "plumbing"
     length_metric(domain)
-    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path)
+    settings = round_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path)
     parts = Parts(settings)
-    orch = orch_settings(tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "spool.jsonl",
-                         domains=["general", domain])
+    orch = orch_settings(
+        tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "spool.jsonl", domains=["general", domain]
+    )
     try:
         with serve_app(create_app(orch)) as url:
             sent = await asyncio.to_thread(send_traffic, url, domain, 16)
@@ -160,25 +175,28 @@ async def test_full_round_swaps_with_zero_failed_requests(tiny_models, tiny_weak
         await parts.aclose()
 
 
-async def test_crashed_consumer_loses_nothing_and_duplicates_nothing(tiny_models, tiny_weak_server,
-                                                                     tiny_strong_server, private_redis, tmp_path,
-                                                                     length_metric):
+async def test_crashed_consumer_loses_nothing_and_duplicates_nothing(
+    tiny_models, tiny_weak_server, tiny_strong_server, private_redis, tmp_path, length_metric
+):
     domain = "crashy"
     length_metric(domain)
-    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path)
+    settings = round_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path)
     parts = Parts(settings)
-    orch = orch_settings(tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "spool.jsonl",
-                         domains=["general", domain])
+    orch = orch_settings(
+        tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "spool.jsonl", domains=["general", domain]
+    )
     try:
         with serve_app(create_app(orch)) as url:
             sent = await asyncio.to_thread(send_traffic, url, domain, 6)
         await parts.named_collector("c0").ensure_groups()
         # Consumer A takes delivery of everything and dies before acknowledging anything.
-        taken = await parts.redis.xreadgroup(GROUP, "A", {TRACES_STREAM: ">", FEEDBACK_STREAM: ">"}, count=10_000)
+        taken = await parts.redis.xreadgroup(
+            TRAINER_GROUP, "A", {TRACES_STREAM: ">", FEEDBACK_STREAM: ">"}, count=10_000
+        )
         assert sum(len(entries) for _, entries in taken)
         await collect_all(parts.named_collector("B"), parts.store, domain, sent)  # B reclaims A's entries
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
-            assert (await parts.redis.xpending(stream, GROUP))["pending"] == 0
+            assert (await parts.redis.xpending(stream, TRAINER_GROUP))["pending"] == 0
         before = sorted(p.pair_id for p in await parts.store.pending_pairs(domain))
         # A redelivery (at-least-once) must not duplicate pairs.
         for _, fields in (await parts.redis.xrange(FEEDBACK_STREAM))[-6:]:
@@ -198,18 +216,28 @@ async def test_crashed_consumer_loses_nothing_and_duplicates_nothing(tiny_models
         await parts.aclose()
 
 
-async def test_bad_adapters_never_reach_traffic(tiny_models, tiny_weak_server, tiny_strong_server, private_redis,
-                                                tmp_path):
-    from tests.conftest import make_lora_adapter
+async def test_bad_adapters_never_reach_traffic(
+    tiny_models, tiny_weak_server, tiny_strong_server, private_redis, tmp_path
+):
+    from tests.support.servers import make_lora_adapter
 
     domain = "guarded"
-    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path)
+    settings = round_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path)
     parts = Parts(settings)
     try:
+
         def register(src):
-            return parts.registry.register(src, domain=domain, base_model="tiny-weak",
-                                           base_model_path=tiny_models["tiny-weak"], parent=None, round=1, pairs=0,
-                                           kind="dpo").name
+            return parts.registry.register(
+                src,
+                domain=domain,
+                base_model="tiny-weak",
+                base_model_path=tiny_models["tiny-weak"],
+                parent=None,
+                round=1,
+                pairs=0,
+                kind="dpo",
+            ).name
+
         good = register(make_lora_adapter(tiny_models["tiny-weak"], tmp_path / "good", seed=7))
         # Corrupt: weights changed after registration.
         corrupt = register(make_lora_adapter(tiny_models["tiny-weak"], tmp_path / "corrupt", seed=8))
@@ -224,9 +252,11 @@ async def test_bad_adapters_never_reach_traffic(tiny_models, tiny_weak_server, t
         # A no-op adapter (peft's default init: lora_B = 0) is caught by the verification step.
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM
+
         noop_dir = tmp_path / "noop"
-        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_models["tiny-weak"]),
-                       LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(noop_dir)
+        get_peft_model(
+            AutoModelForCausalLM.from_pretrained(tiny_models["tiny-weak"]), LoraConfig(r=4, target_modules=["q_proj"])
+        ).save_pretrained(noop_dir)
         noop = register(noop_dir)
         with pytest.raises(AdapterError, match="does not change"):
             await parts.swapper.activate(domain, noop)
@@ -234,7 +264,7 @@ async def test_bad_adapters_never_reach_traffic(tiny_models, tiny_weak_server, t
 
         seconds = await parts.swapper.activate(domain, good)
         assert seconds < 30 and good in await parts.swapper.loaded()
-        assert (await parts.redis.get(f"adapter:active:{domain}")).decode() == good
+        assert await get_active_adapter(parts.redis, domain) == good
         # After a vLLM restart the adapter is gone; reconcile loads it again from the Redis state.
         await parts.swapper.unload(good)
         assert await parts.swapper.reconcile(domain) == [good] and good in await parts.swapper.loaded()
@@ -243,33 +273,58 @@ async def test_bad_adapters_never_reach_traffic(tiny_models, tiny_weak_server, t
         await parts.aclose()
 
 
-async def test_live_feedback_regression_rolls_back_automatically(tiny_models, tiny_weak_server, tiny_strong_server,
-                                                                 private_redis, tmp_path):
-    from tests.conftest import make_lora_adapter
+async def test_live_feedback_regression_rolls_back_automatically(
+    tiny_models, tiny_weak_server, tiny_strong_server, private_redis, tmp_path
+):
+    from tests.support.servers import make_lora_adapter
 
     domain = "livewatch"
-    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path,
-                                auto_rollback_min_feedback=3, auto_rollback_threshold=0.2)
+    settings = round_settings(
+        domain,
+        tiny_models,
+        tiny_weak_server,
+        tiny_strong_server,
+        private_redis.url,
+        tmp_path,
+        auto_rollback_min_feedback=3,
+        auto_rollback_threshold=0.2,
+    )
     parts = Parts(settings)
-    orch = orch_settings(tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "spool.jsonl",
-                         domains=["general", domain])
+    orch = orch_settings(
+        tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path / "spool.jsonl", domains=["general", domain]
+    )
     collector = parts.named_collector("live")
     await collector.ensure_groups()
     try:
-        names = [parts.registry.register(make_lora_adapter(tiny_models["tiny-weak"], tmp_path / f"a{i}", seed=20 + i),
-                                         domain=domain, base_model="tiny-weak", base_model_path=tiny_models["tiny-weak"],
-                                         parent=None, round=i, pairs=0, kind="dpo").name for i in (1, 2)]
+        names = [
+            parts.registry.register(
+                make_lora_adapter(tiny_models["tiny-weak"], tmp_path / f"a{i}", seed=20 + i),
+                domain=domain,
+                base_model="tiny-weak",
+                base_model_path=tiny_models["tiny-weak"],
+                parent=None,
+                round=i,
+                pairs=0,
+                kind="dpo",
+            ).name
+            for i in (1, 2)
+        ]
         with serve_app(create_app(orch)) as url:
+
             async def traffic(adapter: str, score: float) -> None:
                 await parts.swapper.activate(domain, adapter)
                 sent = 0
                 while sent < 3:
-                    r = (await asyncio.to_thread(httpx.post, f"{url}/v1/collaborate",
-                                                 json={"question": "q", "domain": domain}, timeout=60)).json()
+                    r = (
+                        await asyncio.to_thread(
+                            httpx.post, f"{url}/v1/collaborate", json={"question": "q", "domain": domain}, timeout=60
+                        )
+                    ).json()
                     if r["weak"]["adapter"] != adapter:
                         continue  # the alias flip is still propagating
                     await asyncio.to_thread(httpx.post, f"{url}/v1/feedback", json={"id": r["id"], "score": score})
                     sent += 1
+
             await traffic(names[0], 1.0)
             await traffic(names[1], 0.9)  # worse, but within the 0.2 threshold: no rollback
             for _ in range(10):
@@ -278,16 +333,16 @@ async def test_live_feedback_regression_rolls_back_automatically(tiny_models, ti
             assert await parts.swapper.check_live_regression(domain, parts.store) is None
             await parts.store.add_live_score(domain, names[1], 0.0)  # mean now 0.675 < 1.0 - 0.2
             assert await parts.swapper.check_live_regression(domain, parts.store) == names[0]
-            assert (await parts.redis.get(f"adapter:active:{domain}")).decode() == names[0]
+            assert await get_active_adapter(parts.redis, domain) == names[0]
             assert "live_score" in parts.registry.get(names[1]).metrics
     finally:
         await set_active_adapter(parts.redis, domain, None)
         await parts.aclose()
 
 
-async def test_a_degenerate_candidate_is_rejected_and_the_alias_stays(tiny_models, tiny_weak_server,
-                                                                      tiny_strong_server, private_redis, tmp_path,
-                                                                      length_metric, monkeypatch):
+async def test_a_degenerate_candidate_is_rejected_and_the_alias_stays(
+    tiny_models, tiny_weak_server, tiny_strong_server, private_redis, tmp_path, length_metric, monkeypatch
+):
     """The round's job is swapped for one that trains the weak model to say nothing (every draft empty: the
     collapse DPO on two pairs produced on a real domain). The gate, run strictly (tolerance 0), must reject
     it on the weak model's own drafts, leave the active version serving and unload the candidate."""
@@ -295,38 +350,84 @@ async def test_a_degenerate_candidate_is_rejected_and_the_alias_stays(tiny_model
     from services.trainer.jobs import JobConfig, run
     from services.trainer.pairs import PreferencePair
     from services.trainer.store import Item
-    from tests.conftest import make_lora_adapter
+    from tests.support.servers import make_lora_adapter
 
     domain = "degenerate"
     length_metric(domain)
-    settings = trainer_settings(domain, tiny_models, tiny_weak_server, tiny_strong_server, private_redis.url, tmp_path,
-                                gate_tolerance=0.0, gate_min_items=4)
+    settings = round_settings(
+        domain,
+        tiny_models,
+        tiny_weak_server,
+        tiny_strong_server,
+        private_redis.url,
+        tmp_path,
+        gate_tolerance=0.0,
+        gate_min_items=4,
+    )
     parts = Parts(settings)
 
     async def silent_job(kind: str, cfg: JobConfig) -> dict:
         rows = tmp_path / "silence.jsonl"
-        rows.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"Question number {i}?"}],
-                                            "completion": [{"role": "assistant", "content": ""}]}) + "\n"
-                                for i in range(24)))
-        silent = JobConfig(base_model_dir=cfg.base_model_dir, data_file=str(rows), output_dir=cfg.output_dir,
-                           max_steps=60, learning_rate=2e-2, batch_size=8, lora_r=8,
-                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        rows.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "prompt": [{"role": "user", "content": f"Question number {i}?"}],
+                        "completion": [{"role": "assistant", "content": ""}],
+                    }
+                )
+                + "\n"
+                for i in range(24)
+            )
+        )
+        silent = JobConfig(
+            base_model_dir=cfg.base_model_dir,
+            data_file=str(rows),
+            output_dir=cfg.output_dir,
+            max_steps=60,
+            learning_rate=2e-2,
+            batch_size=8,
+            lora_r=8,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        )
         return await asyncio.to_thread(run, "sft", silent)
 
     monkeypatch.setattr(rounds, "run_job", silent_job)
     try:
-        active = parts.registry.register(make_lora_adapter(tiny_models["tiny-weak"], tmp_path / "active", seed=7),
-                                         domain=domain, base_model="tiny-weak", base_model_path=tiny_models["tiny-weak"],
-                                         parent=None, round=0, pairs=0, kind="sft").name
+        active = parts.registry.register(
+            make_lora_adapter(tiny_models["tiny-weak"], tmp_path / "active", seed=7),
+            domain=domain,
+            base_model="tiny-weak",
+            base_model_path=tiny_models["tiny-weak"],
+            parent=None,
+            round=0,
+            pairs=0,
+            kind="sft",
+        ).name
         await parts.swapper.activate(domain, active)
         gate_qs, train_qs = questions(domain, 6, held_out=4)[:4], questions(domain, 6, held_out=4)[4:]
         for i, q in enumerate(gate_qs):
             await parts.store.add_heldout(Item(id=f"g{i}", domain=domain, question=q, answer=f"answer {i}"))
         for q in train_qs:
-            await parts.store.put_pairs(domain, q, [PreferencePair(
-                pair_id=q, domain=domain, round=1, question_id=q, prompt=[{"role": "user", "content": q}],
-                chosen="a long helpful draft", rejected="no", chosen_delta=0.5, rejected_delta=0.0,
-                strong_alone_score=0.1, adapter=active)])
+            await parts.store.put_pairs(
+                domain,
+                q,
+                [
+                    PreferencePair(
+                        pair_id=q,
+                        domain=domain,
+                        round=1,
+                        question_id=q,
+                        prompt=[{"role": "user", "content": q}],
+                        chosen="a long helpful draft",
+                        rejected="no",
+                        chosen_delta=0.5,
+                        rejected_delta=0.0,
+                        strong_alone_score=0.1,
+                        adapter=active,
+                    )
+                ],
+            )
 
         result = await parts.runner.run(domain, force=True)
         assert result.status == "rejected", result
@@ -334,7 +435,7 @@ async def test_a_degenerate_candidate_is_rejected_and_the_alias_stays(tiny_model
         # Which rule fires first depends on the tiny strong model's answer lengths; each rule alone is
         # covered in test_gate.py. The drafts alone are always worse here:
         assert any(why in result.detail for why in ("collaboration", "drafts got worse", "collapsed")), result.detail
-        assert (await parts.redis.get(f"adapter:active:{domain}")).decode() == active
+        assert await get_active_adapter(parts.redis, domain) == active
         assert result.candidate not in await parts.swapper.loaded() and active in await parts.swapper.loaded()
         assert parts.registry.get(result.candidate).metrics["gate_items"] == 4
     finally:

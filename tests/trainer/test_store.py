@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
-
 from services.trainer.pairs import PreferencePair
 from services.trainer.store import Item, TrainerStore, is_heldout, question_key
+from shared import redis_keys
 
 
 def test_split_is_by_normalised_question_and_domain():
@@ -19,7 +18,7 @@ def test_split_is_by_normalised_question_and_domain():
 
 
 async def test_a_question_asked_twice_is_one_gate_item(private_redis):
-    redis = Redis.from_url(private_redis.url)
+    redis = redis_keys.connect(private_redis.url)
     store = TrainerStore(redis)
     question = next(f"question {i}" for i in range(100) if is_heldout("gatekeeping", f"question {i}"))
     try:
@@ -32,13 +31,23 @@ async def test_a_question_asked_twice_is_one_gate_item(private_redis):
 
 
 def _pair(domain: str, question: str, n: int = 0) -> PreferencePair:
-    return PreferencePair(pair_id=f"{question}:{n}", domain=domain, round=1, question_id=question,
-                          prompt=[{"role": "user", "content": question}], chosen="good", rejected="bad",
-                          chosen_delta=1.0, rejected_delta=0.0, strong_alone_score=0.0, adapter=None)
+    return PreferencePair(
+        pair_id=f"{question}:{n}",
+        domain=domain,
+        round=1,
+        question_id=question,
+        prompt=[{"role": "user", "content": question}],
+        chosen="good",
+        rejected="bad",
+        chosen_delta=1.0,
+        rejected_delta=0.0,
+        strong_alone_score=0.0,
+        adapter=None,
+    )
 
 
 async def test_a_round_claims_exactly_its_pairs_and_later_pairs_wait_for_the_next(private_redis):
-    redis = Redis.from_url(private_redis.url)
+    redis = redis_keys.connect(private_redis.url)
     store, domain = TrainerStore(redis), "claiming"
     try:
         for q in ("q1", "q2"):
@@ -59,7 +68,7 @@ async def test_a_round_claims_exactly_its_pairs_and_later_pairs_wait_for_the_nex
 
 
 async def test_a_failed_round_keeps_its_claim_and_its_retry_adds_the_newer_pairs(private_redis):
-    redis = Redis.from_url(private_redis.url)
+    redis = redis_keys.connect(private_redis.url)
     store, domain = TrainerStore(redis), "retrying"
     try:
         await store.put_pairs(domain, "q1", [_pair(domain, "q1")])
@@ -73,7 +82,7 @@ async def test_a_failed_round_keeps_its_claim_and_its_retry_adds_the_newer_pairs
 
 
 async def test_claims_racing_with_writers_lose_and_duplicate_nothing(private_redis):
-    redis = Redis.from_url(private_redis.url)
+    redis = redis_keys.connect(private_redis.url)
     store, domain = TrainerStore(redis), "racing"
     questions = [f"question {i}" for i in range(300)]
     claimed: list[PreferencePair] = []

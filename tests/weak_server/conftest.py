@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADAPTERS
-
-PROMPTS = ("The quick brown fox", "def parse(path):", "Return the JSON object", "A logger records events")
-N_TOKENS = 12
+from tests.support.servers import ADAPTERS
+from tests.weak_server.parity import N_TOKENS, PROMPTS
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +41,7 @@ def greedy_reference(tiny_models, tiny_adapters, prompt_ids) -> dict[tuple[str, 
             for _ in range(N_TOKENS):
                 nxt = model(input_ids=seq).logits[0, -1].argmax()
                 seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
-        return seq[0, len(ids):].tolist()
+        return seq[0, len(ids) :].tolist()
 
     reference = {}
     for i, ids in enumerate(prompt_ids):

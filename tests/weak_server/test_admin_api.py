@@ -53,7 +53,7 @@ async def test_unload_unknown_is_404(server):
 
 
 async def test_health_is_false_when_nothing_listens():
-    from tests.conftest import free_port
+    from tests.support.servers import free_port
 
     async with VllmAdminClient(f"http://127.0.0.1:{free_port()}", timeout=2) as admin:
         assert await admin.health() is False

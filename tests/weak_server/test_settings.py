@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.weak_server.settings import StrongServerSettings, WeakServerSettings
+from services.strong_server.settings import StrongServerSettings
+from services.weak_server.settings import WeakServerSettings
 
 
 def _model(tmp_path: Path, max_pos: int = 8192) -> Path:
@@ -24,7 +25,7 @@ def test_weak_server_enables_runtime_lora(tmp_path, monkeypatch):
     assert "--served-model-name SmolLM2-135M-Instruct" in joined and "--enforce-eager" in argv
     env = weak.env()
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
-    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0" and env["COWEST_CPU_LORA_FIX"] == "1"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0" and env["COWEST_CPU_FIXES"] == "1"
 
 
 def test_strong_server_has_no_lora_and_its_own_core(tmp_path):

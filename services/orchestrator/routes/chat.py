@@ -22,10 +22,15 @@ from services.orchestrator.deps import AppState, get_state, require_api_key
 from services.orchestrator.errors import APIError, error_body
 from services.orchestrator.pipeline import Question, Stage, sum_usage
 from services.orchestrator.protocol import ChatCompletionRequest
-from services.orchestrator.routes.common import (check_domain, check_max_tokens, make_question, split_messages,
-                                                 stage_info)
-from shared.upstream import UpstreamError
+from services.orchestrator.routes.common import (
+    check_domain,
+    check_max_tokens,
+    make_question,
+    split_messages,
+    stage_info,
+)
 from shared.prompts import DEFAULT_DOMAIN
+from shared.upstream import UpstreamError
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 PIPELINE = "cowest"
@@ -50,39 +55,68 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     if body.n != 1:
         raise APIError(400, "the cowest pipeline returns one choice: n must be 1", param="n")
     question, history = split_messages(body.messages)
-    q = make_question(request, question=question, domain=domain, history=history, context=body.context,
-                      draft_format=body.draft_format, strong=body.sampling(),
-                      metadata=body.metadata, api="chat")
+    q = make_question(
+        request,
+        question=question,
+        domain=domain,
+        history=history,
+        context=body.context,
+        draft_format=body.draft_format,
+        strong=body.sampling(),
+        metadata=body.metadata,
+        api="chat",
+    )
     chat_id = f"chatcmpl-{q.trace_id.removeprefix('tr-')}"
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         draft = await state.collaborator.draft(q)
         state.metrics.requests.labels("chat_stream", domain, "200").inc()
-        return EventSourceResponse(_events(state, q, draft, body.model, chat_id, include_usage), ping=15,
-                                   headers={"X-Accel-Buffering": "no"})
+        return EventSourceResponse(
+            _events(state, q, draft, body.model, chat_id, include_usage), ping=15, headers={"X-Accel-Buffering": "no"}
+        )
     outcome = await state.collaborator.run(q)
     state.metrics.requests.labels("chat", domain, "200").inc()
     usage = sum_usage(outcome.draft.usage, outcome.strong.usage)
     return {
-        "id": chat_id, "object": "chat.completion", "created": int(time.time()), "model": body.model,
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                     "message": {"role": "assistant", "content": outcome.answer}}],
+        "id": chat_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "logprobs": None,
+                "message": {"role": "assistant", "content": outcome.answer},
+            }
+        ],
         "usage": usage.model_dump(),
         "cowest": _extension(q, outcome.draft, outcome.degraded) | {"strong": stage_info(outcome.strong).model_dump()},
     }
 
 
 def _extension(q: Question, draft: Stage, degraded: str | None) -> dict:
-    return {"trace_id": q.trace_id, "mode": q.mode, "draft": draft.text, "degraded": degraded,
-            "weak": stage_info(draft).model_dump()}
+    return {
+        "trace_id": q.trace_id,
+        "mode": q.mode,
+        "draft": draft.text,
+        "degraded": degraded,
+        "weak": stage_info(draft).model_dump(),
+    }
 
 
 async def _events(state: AppState, q: Question, draft: Stage, model: str, chat_id: str, include_usage: bool):
     created = int(time.time())
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> dict:
-        payload = {"id": chat_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        payload = {
+            "id": chat_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            **extra,
+        }
         return {"data": json.dumps(payload)}
 
     degraded = None if draft.error is None else f"weak_unavailable: {draft.error}"
@@ -109,8 +143,18 @@ async def _events(state: AppState, q: Question, draft: Stage, model: str, chat_i
         return
     yield chunk({}, "stop")
     if usage is not None:
-        yield {"data": json.dumps({"id": chat_id, "object": "chat.completion.chunk", "created": created,
-                                   "model": model, "choices": [], "usage": usage.model_dump()})}
+        yield {
+            "data": json.dumps(
+                {
+                    "id": chat_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage.model_dump(),
+                }
+            )
+        }
     yield {"data": "[DONE]"}
 
 
@@ -120,21 +164,37 @@ async def _pass_through(body: ChatCompletionRequest, request: Request, state: Ap
         known = [PIPELINE, *(f"{PIPELINE}/{d}" for d in state.known_domains())]
         for r in ("weak", "strong"):
             known += [c["id"] for c in await state.directory.cards(r)]
-        raise APIError(404, f"model {body.model!r} does not exist; available: {', '.join(dict.fromkeys(known))}",
-                       param="model", code="model_not_found")
-    headers = {"content-type": "application/json", "x-request-id": request.state.request_id,
-               "traceparent": request.state.traceparent}
+        raise APIError(
+            404,
+            f"model {body.model!r} does not exist; available: {', '.join(dict.fromkeys(known))}",
+            param="model",
+            code="model_not_found",
+        )
+    headers = {
+        "content-type": "application/json",
+        "x-request-id": request.state.request_id,
+        "traceparent": request.state.traceparent,
+    }
     try:
-        upstream = await state.directory.upstreams[role].proxy("POST", "/chat/completions", await request.body(),
-                                                               headers)
+        upstream = await state.directory.upstreams[role].proxy(
+            "POST", "/chat/completions", await request.body(), headers
+        )
     except UpstreamError as exc:
-        raise APIError(503, f"the {role} model server is unavailable: {exc}", code=f"{role}_unavailable",
-                       headers={"Retry-After": "5"}) from exc
+        raise APIError(
+            503,
+            f"the {role} model server is unavailable: {exc}",
+            code=f"{role}_unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
     state.metrics.requests.labels(f"pass_{role}", "-", str(upstream.status_code)).inc()
     out_headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASS_HEADERS}
     if "text/event-stream" in upstream.headers.get("content-type", ""):
-        return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code, headers=out_headers,
-                                 background=BackgroundTask(upstream.aclose))
+        return StreamingResponse(
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
+            headers=out_headers,
+            background=BackgroundTask(upstream.aclose),
+        )
     content = await upstream.aread()
     await upstream.aclose()
     try:

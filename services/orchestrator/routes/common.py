@@ -16,14 +16,22 @@ def check_max_tokens(state: AppState, *stages: Sampling) -> None:
     limit = state.settings.max_tokens_limit
     for sampling in stages:
         if sampling.max_tokens is not None and sampling.max_tokens > limit:
-            raise APIError(422, f"max_tokens {sampling.max_tokens} is above this server's limit of {limit}",
-                           param="max_tokens", code="max_tokens_too_large")
+            raise APIError(
+                422,
+                f"max_tokens {sampling.max_tokens} is above this server's limit of {limit}",
+                param="max_tokens",
+                code="max_tokens_too_large",
+            )
 
 
 def check_domain(state: AppState, domain: str) -> None:
     if domain not in state.known_domains():
-        raise APIError(404, f"unknown domain {domain!r}; known domains: {', '.join(state.known_domains())}",
-                       param="domain", code="domain_not_found")
+        raise APIError(
+            404,
+            f"unknown domain {domain!r}; known domains: {', '.join(state.known_domains())}",
+            param="domain",
+            code="domain_not_found",
+        )
 
 
 async def check_adapter(state: AppState, adapter: str | None) -> None:
@@ -32,11 +40,13 @@ async def check_adapter(state: AppState, adapter: str | None) -> None:
         return
 
     def served(cards: list[dict]) -> bool:
-        return not cards or any(c.get("id") == adapter != state.settings.weak_model for c in cards)
+        return not cards or any(c.get("id") == adapter != state.settings.endpoints.weak_model for c in cards)
+
     # A version loaded a moment ago may be missing from the cached list: re-read it before saying no.
     if not served(await state.directory.cards("weak")) and not served(await state.directory.cards("weak", fresh=True)):
-        raise APIError(404, f"the weak server serves no adapter named {adapter!r}", param="adapter",
-                       code="adapter_not_found")
+        raise APIError(
+            404, f"the weak server serves no adapter named {adapter!r}", param="adapter", code="adapter_not_found"
+        )
 
 
 def split_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
@@ -46,17 +56,47 @@ def split_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str
     return messages[-1].text(), [{"role": m.role, "content": m.text()} for m in messages[:-1]]
 
 
-def make_question(request: Request, *, question: str, domain: str, history=None, context=None,
-                  draft_format: DraftFormat | None = None, weak: Sampling | None = None,
-                  strong: Sampling | None = None, metadata=None, api: str = "collaborate",
-                  adapter: str | None = None, mode: str | None = None, draft: str | None = None) -> Question:
+def make_question(
+    request: Request,
+    *,
+    question: str,
+    domain: str,
+    history=None,
+    context=None,
+    draft_format: DraftFormat | None = None,
+    weak: Sampling | None = None,
+    strong: Sampling | None = None,
+    metadata=None,
+    api: str = "collaborate",
+    adapter: str | None = None,
+    mode: str | None = None,
+    draft: str | None = None,
+) -> Question:
     state = request.state
-    return Question(question=question, domain=domain, draft_format=draft_format or get_domain(domain).draft_format, context=context,
-                    history=history or [], weak=weak or Sampling(), strong=strong or Sampling(),
-                    metadata=metadata or {}, adapter=adapter, request_id=state.request_id, traceparent=state.traceparent,
-                    api=api, trace_id=state.trace_id, mode=mode, draft=draft)
+    return Question(
+        question=question,
+        domain=domain,
+        draft_format=draft_format or get_domain(domain).draft_format,
+        context=context,
+        history=history or [],
+        weak=weak or Sampling(),
+        strong=strong or Sampling(),
+        metadata=metadata or {},
+        adapter=adapter,
+        request_id=state.request_id,
+        traceparent=state.traceparent,
+        api=api,
+        trace_id=state.trace_id,
+        mode=mode,
+        draft=draft,
+    )
 
 
 def stage_info(stage: Stage) -> StageInfo:
-    return StageInfo(model=stage.model, adapter=stage.adapter, adapter_version=version_of(stage.adapter),
-                     latency_ms=stage.latency_ms, usage=stage.usage)
+    return StageInfo(
+        model=stage.model,
+        adapter=stage.adapter,
+        adapter_version=version_of(stage.adapter),
+        latency_ms=stage.latency_ms,
+        usage=stage.usage,
+    )

@@ -18,8 +18,9 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
 def _info(state: AppState, name: str) -> DomainInfo:
-    return DomainInfo(name=name, builtin=name in domains.BUILTIN, active_adapter=state.aliases.get(name),
-                      spec=domains.get(name))
+    return DomainInfo(
+        name=name, builtin=name in domains.BUILTIN, active_adapter=state.aliases.get(name), spec=domains.get(name)
+    )
 
 
 @router.get("/v1/domains", response_model=DomainList)
@@ -35,12 +36,17 @@ async def get_domain(name: str, state: AppState = Depends(get_state)) -> DomainI
 
 
 @router.put("/v1/domains/{name}", response_model=DomainSpec, responses={201: {"model": DomainSpec}})
-async def put_domain(name: str, response: Response, spec: dict[str, Any] = Body(...),
-                     state: AppState = Depends(get_state)) -> DomainSpec:
+async def put_domain(
+    name: str, response: Response, spec: dict[str, Any] = Body(...), state: AppState = Depends(get_state)
+) -> DomainSpec:
     """Register (201) or replace (200) a domain's spec; 409 for a built-in name, 422 for a malformed spec."""
     if name in domains.BUILTIN:
-        raise APIError(409, f"{name!r} is a built-in domain and cannot be replaced; choose another name",
-                       param="name", code="domain_builtin")
+        raise APIError(
+            409,
+            f"{name!r} is a built-in domain and cannot be replaced; choose another name",
+            param="name",
+            code="domain_builtin",
+        )
     try:
         parsed = domains.parse_spec(spec, name=name)
     except SpecError as exc:
@@ -48,7 +54,11 @@ async def put_domain(name: str, response: Response, spec: dict[str, Any] = Body(
     try:
         replaced = await domains.save(state.redis, parsed)
     except (RedisError, OSError) as exc:
-        raise APIError(503, f"cannot store the domain spec: Redis is unavailable ({exc})",
-                       code="redis_unavailable", headers={"Retry-After": "5"}) from exc
+        raise APIError(
+            503,
+            f"cannot store the domain spec: Redis is unavailable ({exc})",
+            code="redis_unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
     response.status_code = 200 if replaced else 201
     return parsed

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from services.orchestrator.deps import AppState, get_state, require_api_key
 from services.orchestrator.errors import APIError
 from services.orchestrator.protocol import FeedbackRequest, FeedbackResponse
-from shared.schemas import FeedbackRecord
+from shared.records import FeedbackRecord
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -18,8 +18,9 @@ async def feedback(body: FeedbackRequest, state: AppState = Depends(get_state)) 
     # (spooled) rather than lose it; the trainer ignores feedback whose trace never shows up.
     if await state.log.trace_known(body.id) is False:
         raise APIError(404, f"no trace with id {body.id!r}", param="id", code="trace_not_found")
-    record = FeedbackRecord(trace_id=body.id, score=body.score, label=body.label,
-                            correct_answer=body.correct_answer, comment=body.comment)
+    record = FeedbackRecord(
+        trace_id=body.id, score=body.score, label=body.label, correct_answer=body.correct_answer, comment=body.comment
+    )
     await state.log.log_feedback(record)
     state.metrics.log_backlog.set(state.log.backlog)
     return FeedbackResponse(id=record.feedback_id, trace_id=body.id)

@@ -38,8 +38,9 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
     weak, strong, red = await asyncio.gather(upstream("weak"), upstream("strong"), redis())
     checks = {"weak": weak, "strong": strong, "redis": red, "log_backlog": state.log.backlog}
     ready = all(v == "ok" for v in (weak, strong, red))
-    return JSONResponse({"status": "ready" if ready else "unready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "unready", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics")

@@ -20,14 +20,29 @@ async def list_models(state: AppState = Depends(get_state)) -> ModelList:
         adapter = state.aliases.get(domain)
         ids = ["cowest", f"cowest/{domain}"] if domain == DEFAULT_DOMAIN else [f"cowest/{domain}"]
         for model_id in ids:
-            cards.append(ModelCard(id=model_id, kind="pipeline", domain=domain, active_adapter=adapter,
-                                   adapter_version=version_of(adapter)))
+            cards.append(
+                ModelCard(
+                    id=model_id,
+                    kind="pipeline",
+                    domain=domain,
+                    active_adapter=adapter,
+                    adapter_version=version_of(adapter),
+                )
+            )
     for role in ("weak", "strong"):
         upstream = await state.directory.cards(role)
-        default = state.settings.weak_model if role == "weak" else state.settings.strong_model
+        ends = state.settings.endpoints
+        default = ends.weak_model if role == "weak" else ends.strong_model
         for card in upstream or [{"id": default}]:
             is_adapter = bool(card.get("parent"))
-            cards.append(ModelCard(id=card["id"], kind="adapter" if is_adapter else role, root=card.get("root"),
-                                   parent=card.get("parent"), owned_by=card.get("owned_by") or "cowest",
-                                   adapter_version=version_of(card["id"]) if is_adapter else None))
+            cards.append(
+                ModelCard(
+                    id=card["id"],
+                    kind="adapter" if is_adapter else role,
+                    root=card.get("root"),
+                    parent=card.get("parent"),
+                    owned_by=card.get("owned_by") or "cowest",
+                    adapter_version=version_of(card["id"]) if is_adapter else None,
+                )
+            )
     return ModelList(data=cards)

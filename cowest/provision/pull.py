@@ -17,10 +17,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from cowest.models.gguf import GgufSourceError, assemble, convert, sha256_file
-from cowest.models.tiny import build_tiny_model
+from cowest.provision.gguf import GgufSourceError, assemble, convert, sha256_file
+from cowest.provision.tiny import build_tiny_model
+from shared.catalog import ModelSpec, get_model, get_profile
 from shared.config import CowestSettings
-from shared.models import ModelSpec, get_model, get_profile
 
 MANIFEST = "cowest-model.json"
 Report = Callable[[str], None]

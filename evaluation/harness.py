@@ -32,7 +32,7 @@ import httpx
 from services.trainer.evaluators import metric_for
 from shared import domains
 from shared.collaboration import BASE_ADAPTER as BASE
-from shared.data.schema import Example
+from shared.data.example import Example
 from shared.metrics import exact_match, fact_recall, final_answer, first_label, normalize, token_f1
 
 MODES = ("weak", "strong", "collab", "oracle")
@@ -69,10 +69,14 @@ async def served(client: httpx.AsyncClient) -> Served:
     r.raise_for_status()
     cards = r.json()["data"]
     by_kind = {c["kind"]: c["id"] for c in cards if c.get("kind") in ("weak", "strong")}
-    return Served(weak_model=by_kind.get("weak", ""), strong_model=by_kind.get("strong", ""),
-                  active={c["domain"]: c.get("active_adapter") for c in cards if c.get("kind") == "pipeline"
-                          and c.get("domain")},
-                  adapters=[c["id"] for c in cards if c.get("kind") == "adapter"])
+    return Served(
+        weak_model=by_kind.get("weak", ""),
+        strong_model=by_kind.get("strong", ""),
+        active={
+            c["domain"]: c.get("active_adapter") for c in cards if c.get("kind") == "pipeline" and c.get("domain")
+        },
+        adapters=[c["id"] for c in cards if c.get("kind") == "adapter"],
+    )
 
 
 def score_answer(example: Example, answer: str) -> dict:
@@ -101,9 +105,15 @@ def _sampling(max_tokens: int | None) -> dict:
 
 async def _ask(client: httpx.AsyncClient, run: EvalRun, adapter: str | None, ex: Example) -> dict:
     """One item through the orchestrator: {prompt, draft, answer, weak_tokens, strong_tokens, degraded}."""
-    body = {"question": ex.question, "domain": ex.domain, "context": ex.context, "mode": run.mode,
-            "weak": _sampling(run.weak_max_tokens), "strong": _sampling(run.strong_max_tokens),
-            "metadata": {"source": "eval", "item": ex.id}}
+    body = {
+        "question": ex.question,
+        "domain": ex.domain,
+        "context": ex.context,
+        "mode": run.mode,
+        "weak": _sampling(run.weak_max_tokens),
+        "strong": _sampling(run.strong_max_tokens),
+        "metadata": {"source": "eval", "item": ex.id},
+    }
     if run.mode == "oracle":
         if not ex.rationale:
             raise ValueError("the oracle needs the example's gold rationale; this example has none")
@@ -114,9 +124,14 @@ async def _ask(client: httpx.AsyncClient, run: EvalRun, adapter: str | None, ex:
     r = await client.post("/v1/collaborate", json=body)
     r.raise_for_status()
     out = r.json()
-    return {"prompt": ex.question, "draft": out["draft"] if run.mode != "strong" else None, "answer": out["answer"],
-            "degraded": out["degraded"], "weak_tokens": _tokens(out["weak"].get("usage")),
-            "strong_tokens": _tokens(out["strong"].get("usage"))}
+    return {
+        "prompt": ex.question,
+        "draft": out["draft"] if run.mode != "strong" else None,
+        "answer": out["answer"],
+        "degraded": out["degraded"],
+        "weak_tokens": _tokens(out["weak"].get("usage")),
+        "strong_tokens": _tokens(out["strong"].get("usage")),
+    }
 
 
 async def use_served_spec(client: httpx.AsyncClient, domain: str) -> None:
@@ -143,13 +158,23 @@ def run_paths(eval_dir: Path, run: EvalRun) -> tuple[Path, Path]:
     return root / f"{run.run_id}.jsonl", root / f"{run.run_id}.meta.json"
 
 
-async def evaluate(base_url: str, run: EvalRun, examples: list[Example], eval_dir: Path,
-                   on_progress: Callable[[int, int], None] = lambda done, total: None,
-                   api_key: str | None = None, timeout_s: float = 600.0) -> dict:
+async def evaluate(
+    base_url: str,
+    run: EvalRun,
+    examples: list[Example],
+    eval_dir: Path,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+    api_key: str | None = None,
+    timeout_s: float = 600.0,
+) -> dict:
     """Run (or resume) one evaluation; returns its meta (label, counts, wall time) after writing it."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout_s, connect=5.0),
-                                 headers=headers, limits=httpx.Limits(max_connections=run.concurrency + 2)) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout_s, connect=5.0),
+        headers=headers,
+        limits=httpx.Limits(max_connections=run.concurrency + 2),
+    ) as client:
         names = await served(client)
         await use_served_spec(client, run.domain)
         if run.mode in ("weak", "collab") and run.adapter is None:
@@ -160,21 +185,35 @@ async def evaluate(base_url: str, run: EvalRun, examples: list[Example], eval_di
         old_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         done = {r["id"] for r in read_results(results) if not r.get("error")}
         todo = [e for e in examples if e.id not in done]
-        meta = {**old_meta, **asdict(run), "run_id": run.run_id,
-                "label": run.label or old_meta.get("label") or default_label(run),
-                "weak_model": names.weak_model, "strong_model": names.strong_model,
-                "created": old_meta.get("created", time.time()), "items": len(examples)}
+        meta = {
+            **old_meta,
+            **asdict(run),
+            "run_id": run.run_id,
+            "label": run.label or old_meta.get("label") or default_label(run),
+            "weak_model": names.weak_model,
+            "strong_model": names.strong_model,
+            "created": old_meta.get("created", time.time()),
+            "items": len(examples),
+        }
         sem = asyncio.Semaphore(run.concurrency)
         finished = len(examples) - len(todo)
         on_progress(finished, len(examples))
         t0 = time.perf_counter()
         with results.open("a") as out:
+
             async def one(ex: Example) -> None:
                 nonlocal finished
                 async with sem:
                     started = time.perf_counter()
-                    row = {"id": ex.id, "domain": ex.domain, "kind": ex.kind, "mode": run.mode,
-                           "adapter": run.adapter, "question": ex.question, "gold": ex.answer}
+                    row = {
+                        "id": ex.id,
+                        "domain": ex.domain,
+                        "kind": ex.kind,
+                        "mode": run.mode,
+                        "adapter": run.adapter,
+                        "question": ex.question,
+                        "gold": ex.answer,
+                    }
                     try:
                         row |= await _ask(client, run, adapter, ex)
                         row |= score_answer(ex, row["answer"])
@@ -190,6 +229,7 @@ async def evaluate(base_url: str, run: EvalRun, examples: list[Example], eval_di
                 out.flush()
                 finished += 1
                 on_progress(finished, len(examples))
+
             await asyncio.gather(*(one(e) for e in todo))
         meta["wall_s"] = old_meta.get("wall_s", 0.0) + (time.perf_counter() - t0)
         rows = latest(read_results(results), {e.id for e in examples})
@@ -210,9 +250,12 @@ def same_answer(answer: str, draft: str) -> bool:
 
 
 def default_label(run: EvalRun) -> str:
-    return {"weak": f"Weak alone ({run.adapter or BASE})", "strong": "Strong alone",
-            "collab": f"Collaboration ({run.adapter or BASE})",
-            "oracle": "Oracle: strong refining the gold rationale"}[run.mode]
+    return {
+        "weak": f"Weak alone ({run.adapter or BASE})",
+        "strong": "Strong alone",
+        "collab": f"Collaboration ({run.adapter or BASE})",
+        "oracle": "Oracle: strong refining the gold rationale",
+    }[run.mode]
 
 
 def _describe(exc: Exception) -> str:

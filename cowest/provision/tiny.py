@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from shared.models import ModelSpec
+from shared.catalog import ModelSpec
 
 CHATML = (
     "{% for message in messages %}"

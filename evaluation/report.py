@@ -4,7 +4,7 @@ Reads `<eval_dir>/<domain>/*.jsonl` (+ `.meta.json`) written by the harness, and
 them, `training.json` (per-round DPO curves and round outcomes) and `demo.json` (wall time per phase).
 Rows are runs (weak alone, strong alone, the oracle, collaboration after 0, 1, 2 rounds of DPO) in the order
 they were created; columns are each domain's metrics with 95% bootstrap confidence intervals. Then the
-diagnostics (cowest/evaluation/diagnostics.py): keep / fix / break per method and question kind, and paired
+diagnostics (evaluation/diagnostics.py): keep / fix / break per method and question kind, and paired
 differences with paired bootstrap CIs.
 """
 
@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cowest.evaluation import diagnostics
-from cowest.evaluation.harness import latest, read_results
+from evaluation import diagnostics
+from evaluation.harness import latest, read_results
 from shared import domains as domain_specs
 from shared.metrics import bootstrap_ci, macro_f1, normalize
 
@@ -59,16 +59,30 @@ class RunSummary:
 def summarize(rows: list[dict], meta: dict) -> RunSummary:
     ok = [r for r in rows if not r.get("error")]
     labelled = any("label" in r for r in ok)
-    s = RunSummary(meta["domain"], meta["label"], meta["mode"], meta.get("adapter"), meta.get("round"),
-                   meta.get("created", 0.0), len(rows), len(rows) - len(ok), meta.get("wall_s", 0.0))
+    s = RunSummary(
+        meta["domain"],
+        meta["label"],
+        meta["mode"],
+        meta.get("adapter"),
+        meta.get("round"),
+        meta.get("created", 0.0),
+        len(rows),
+        len(rows) - len(ok),
+        meta.get("wall_s", 0.0),
+    )
     if labelled:  # label tasks: accuracy and macro-F1 (an error or no label counts as wrong)
         golds = [normalize(r["gold"] if isinstance(r["gold"], str) else r["gold"][0]) for r in rows]
         preds = [r.get("label") for r in rows]
         acc = [float(bool(r.get("correct"))) for r in rows]
         pairs = list(zip(preds, golds, strict=True))
-        s.metrics = [Metric("Acc", _mean(acc), bootstrap_ci(acc)),
-                     Metric("Macro-F1", macro_f1(preds, golds), bootstrap_ci(
-                         pairs, statistic=lambda xs: macro_f1([p for p, _ in xs], [g for _, g in xs])))]
+        s.metrics = [
+            Metric("Acc", _mean(acc), bootstrap_ci(acc)),
+            Metric(
+                "Macro-F1",
+                macro_f1(preds, golds),
+                bootstrap_ci(pairs, statistic=lambda xs: macro_f1([p for p, _ in xs], [g for _, g in xs])),
+            ),
+        ]
     else:  # free-form answers: exact match and token F1, and the domain metric's full marks where it is not EM
         em = [float(r.get("em", 0.0)) for r in rows]
         f1 = [float(r.get("f1", 0.0)) for r in rows]
@@ -117,54 +131,89 @@ def markdown(summaries: list[RunSummary], eval_dir: Path, plots: list[str]) -> s
     by = {(s.domain, s.label): s for s in summaries}
     metric_names = {d: [m.name for m in next(s for s in summaries if s.domain == d).metrics] for d in domains}
     sizes = {d: max(s.items for s in summaries if s.domain == d) for d in domains}
-    head = ["Method"] + [f"{domain_specs.get(d).display_name} {m} (n={sizes[d]})" for d in domains for m in metric_names[d]]
-    lines = ["## Results", "", "Percentages with 95% bootstrap confidence intervals (1000 resamples over items).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["Method"] + [
+        f"{domain_specs.get(d).display_name} {m} (n={sizes[d]})" for d in domains for m in metric_names[d]
+    ]
+    lines = [
+        "## Results",
+        "",
+        "Percentages with 95% bootstrap confidence intervals (1000 resamples over items).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for label in labels:
         cells = []
         for d in domains:
             s = by.get((d, label))
             cells += [(s.metric(m).cell() if s and s.metric(m) else "-") for m in metric_names[d]]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "## Cost", "",
-              "Tokens are prompt + completion per item; a correct answer is the right label (label tasks) or full "
-              "marks from the domain's metric (free-form: an exact match, or the reference within the answer). "
-              "Wall time is the whole run at its concurrency on this machine.", "",
-              "| Domain | Method | Items | Errors | Degraded | Weak tokens/item | Strong tokens/item | "
-              "Strong tokens per correct answer | vs strong alone | Wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Cost",
+        "",
+        "Tokens are prompt + completion per item; a correct answer is the right label (label tasks) or full "
+        "marks from the domain's metric (free-form: an exact match, or the reference within the answer). "
+        "Wall time is the whole run at its concurrency on this machine.",
+        "",
+        "| Domain | Method | Items | Errors | Degraded | Weak tokens/item | Strong tokens/item | "
+        "Strong tokens per correct answer | vs strong alone | Wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for d in domains:
         alone = next((s for s in summaries if s.domain == d and s.mode == "strong"), None)
         base = alone.strong_tokens_per_correct if alone else None
         for s in (x for x in summaries if x.domain == d):
             per = s.strong_tokens_per_correct
             ratio = f"{per / base:.2f}x" if per and base and s.mode != "weak" else "-"
-            lines.append(f"| {d} | {s.label} | {s.items} | {s.errors} | {s.degraded} | {s.weak_tokens / max(1, s.items):.0f} | "
-                         f"{s.strong_tokens / max(1, s.items):.0f} | {f'{per:.0f}' if per else '-'} | {ratio} | {s.wall_s:.0f} |")
+            lines.append(
+                f"| {d} | {s.label} | {s.items} | {s.errors} | {s.degraded} | {s.weak_tokens / max(1, s.items):.0f} | "
+                f"{s.strong_tokens / max(1, s.items):.0f} | {f'{per:.0f}' if per else '-'} | {ratio} | "
+                f"{s.wall_s:.0f} |"
+            )
     for d in domains:
         lines += diagnostics.markdown(d, [(s.label, s.mode, s.round, s.rows) for s in summaries if s.domain == d])
     for d in domains:
         training = _json(eval_dir / d / "training.json") or []
         demo = _json(eval_dir / d / "demo.json")
         if training:
-            lines += ["", f"## DPO rounds: {d}", "", "| Round | Outcome | Feedback: questions -> pairs (yield) | Pairs | "
-                      "Steps | s/step | First loss | Last loss | Last reward margin | Gate: candidate vs active "
-                      "(items, paired CI) | Candidate |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"## DPO rounds: {d}",
+                "",
+                "| Round | Outcome | Feedback: questions -> pairs (yield) | Pairs | "
+                "Steps | s/step | First loss | Last loss | Last reward margin | Gate: candidate vs active "
+                "(items, paired CI) | Candidate |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
             for r in training:
                 t = r.get("train") or {}
                 loss, margin = t.get("loss") or [None], t.get("reward_margin") or [None]
-                gate = (f"{r['candidate_score']:.3f} vs {r['active_score']:.3f}" if r.get("candidate_score") is not None
-                        else "-")
+                gate = (
+                    f"{r['candidate_score']:.3f} vs {r['active_score']:.3f}"
+                    if r.get("candidate_score") is not None
+                    else "-"
+                )
                 if (g := r.get("gate") or {}).get("diff_ci"):
                     gate += f" ({g['items']}, [{g['diff_ci'][0]:+.3f}, {g['diff_ci'][1]:+.3f}])"
                 fb = r.get("feedback") or {}
-                feedback = (f"{fb['processed']} -> {fb['pairs']} ({fb.get('pair_yield', 0):.0%})" if fb else "-")
-                lines.append(f"| {r['demo_round']} | {r['status']}: {_cell(r.get('detail', ''))} | {feedback} | "
-                             f"{r.get('pairs', 0)} | "
-                             f"{t.get('steps', '-')} | {_f(t.get('seconds_per_step'))} | {_f(loss[0])} | {_f(loss[-1])} | "
-                             f"{_f(margin[-1])} | {gate} | {r.get('candidate') or '-'} |")
+                feedback = f"{fb['processed']} -> {fb['pairs']} ({fb.get('pair_yield', 0):.0%})" if fb else "-"
+                lines.append(
+                    f"| {r['demo_round']} | {r['status']}: {_cell(r.get('detail', ''))} | {feedback} | "
+                    f"{r.get('pairs', 0)} | "
+                    f"{t.get('steps', '-')} | {_f(t.get('seconds_per_step'))} | {_f(loss[0])} | {_f(loss[-1])} | "
+                    f"{_f(margin[-1])} | {gate} | {r.get('candidate') or '-'} |"
+                )
         if demo:
-            lines += ["", f"## Wall time per phase: {d}", "", f"Command: `{demo.get('command', 'cowest demo')}`", "",
-                      "| Phase | Seconds |", "|---|---|"]
+            lines += [
+                "",
+                f"## Wall time per phase: {d}",
+                "",
+                f"Command: `{demo.get('command', 'cowest demo')}`",
+                "",
+                "| Phase | Seconds |",
+                "|---|---|",
+            ]
             lines += [f"| {p['phase']} | {p['seconds']:.0f} |" for p in demo["phases"]]
             lines.append(f"| **total** | **{sum(p['seconds'] for p in demo['phases']):.0f}** |")
     if plots:
@@ -200,8 +249,10 @@ def plot(summaries: list[RunSummary], eval_dir: Path, out_dir: Path, prefix: str
         width = 0.8 / len(metric_names)
         for k, name in enumerate(metric_names):
             vals = [100 * r.metric(name).value for r in runs]
-            err = [[100 * (r.metric(name).value - r.metric(name).ci[0]) for r in runs],
-                   [100 * (r.metric(name).ci[1] - r.metric(name).value) for r in runs]]
+            err = [
+                [100 * (r.metric(name).value - r.metric(name).ci[0]) for r in runs],
+                [100 * (r.metric(name).ci[1] - r.metric(name).value) for r in runs],
+            ]
             ax.bar([i + k * width for i in range(len(runs))], vals, width, yerr=err, capsize=3, label=name)
         ax.set_xticks([i + width * (len(metric_names) - 1) / 2 for i in range(len(runs))])
         ax.set_xticklabels([r.label for r in runs], rotation=30, ha="right", fontsize=8)
@@ -217,10 +268,16 @@ def plot(summaries: list[RunSummary], eval_dir: Path, out_dir: Path, prefix: str
             for r in rounds:
                 t = r.get("train") or {}
                 if t.get("loss"):
-                    ax_loss.plot(range(1, len(t["loss"]) + 1), t["loss"], marker=".", label=f"{d} round {r['demo_round']}")
+                    ax_loss.plot(
+                        range(1, len(t["loss"]) + 1), t["loss"], marker=".", label=f"{d} round {r['demo_round']}"
+                    )
                 if t.get("reward_margin"):
-                    ax_margin.plot(range(1, len(t["reward_margin"]) + 1), t["reward_margin"], marker=".",
-                                   label=f"{d} round {r['demo_round']}")
+                    ax_margin.plot(
+                        range(1, len(t["reward_margin"]) + 1),
+                        t["reward_margin"],
+                        marker=".",
+                        label=f"{d} round {r['demo_round']}",
+                    )
         ax_loss.set(title="DPO loss per step", xlabel="step")
         ax_margin.set(title="DPO reward margin per step", xlabel="step")
         ax_loss.legend(fontsize=8)
@@ -235,8 +292,10 @@ def plot(summaries: list[RunSummary], eval_dir: Path, out_dir: Path, prefix: str
                 continue
             name = runs[0].metrics[-1].name
             ys = [100 * r.metric(name).value for r in runs]
-            err = [[y - 100 * r.metric(name).ci[0] for y, r in zip(ys, runs, strict=True)],
-                   [100 * r.metric(name).ci[1] - y for y, r in zip(ys, runs, strict=True)]]
+            err = [
+                [y - 100 * r.metric(name).ci[0] for y, r in zip(ys, runs, strict=True)],
+                [100 * r.metric(name).ci[1] - y for y, r in zip(ys, runs, strict=True)],
+            ]
             ax.errorbar([r.round for r in runs], ys, yerr=err, marker="o", capsize=3, label="collaboration")
             if alone := next((s for s in summaries if s.domain == d and s.mode == "strong"), None):
                 ax.axhline(100 * alone.metric(name).value, ls="--", color="grey", label="strong alone")
@@ -257,8 +316,9 @@ def _save(fig, out_dir: Path, name: str) -> str:
     return name
 
 
-def write_report(eval_dir: Path, out: Path, title: str = "CoWest evaluation", preamble: str = "",
-                 with_plots: bool = True) -> tuple[Path, list[RunSummary]]:
+def write_report(
+    eval_dir: Path, out: Path, title: str = "CoWest evaluation", preamble: str = "", with_plots: bool = True
+) -> tuple[Path, list[RunSummary]]:
     """Writes `out` (markdown) and its PNGs beside it (named after it); returns the path and the runs."""
     summaries = load_summaries(eval_dir)
     if not summaries:

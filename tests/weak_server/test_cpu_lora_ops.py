@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from services.weak_server import cpu_lora_fix as fix
+from services.weak_server.cpu_plugin import lora_ops as fix
 
 
 def _weights(slots=3, out=6, inp=5):

@@ -1,5 +1,5 @@
 """Model provisioning for `cowest models pull`."""
 
-from cowest.models.pull import ModelPullError, PullResult, pull_model, pull_profile
+from cowest.provision.pull import ModelPullError, PullResult, pull_model, pull_profile
 
 __all__ = ["ModelPullError", "PullResult", "pull_model", "pull_profile"]

@@ -1,5 +1,6 @@
 """The feedback log's records: one versioned schema for the orchestrator (writer) and the trainer
-(reader). A stream entry holds `kind`, `schema_version`, the record's id and its JSON `data`."""
+(reader), on the streams named in shared/redis_keys.py. A stream entry holds `kind`, `schema_version`, the
+record's id and its JSON `data`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field
 
 SCHEMA_VERSION = 1
-TRACES_STREAM = "cowest:traces"
-FEEDBACK_STREAM = "cowest:feedback"
 
 
 class Usage(BaseModel):
@@ -31,16 +30,18 @@ class StreamRecord(BaseModel):
         raise NotImplementedError
 
     def to_fields(self) -> dict[str, str]:
-        return {"kind": self.kind, "schema_version": str(self.schema_version), "id": self.record_id,
-                "data": self.model_dump_json()}
+        return {
+            "kind": self.kind,
+            "schema_version": str(self.schema_version),
+            "id": self.record_id,
+            "data": self.model_dump_json(),
+        }
 
     @classmethod
-    def from_fields(cls, fields: dict[str | bytes, str | bytes]):
-        decoded = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                   for k, v in fields.items()}
-        if decoded.get("kind") != cls.kind:
-            raise ValueError(f"not a {cls.kind} record: {decoded.get('kind')!r}")
-        return cls.model_validate_json(decoded["data"])
+    def from_fields(cls, fields: dict[str, str]):
+        if fields.get("kind") != cls.kind:
+            raise ValueError(f"not a {cls.kind} record: {fields.get('kind')!r}")
+        return cls.model_validate_json(fields["data"])
 
 
 class TraceRecord(StreamRecord):

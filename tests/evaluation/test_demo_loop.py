@@ -16,12 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cowest.cli import app
-from cowest.evaluation.demo import Demo, DemoConfig
+from evaluation.demo import Demo, DemoConfig
 from services.orchestrator.app import create_app as create_orchestrator
 from services.trainer import evaluators
 from services.trainer.app import create_app as create_trainer
-from services.trainer.config import TrainerSettings
-from tests.orchestrator.conftest import fresh_redis, orch_settings, serve_app  # noqa: F401 - fixture
+from tests.support.servers import serve_app
+from tests.support.settings import orch_settings, trainer_settings
 
 pytestmark = pytest.mark.slow
 DOMAIN = "tinydemo"
@@ -29,29 +29,72 @@ DOMAIN = "tinydemo"
 
 def write_domain(root, n_train: int = 14, n_eval: int = 6):
     root.mkdir()
-    rows = [{"id": f"t{i}", "question": f"What does catalogue code {i} mean?", "answer": f"part {i}",
-             "rationale": f"The catalogue lists code {i} as part {i}."} for i in range(n_train + n_eval)]
+    rows = [
+        {
+            "id": f"t{i}",
+            "question": f"What does catalogue code {i} mean?",
+            "answer": f"part {i}",
+            "rationale": f"The catalogue lists code {i} as part {i}.",
+        }
+        for i in range(n_train + n_eval)
+    ]
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:n_train]))
     (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[n_train:]))
-    spec = {"task": "Say what a catalogue code means.", "answer_format": "a part name", "metric": {"type": "f1"},
-            "work_line": True, "demonstrations": [{"question": rows[0]["question"], "draft": rows[0]["rationale"],
-                                                   "work": "code 0 is part 0", "answer": rows[0]["answer"]}]}
+    spec = {
+        "task": "Say what a catalogue code means.",
+        "answer_format": "a part name",
+        "metric": {"type": "f1"},
+        "work_line": True,
+        "demonstrations": [
+            {
+                "question": rows[0]["question"],
+                "draft": rows[0]["rationale"],
+                "work": "code 0 is part 0",
+                "answer": rows[0]["answer"],
+            }
+        ],
+    }
     (root / "spec.json").write_text(json.dumps(spec))  # the domain as data: task, metric, a worked example
     return root
 
 
-async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models, tiny_weak_server, tiny_strong_server,
-                                                                     fresh_redis, tmp_path, monkeypatch):  # noqa: F811
+async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(
+    tiny_models, tiny_weak_server, tiny_strong_server, fresh_redis, tmp_path, monkeypatch
+):  # noqa: F811
     monkeypatch.setitem(evaluators.METRICS, DOMAIN, lambda pred, ref: min(len(pred), 300) / 300)
     monkeypatch.setenv("COWEST_HOME", str(tmp_path / "home"))
-    trainer = TrainerSettings(weak_url=tiny_weak_server, weak_model="tiny-weak", base_model_dir=tiny_models["tiny-weak"],
-                              strong_url=f"{tiny_strong_server}/v1", strong_model="tiny-strong",
-                              redis_url=fresh_redis.url, adapters_dir=tmp_path / "adapters", k_drafts=4,
-                              draft_temperature=1.0, draft_max_tokens=16, strong_max_tokens=16, gate_tolerance=1.0, gate_min_items=1, dpo_epochs=100,
-                              drain_s=0.0, min_pairs_per_round=2, min_pairs_forced=1, dpo_max_steps=3, dpo_learning_rate=1e-3)
+    trainer = trainer_settings(
+        tiny_weak_server,
+        tiny_strong_server,
+        fresh_redis.url,
+        base_model_dir=tiny_models["tiny-weak"],
+        adapters_dir=tmp_path / "adapters",
+        k_drafts=4,
+        draft_temperature=1.0,
+        draft_max_tokens=16,
+        strong_max_tokens=16,
+        gate_tolerance=1.0,
+        gate_min_items=1,
+        dpo_epochs=100,
+        drain_s=0.0,
+        min_pairs_per_round=2,
+        min_pairs_forced=1,
+        dpo_max_steps=3,
+        dpo_learning_rate=1e-3,
+    )
     orch = orch_settings(tiny_weak_server, tiny_strong_server, fresh_redis.url, tmp_path / "spool.jsonl")
-    cfg = DemoConfig(domain=DOMAIN, domain_dir=write_domain(tmp_path / DOMAIN), rounds=2, traffic_limit=10,
-                     sft_steps=3, dpo_steps=3, concurrency=4, weak_max_tokens=16, strong_max_tokens=16, drain_timeout_s=300)
+    cfg = DemoConfig(
+        domain=DOMAIN,
+        domain_dir=write_domain(tmp_path / DOMAIN),
+        rounds=2,
+        traffic_limit=10,
+        sft_steps=3,
+        dpo_steps=3,
+        concurrency=4,
+        weak_max_tokens=16,
+        strong_max_tokens=16,
+        drain_timeout_s=300,
+    )
     eval_dir = tmp_path / "home" / "eval"
     with serve_app(create_orchestrator(orch)) as orch_url, serve_app(create_trainer(trainer)) as trainer_url:
         state = await Demo(cfg, trainer, orch_url, trainer_url, eval_dir, say=lambda m: None).run()
@@ -67,8 +110,24 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
         monkeypatch.setenv("COWEST_ORCH_PORT", orch_url.rsplit(":", 1)[1])
         eval_file = str(cfg.domain_dir / "eval.jsonl")
         result = await asyncio.to_thread(  # the CLI runs its own event loop
-            CliRunner().invoke, app, ["eval", "--domain", DOMAIN, "--data", eval_file, "--modes", "strong,collab",
-                                      "--adapter", "base", "--limit", "2", "--max-tokens", "16"])
+            CliRunner().invoke,
+            app,
+            [
+                "eval",
+                "--domain",
+                DOMAIN,
+                "--data",
+                eval_file,
+                "--modes",
+                "strong,collab",
+                "--adapter",
+                "base",
+                "--limit",
+                "2",
+                "--max-tokens",
+                "16",
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert len((eval_dir / DOMAIN / "strong.jsonl").read_text().splitlines()) == 6  # resumed: nothing redone
         base_rows = [json.loads(line) for line in (eval_dir / DOMAIN / "collab@base.jsonl").read_text().splitlines()]
@@ -79,14 +138,23 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
     assert all(r["pairs"] >= 1 and len(r["train"]["loss"]) == 3 for r in state.rounds)
     assert state.rounds[1]["active_before"] == f"{DOMAIN}-v2"  # round 2 starts from round 1's adapter
     phases = [p["phase"] for p in state.phases]
-    assert phases[:4] == ["SFT of the weak adapter", "evaluate weak alone", "evaluate strong alone",
-                          "evaluate collaboration"] and phases[-1] == "round 2: evaluate collaboration"
+    assert (
+        phases[:4]
+        == ["SFT of the weak adapter", "evaluate weak alone", "evaluate strong alone", "evaluate collaboration"]
+        and phases[-1] == "round 2: evaluate collaboration"
+    )
 
     # Every evaluation ran through the serving path against the version it names, with no errors.
     metas = {p.name: json.loads(p.read_text()) for p in (eval_dir / DOMAIN).glob("*.meta.json")}
-    assert set(metas) == {f"weak@{DOMAIN}-v1.meta.json", "strong.meta.json", "oracle.meta.json",
-                          f"collab@{DOMAIN}-v1.meta.json",
-                          f"collab@{DOMAIN}-v2.meta.json", f"collab@{DOMAIN}-v3.meta.json", "collab@base.meta.json"}
+    assert set(metas) == {
+        f"weak@{DOMAIN}-v1.meta.json",
+        "strong.meta.json",
+        "oracle.meta.json",
+        f"collab@{DOMAIN}-v1.meta.json",
+        f"collab@{DOMAIN}-v2.meta.json",
+        f"collab@{DOMAIN}-v3.meta.json",
+        "collab@base.meta.json",
+    }
     assert all(m["errors"] == 0 for m in metas.values()) and metas[f"weak@{DOMAIN}-v1.meta.json"]["items"] == 6
     rows = [json.loads(line) for line in (eval_dir / DOMAIN / f"collab@{DOMAIN}-v3.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(r["draft"] and r["strong_tokens"]["completion"] > 0 for r in rows)
@@ -95,8 +163,14 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(tiny_models,
     result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "out" / "report.md")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out" / "report.md").read_text()
-    for label in ("Weak alone (SFT)", "Strong alone", "Collaboration (SFT adapter, before DPO)",
-                  "Oracle: strong refining the gold rationale", "CoWest after DPO round 1", "CoWest after DPO round 2"):
+    for label in (
+        "Weak alone (SFT)",
+        "Strong alone",
+        "Collaboration (SFT adapter, before DPO)",
+        "Oracle: strong refining the gold rationale",
+        "CoWest after DPO round 1",
+        "CoWest after DPO round 2",
+    ):
         assert f"| {label} |" in text
     assert "## What the strong model does with the draft" in text and "## Paired differences" in text
     assert (tmp_path / "out" / "rounds.png").exists() and (tmp_path / "out" / "dpo_training.png").exists()

@@ -1,0 +1,103 @@
+"""Every Redis name the services use, and the one way to connect.
+
+Orchestrator, trainer and CLI share Redis as a database, so its names are an interface: they are spelled
+here once and parsed here once. Clients come from `connect()` with `decode_responses=True`, so every
+value read back is a `str` and no caller decodes bytes.
+
+Domain names never contain ":" (shared/domains.py NAME_PATTERN), so the domain is one key segment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+# --- the log: streams the orchestrator appends to and the trainer reads (shared/records.py) ---------
+TRACES_STREAM = "cowest:traces"
+FEEDBACK_STREAM = "cowest:feedback"
+TRAINER_GROUP = "cowest-trainer"  # the trainer's consumer group on both streams
+
+
+def logged(record_id: str) -> str:
+    """Set (NX) before a record's XADD: a replayed record is stored once."""
+    return f"cowest:logged:{record_id}"
+
+
+# --- adapters: the alias each domain serves, and its history (newest first) -----------------------
+ACTIVE_ADAPTER_PATTERN = "adapter:active:*"
+ADAPTER_CHANGED_CHANNEL = "adapter:active:changed"  # {"domain", "adapter"} on every alias change
+
+
+def active_adapter(domain: str) -> str:
+    return f"adapter:active:{domain}"
+
+
+def adapter_history(domain: str) -> str:
+    """List: the active version, then its predecessors (what rollback goes back to)."""
+    return f"adapter:history:{domain}"
+
+
+# --- domains registered at runtime ------------------------------------------------------------------
+DOMAIN_SPECS = "cowest:domains"  # hash: domain name -> spec JSON
+DOMAINS_CHANGED_CHANNEL = "cowest:domains:changed"
+
+# --- the trainer's state -------------------------------------------------------------------------------
+ROUND_PATTERN = "cowest:round:*"
+PAIRS_PATTERN = "cowest:pairs:*"
+
+
+def pending_pairs(domain: str) -> str:
+    """Hash: question key -> the question's pairs (JSON list), waiting for the next round."""
+    return f"cowest:pairs:{domain}:pending"
+
+
+def claimed_pairs(domain: str, round_: int) -> str:
+    """Hash: the pairs round N claimed."""
+    return f"cowest:pairs:{domain}:round:{round_}"
+
+
+def domain_pairs_pattern(domain: str) -> str:
+    return f"cowest:pairs:{domain}:*"
+
+
+def round_counter(domain: str) -> str:
+    return f"cowest:round:{domain}"
+
+
+def heldout(domain: str) -> str:
+    """Hash: question key -> a held-out item (the gate's evaluation set)."""
+    return f"cowest:heldout:{domain}"
+
+
+def seen_trace(trace_id: str) -> str:
+    """A trace the trainer has read, kept to join later feedback with its question."""
+    return f"cowest:trainer:trace:{trace_id}"
+
+
+def manual_rounds(domain: str) -> str:
+    """Present: rounds of this domain start only on request (POST /train)."""
+    return f"cowest:trainer:manual:{domain}"
+
+
+def live_scores(domain: str) -> str:
+    """Hash: "<adapter>:n" and "<adapter>:sum" of live feedback scores."""
+    return f"cowest:live:{domain}"
+
+
+def round_lock(domain: str) -> str:
+    return f"cowest:trainer:lock:{domain}"
+
+
+def domain_of(key: str) -> str:
+    """The domain a per-domain key belongs to (`cowest:round:<d>`, `cowest:pairs:<d>:...`,
+    `adapter:active:<d>`, ...): the segment after the key's two-part prefix."""
+    parts = key.split(":")
+    if len(parts) < 3:
+        raise ValueError(f"not a per-domain key: {key!r}")
+    return parts[2]
+
+
+def connect(url: str, **options: Any) -> Redis:
+    """An asyncio client that returns `str` (options: timeouts, health checks)."""
+    return Redis.from_url(url, decode_responses=True, **options)

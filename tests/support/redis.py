@@ -1,0 +1,41 @@
+"""A redis-server of a test's own (append-only persistence), which the test may stop and restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import redis
+
+from cowest.processes import ProcessTable
+from cowest.redis_server import start_redis
+from shared.config import CowestSettings
+from tests.support.servers import free_port
+
+
+class RedisProcess:
+    """A redis-server of the test's own (append-only persistence), which the test may stop and restart."""
+
+    def __init__(self, home: Path):
+        self.url = f"redis://127.0.0.1:{free_port()}/0"
+        self.settings = CowestSettings(home=home, redis_url=self.url)
+        self.table = ProcessTable(home / "run")
+
+    def start(self) -> None:
+        start_redis(self.settings, self.table)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.table.stop("redis", timeout=10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
