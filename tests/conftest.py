@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from cowest.provision import pull_profile
 from services.strong_server.settings import StrongServerSettings
 from services.weak_server.admin_client import VllmAdminClient
 from shared.config import CowestSettings
+from tests.support.metrics import scored_by_length
 from tests.support.redis import RedisProcess
 from tests.support.servers import ADAPTERS, TEST_HOME, free_port, make_lora_adapter, running_vllm, weak_server_settings
 
@@ -82,3 +84,11 @@ def fresh_redis(tmp_path) -> Iterator[RedisProcess]:
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def length_metric():
+    """`length_metric(domain)`: the trainer in this process scores `domain` by answer length until the test ends
+    (tiny models' drafts then always differ in score, so pairs exist)."""
+    with ExitStack() as stack:
+        yield lambda domain: stack.enter_context(scored_by_length(domain))

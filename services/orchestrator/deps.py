@@ -3,45 +3,22 @@
 from __future__ import annotations
 
 import hmac
-import time
 from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import Request
 from redis.asyncio import Redis
 
 from services.orchestrator.adapters import AdapterAliases
 from services.orchestrator.config import OrchestratorSettings
+from services.orchestrator.directory import ModelDirectory
 from services.orchestrator.errors import APIError
 from services.orchestrator.metrics import Metrics
-from services.orchestrator.pipeline import Collaborator
+from services.orchestrator.pipeline import Collaborator, RequestContext
+from services.orchestrator.serving import Serving
 from services.orchestrator.tracelog import TraceLog
-from shared import domains, redis_keys
-from shared.upstream import Upstream, UpstreamError
-
-
-class ModelDirectory:
-    """Which server serves a model name (weak base + adapters, strong), cached for a few seconds."""
-
-    def __init__(self, weak: Upstream, strong: Upstream, ttl_s: float = 5.0):
-        self.upstreams = {"weak": weak, "strong": strong}
-        self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, list[dict]]] = {}
-
-    async def cards(self, role: str, fresh: bool = False) -> list[dict]:
-        at, cards = self._cache.get(role, (0.0, []))
-        if fresh or time.monotonic() - at > self.ttl_s:
-            try:
-                cards = await self.upstreams[role].models()
-                self._cache[role] = (time.monotonic(), cards)
-            except UpstreamError:
-                pass  # keep the last known list while the server is away
-        return cards
-
-    async def served_by(self, model: str) -> str | None:
-        for role in ("weak", "strong"):
-            if any(card.get("id") == model for card in await self.cards(role)):
-                return role
-        return None
+from shared import redis_keys
+from shared.upstream import Upstream
 
 
 @dataclass
@@ -56,6 +33,7 @@ class AppState:
     metrics: Metrics
     collaborator: Collaborator
     directory: ModelDirectory
+    serving: Serving
 
     @classmethod
     def create(cls, settings: OrchestratorSettings) -> AppState:
@@ -87,6 +65,7 @@ class AppState:
         aliases = AdapterAliases(pubsub_redis, settings.alias_refresh_s, on_change=metrics.set_active_adapter)
         log = TraceLog(redis, settings.spool_path, maxlen=settings.traces_maxlen, timeout_s=settings.redis_timeout_s)
         collaborator = Collaborator(settings, weak, strong, aliases, log, metrics)
+        directory = ModelDirectory(weak, strong)
         return cls(
             settings,
             redis,
@@ -97,7 +76,8 @@ class AppState:
             log,
             metrics,
             collaborator,
-            ModelDirectory(weak, strong),
+            directory,
+            Serving(settings, collaborator, directory),
         )
 
     async def aclose(self) -> None:
@@ -107,11 +87,22 @@ class AppState:
         await self.pubsub_redis.aclose()
 
     def known_domains(self) -> list[str]:
-        return sorted(set(self.settings.domains) | set(domains.registered()) | set(self.aliases.snapshot()))
+        return self.collaborator.domains()
 
 
 def get_state(request: Request) -> AppState:
     return request.app.state.cowest
+
+
+def get_serving(request: Request) -> Serving:
+    return get_state(request).serving
+
+
+def request_context(request: Request) -> RequestContext:
+    """The ids the middleware gave this request, and which API it called."""
+    api: Literal["collaborate", "chat"] = "chat" if request.url.path == "/v1/chat/completions" else "collaborate"
+    state = request.state
+    return RequestContext(trace_id=state.trace_id, request_id=state.request_id, traceparent=state.traceparent, api=api)
 
 
 def require_api_key(request: Request) -> None:

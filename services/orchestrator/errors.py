@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.collaboration import CollaborationFailed
+
 logger = logging.getLogger(__name__)
 OPENAI_ROUTES = ("/v1/chat/completions",)
 _TYPES = {
@@ -91,6 +93,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         _count(request, exc.status_code)
         return error_response(exc)
+
+    @app.exception_handler(CollaborationFailed)
+    async def _unavailable(request: Request, exc: CollaborationFailed) -> JSONResponse:
+        """Nothing left to answer with: 503, the failing part as the error code."""
+        return await _api_error(request, APIError(503, str(exc), code=exc.code, headers={"Retry-After": "5"}))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

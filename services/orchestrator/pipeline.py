@@ -1,7 +1,11 @@
-"""CoWest inference as served: a request becomes a `shared.collaboration.Ask` (the one implementation of
-draft -> refine that the trainer and the evaluation harness use too), plus what serving adds: the domain's
-active adapter, request ids passed upstream, metrics, streaming and the trace log. Degraded modes are
-described in shared/collaboration.py; when nothing is left to answer with, the request gets a 503.
+"""CoWest inference as served, in the domain's terms: a `Question` becomes a `shared.collaboration.Ask` (the one
+implementation of draft -> refine that the trainer and the evaluation harness use too), plus what serving adds:
+the domain's active adapter and the draft policy, request ids passed upstream, stage metrics, streaming and the
+trace log.
+
+This module knows nothing of HTTP: when nothing is left to answer with it raises `CollaborationFailed`
+(errors.py maps it to a 503), and the request's context (ids, which API) comes separately from the question.
+Degraded modes are described in shared/collaboration.py.
 """
 
 from __future__ import annotations
@@ -9,68 +13,118 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from services.orchestrator.adapters import AdapterAliases
 from services.orchestrator.config import OrchestratorSettings
-from services.orchestrator.errors import APIError
 from services.orchestrator.metrics import Metrics
-from services.orchestrator.protocol import Sampling
 from services.orchestrator.tracelog import TraceLog
-from shared.collaboration import BASE_ADAPTER, Ask, Collaboration, CollaborationFailed, Mode, Stage
-from shared.prompts import DraftFormat
+from shared import domains as domain_specs
+from shared.adapters import BASE_ADAPTER
+from shared.collaboration import Ask, Collaboration, Mode, Stage, draft_degraded
+from shared.domains import DraftFormat
+from shared.domains import get as get_domain
 from shared.records import TraceRecord, Usage
 from shared.upstream import Upstream, UpstreamError
-
-BASE_MODEL = BASE_ADAPTER  # the `adapter` override that means no adapter
 
 
 def new_trace_id() -> str:
     return f"tr-{uuid.uuid4().hex}"
 
 
-@dataclass
-class Question:
-    question: str
-    domain: str
-    draft_format: DraftFormat = DraftFormat.cot
-    context: str | None = None
-    history: list[dict[str, str]] = field(default_factory=list)
-    weak: Sampling = field(default_factory=Sampling)
-    strong: Sampling = field(default_factory=Sampling)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    adapter: str | None = None  # override of the domain's active adapter; BASE_MODEL for none
-    mode: Mode | None = None  # collab | weak | strong (one model alone); None: the draft policy decides
-    draft: str | None = None  # a given draft to refine instead of the weak model's
+@dataclass(frozen=True)
+class RequestContext:
+    """Who asked and how: ids that follow the request upstream and into its trace."""
+
+    trace_id: str = field(default_factory=new_trace_id)
     request_id: str | None = None
     traceparent: str | None = None
-    api: str = "collaborate"
-    trace_id: str = field(default_factory=new_trace_id)
+    api: Literal["collaborate", "chat"] = "collaborate"
+    stream: bool = False
     started: float = field(default_factory=time.perf_counter)
 
     def headers(self) -> dict[str, str]:
         return {k: v for k, v in (("X-Request-Id", self.request_id), ("traceparent", self.traceparent)) if v}
 
+    @property
+    def route(self) -> str:
+        return f"{self.api}_stream" if self.stream else self.api
+
+
+@dataclass
+class Question:
+    question: str
+    domain: str
+    draft_format: DraftFormat | None = None  # None: the domain's
+    context: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+    weak: dict[str, Any] = field(default_factory=dict)  # sampling overrides per stage
+    strong: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None  # override of the domain's active adapter; BASE_ADAPTER for none
+    mode: Mode | None = None  # collab | weak | strong (one model alone); None: the draft policy decides
+    draft: str | None = None  # a given draft to refine instead of the weak model's
+
 
 @dataclass
 class Outcome:
     question: Question
+    context: RequestContext
+    ask: Ask  # as resolved: the adapter and mode that ran
     draft: Stage
     strong: Stage
     answer: str
     degraded: str | None
     latency_ms: float
 
+    @property
+    def usage(self) -> Usage:
+        return sum_usage(self.draft.usage, self.strong.usage)
+
+
+@dataclass
+class Drafted:
+    """A streamed request after its weak stage: what the first chunk reports."""
+
+    ask: Ask
+    draft: Stage
+
+    @property
+    def degraded(self) -> str | None:
+        return draft_degraded(self.draft)
+
+
+# What `Collaborator.stream` yields.
+@dataclass
+class Delta:
+    text: str
+
+
+@dataclass
+class Degraded:
+    reason: str
+
+
+@dataclass
+class Interrupted:
+    """The strong model failed after tokens went out: no clean fallback is left."""
+
+    message: str
+    code: str = "strong_interrupted"
+
+
+@dataclass
+class Finished:
+    usage: Usage
+
+
+StreamEvent = Delta | Degraded | Interrupted | Finished
+
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
-
-
-def _unavailable(exc: CollaborationFailed) -> APIError:
-    """Nothing left to answer with: 503 with the failing part as the error code."""
-    return APIError(503, str(exc), code=exc.code, headers={"Retry-After": "5"})
 
 
 class Collaborator:
@@ -84,15 +138,18 @@ class Collaborator:
         metrics: Metrics,
     ):
         self.settings, self.aliases, self.log, self.metrics = settings, aliases, log, metrics
-        self.collab = Collaboration(
-            weak, strong, settings.endpoints.weak_model, settings.endpoints.strong_model, settings.limits()
-        )
+        ends = settings.endpoints
+        self.collab = Collaboration(weak, strong, ends.weak_model, ends.strong_model, settings.limits())
 
-    def ask(self, q: Question) -> Ask:
+    def domains(self) -> list[str]:
+        """The domains served now: the configured built-ins, registered specs, and any with an active adapter."""
+        return sorted(set(self.settings.domains) | set(domain_specs.registered()) | set(self.aliases.snapshot()))
+
+    def resolve(self, q: Question) -> Ask:
         """The collaboration request: the domain's active adapter unless the request names one; the mode the
         request names, else the draft policy's (no draft for a domain without an adapter, by default)."""
         active = self.aliases.get(q.domain)
-        adapter = active if q.adapter is None else (None if q.adapter == BASE_MODEL else q.adapter)
+        adapter = active if q.adapter is None else (None if q.adapter == BASE_ADAPTER else q.adapter)
         mode = q.mode
         if mode is None:
             drafts_help = (
@@ -106,99 +163,90 @@ class Collaborator:
             question=q.question,
             domain=q.domain,
             adapter=adapter,
-            draft_format=q.draft_format,
+            draft_format=q.draft_format or get_domain(q.domain).draft_format,
             context=q.context,
             history=q.history,
-            weak=q.weak.params(),
-            strong=q.strong.params(),
+            weak=q.weak,
+            strong=q.strong,
             mode=mode,
             draft=q.draft,
         )
 
-    # --- stages ---------------------------------------------------------------------------
-    async def draft(self, q: Question) -> Stage:
-        """The weak model's draft under the domain's active adapter; never raises. An empty stage (no text,
-        no error) when the request runs the strong model alone."""
-        ask = self.ask(q)
-        q.mode = ask.mode  # resolved once: the rest of the request (and its trace) follows it
-        if ask.mode == "strong":
-            return Stage()
-        stage = await self.collab.draft(ask, q.headers())
-        self.metrics.stage_latency.labels("weak", q.domain).observe(stage.latency_ms / 1000)
-        return stage
-
-    def fallback(self, q: Question, draft: Stage, error: str) -> tuple[str, str]:
-        """(answer, degraded reason) when the strong stage failed; 503 when nothing is left."""
-        try:
-            return self.collab.fallback(draft, error)
-        except CollaborationFailed as exc:
-            raise _unavailable(exc) from None
-
     # --- whole requests -------------------------------------------------------------------
-    async def run(self, q: Question) -> Outcome:
-        ask = self.ask(q)
-        q.mode = ask.mode
-        try:
-            done = await self.collab.run(ask, q.headers())
-        except CollaborationFailed as exc:
-            raise _unavailable(exc) from None
-        for name, stage in (("weak", done.draft), ("strong", done.strong)):
-            if stage.latency_ms is not None:
-                self.metrics.stage_latency.labels(name, q.domain).observe(stage.latency_ms / 1000)
-        outcome = Outcome(q, done.draft, done.strong, done.answer, done.degraded, _ms(q.started))
+    async def run(self, q: Question, ctx: RequestContext) -> Outcome:
+        ask = self.resolve(q)
+        done = await self.collab.run(ask, ctx.headers())
+        self._observe("weak", q.domain, done.draft)
+        self._observe("strong", q.domain, done.strong)
+        outcome = Outcome(q, ctx, ask, done.draft, done.strong, done.answer, done.degraded, _ms(ctx.started))
         await self.record(outcome)
         return outcome
 
-    async def stream(self, q: Question, draft: Stage, include_usage: bool) -> AsyncIterator[dict]:
-        """The strong refinement as OpenAI stream deltas ({"content"} / {"usage"} / {"degraded"});
-        records the trace when the stream ends, however it ends."""
-        strong = Stage(model=self.settings.endpoints.strong_model)
+    # --- streaming ------------------------------------------------------------------------
+    async def draft(self, q: Question, ctx: RequestContext) -> Drafted:
+        """The weak stage of a streamed request; never raises. An empty draft (no text, no error) when the
+        request runs the strong model alone."""
+        ask = self.resolve(q)
+        if ask.mode == "strong":
+            return Drafted(ask, Stage())
+        stage = await self.collab.draft(ask, ctx.headers())
+        self._observe("weak", q.domain, stage)
+        return Drafted(ask, stage)
+
+    async def stream(self, q: Question, ctx: RequestContext, drafted: Drafted) -> AsyncGenerator[StreamEvent, None]:
+        """The strong refinement as events; raises CollaborationFailed when nothing is left before any token.
+        Records the trace when the stream ends, however it ends (a client that disconnects included)."""
+        draft, ask = drafted.draft, drafted.ask
+        strong = Stage(model=self.collab.strong_model)
         parts: list[str] = []
-        degraded = None if draft.error is None else f"weak_unavailable: {draft.error}"
+        degraded = drafted.degraded
         t0 = time.perf_counter()
-        payload = self.collab.strong_payload(self.ask(q), draft.text)
-        payload["stream_options"] = {"include_usage": True}
+        payload = self.collab.strong_payload(ask, draft.text) | {"stream_options": {"include_usage": True}}
         try:
             try:
-                async for chunk in self.collab.strong.stream_chat(payload, q.headers()):
+                async for chunk in self.collab.strong.stream_chat(payload, ctx.headers()):
                     if chunk.get("usage"):
                         strong.usage = Usage(**chunk["usage"])
                     for choice in chunk.get("choices") or []:
                         if text := (choice.get("delta") or {}).get("content"):
                             parts.append(text)
-                            yield {"content": text}
+                            yield Delta(text)
             except UpstreamError as exc:
                 strong.error = str(exc)
-                if parts:  # tokens already went out: no clean fallback, report the error in-stream
+                if parts:
                     degraded = f"strong_interrupted: {exc}"
-                    yield {
-                        "error": APIError(502, f"the strong model failed mid-stream: {exc}", code="strong_interrupted")
-                    }
+                    yield Interrupted(f"the strong model failed mid-stream: {exc}")
                     return
-                answer, degraded = self.fallback(q, draft, strong.error)
+                answer, degraded = self.collab.fallback(draft, strong.error)
                 parts.append(answer)
-                yield {"degraded": degraded}
-                yield {"content": answer}
-            if include_usage:
-                yield {"usage": sum_usage(draft.usage, strong.usage)}
+                yield Degraded(degraded)
+                yield Delta(answer)
+            yield Finished(sum_usage(draft.usage, strong.usage))
         finally:
             strong.text = "".join(parts) if strong.error is None else None
             strong.latency_ms = _ms(t0)
-            self.metrics.stage_latency.labels("strong", q.domain).observe(strong.latency_ms / 1000)
-            outcome = Outcome(q, draft, strong, "".join(parts), degraded, _ms(q.started))
+            self._observe("strong", q.domain, strong)
+            outcome = Outcome(q, ctx, ask, draft, strong, "".join(parts), degraded, _ms(ctx.started))
             # Shielded: a client that disconnects must not cancel the log write.
             await asyncio.shield(self.record(outcome))
 
+    # --- metrics and the trace log --------------------------------------------------------
+    def _observe(self, stage_name: str, domain: str, stage: Stage) -> None:
+        if stage.latency_ms is not None:
+            self.metrics.stage_latency.labels(stage_name, domain).observe(stage.latency_ms / 1000)
+
     async def record(self, o: Outcome) -> None:
-        q = o.question
+        """Count the served request and log its trace (every served request, degraded ones too)."""
+        q, ctx = o.question, o.context
+        self.metrics.requests.labels(ctx.route, q.domain, "200").inc()
         self.metrics.stage_latency.labels("total", q.domain).observe(o.latency_ms / 1000)
         if o.degraded:
             self.metrics.degraded.labels(q.domain, o.degraded.split(":")[0]).inc()
         await self.log.log_trace(
             TraceRecord(
-                trace_id=q.trace_id,
+                trace_id=ctx.trace_id,
                 domain=q.domain,
-                draft_format=q.draft_format.value,
+                draft_format=(o.ask.draft_format or DraftFormat.cot).value,
                 question=q.question,
                 context=q.context,
                 history=q.history,
@@ -213,9 +261,9 @@ class Collaborator:
                 weak_usage=o.draft.usage,
                 strong_usage=o.strong.usage,
                 degraded=o.degraded,
-                request_id=q.request_id,
-                api=q.api,
-                mode=q.mode or "collab",
+                request_id=ctx.request_id,
+                api=ctx.api,
+                mode=o.ask.mode,
                 metadata=q.metadata,
             )
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from shared.domains import DomainSpec
 from shared.prompts import DraftFormat
@@ -112,6 +112,58 @@ class CollaborateRequest(BaseModel):
         if self.draft is not None and self.mode not in (None, "collab"):
             raise ValueError("`draft` is refined by the strong model: it needs mode `collab`")
         return self
+
+
+class OmitNone(BaseModel):
+    """Serialises without its unset (None) fields: what OpenAI leaves out of a delta or a chunk."""
+
+    @model_serializer(mode="wrap")
+    def _omit_none(self, handler):
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"] | None = "stop"
+    logprobs: None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    cowest: dict[str, Any] | None = None  # CoWest extension: trace id, mode, draft, stages
+
+
+class DeltaMessage(OmitNone):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: DeltaMessage = Field(default_factory=DeltaMessage)
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(OmitNone):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice] = Field(default_factory=list)
+    usage: Usage | None = None  # the last chunk, with stream_options.include_usage
+    cowest: dict[str, Any] | None = None  # the first chunk: trace id, mode, draft; a later one: degraded
 
 
 class StageInfo(BaseModel):

@@ -4,17 +4,30 @@ there is one (its spec says which), else the strong model as judge with a fixed 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 from shared import domains
 from shared.metrics import exact_match, final_answer, token_f1  # noqa: F401 - re-exported
 
-METRICS: dict[str, Callable[[str, str], float]] = {}  # per-domain overrides (tests); else the domain's spec
+Metric = Callable[[str, str], float]  # (answer, reference) -> score in [0, 1]
+_overrides: dict[str, Metric] = {}
 
 
-def metric_for(domain: str) -> Callable[[str, str], float]:
+def metric_for(domain: str) -> Metric:
     """The domain's metric (its spec's, shared/domains.py: unknown domains use the general one)."""
-    return METRICS.get(domain) or domains.get(domain).score
+    return _overrides.get(domain) or domains.get(domain).score
+
+
+@contextmanager
+def metric_override(domain: str, metric: Metric) -> Iterator[None]:
+    """Score `domain` with `metric` in this process while the block runs. For experiments that need a metric
+    no spec offers: the tests use answer length, so that tiny models' drafts always differ in score."""
+    _overrides[domain] = metric
+    try:
+        yield
+    finally:
+        _overrides.pop(domain, None)
 
 
 JUDGE_PROMPT = (

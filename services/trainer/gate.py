@@ -92,29 +92,29 @@ def decide(candidate: list[Scored], active: list[Scored], rules: GateRules) -> G
     if n < rules.min_items:
         return GateDecision(False, f"{n} held-out items, need {rules.min_items} to judge a candidate", n)
     diffs = [c.collab - a.collab for c, a in zip(candidate, active, strict=True)]
+    cand, act = statistics.fmean(c.collab for c in candidate), statistics.fmean(a.collab for a in active)
+    weak_cand, weak_act = statistics.fmean(c.weak for c in candidate), statistics.fmean(a.weak for a in active)
+    ci = bootstrap_ci(diffs)
     d = GateDecision(
         False,
         "",
         n,
-        candidate=statistics.fmean(c.collab for c in candidate),
-        active=statistics.fmean(a.collab for a in active),
-        diff_ci=bootstrap_ci(diffs),
-        weak_candidate=statistics.fmean(c.weak for c in candidate),
-        weak_active=statistics.fmean(a.weak for a in active),
+        candidate=cand,
+        active=act,
+        diff_ci=ci,
+        weak_candidate=weak_cand,
+        weak_active=weak_act,
         variety_candidate=variety(candidate),
         variety_active=variety(active),
     )
     tol = rules.tolerance
-    if d.candidate == 0 and d.active == 0:
+    if cand == 0 and act == 0:
         d.reason = "both versions score 0 on every held-out item: no evidence for the candidate"
-    elif d.candidate < d.active - tol:
-        d.reason = (
-            f"collaboration {d.candidate:.3f} < active {d.active:.3f} - {tol} (paired diff CI "
-            f"[{d.diff_ci[0]:+.3f}, {d.diff_ci[1]:+.3f}])"
-        )
-    elif d.weak_candidate < d.weak_active - tol:
-        d.reason = f"the weak model's own drafts got worse: {d.weak_candidate:.3f} < {d.weak_active:.3f} - {tol}"
-    elif d.variety_candidate < rules.min_variety * d.variety_active:
+    elif cand < act - tol:
+        d.reason = f"collaboration {cand:.3f} < active {act:.3f} - {tol} (paired diff CI [{ci[0]:+.3f}, {ci[1]:+.3f}])"
+    elif weak_cand < weak_act - tol:
+        d.reason = f"the weak model's own drafts got worse: {weak_cand:.3f} < {weak_act:.3f} - {tol}"
+    elif variety(candidate) < rules.min_variety * variety(active):
         d.reason = (
             f"the drafts collapsed: {d.variety_candidate:.2f} distinct answers per item vs "
             f"{d.variety_active:.2f} for the active version"
@@ -122,7 +122,7 @@ def decide(candidate: list[Scored], active: list[Scored], rules: GateRules) -> G
     else:
         d.passed = True
         d.reason = (
-            f"gate passed: collaboration {d.candidate:.3f} vs {d.active:.3f} on {n} items (paired diff CI "
-            f"[{d.diff_ci[0]:+.3f}, {d.diff_ci[1]:+.3f}]), drafts {d.weak_candidate:.3f} vs {d.weak_active:.3f}"
+            f"gate passed: collaboration {cand:.3f} vs {act:.3f} on {n} items (paired diff CI "
+            f"[{ci[0]:+.3f}, {ci[1]:+.3f}]), drafts {weak_cand:.3f} vs {weak_act:.3f}"
         )
     return d

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -144,20 +145,23 @@ def run(kind: str, cfg: JobConfig) -> dict:
 
     dataset = load_dataset("json", data_files=cfg.data_file, split="train")
     model, peft_config, tokenizer = _model_and_peft(cfg)
+    trainer: Any  # trl's DPOTrainer or SFTTrainer
     if kind == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        args = DPOConfig(**_common_args(cfg), beta=cfg.beta)
         trainer = DPOTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+            model=model,
+            args=DPOConfig(**_common_args(cfg), beta=cfg.beta),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
         )
     elif kind == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**_common_args(cfg) | _stop_rule_args(cfg), completion_only_loss=True)
         trainer = SFTTrainer(
             model=model,
-            args=args,
+            args=SFTConfig(**_common_args(cfg) | _stop_rule_args(cfg), completion_only_loss=True),
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,

@@ -48,7 +48,8 @@ def select_pairs(
     scored = list(zip(drafts, deltas(drafts, strong_alone), strict=True))
     chosen = sorted([s for s in scored if s[1] > 0], key=lambda s: -s[1])
     rejected = sorted([s for s in scored if s[1] <= 0], key=lambda s: s[1])
-    pairs, used = [], set()
+    pairs: list[tuple[ScoredDraft, ScoredDraft, float, float]] = []
+    used: set[str] = set()
     for (c, dc), (r, dr) in zip(chosen, rejected, strict=False):  # as many pairs as the shorter side
         if len(pairs) >= max_pairs or dc - dr < margin:
             break

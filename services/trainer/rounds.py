@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,7 +84,7 @@ async def run_job(kind: str, cfg: JobConfig) -> dict:
     )
     out, _ = await proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(job_failure(kind, proc.returncode, out.decode(errors="replace")))
+        raise RuntimeError(job_failure(kind, proc.returncode or -1, out.decode(errors="replace")))
     return json.loads(Path(cfg.output_dir, "metrics.json").read_text())
 
 
@@ -97,9 +98,11 @@ class RoundRunner:
         swapper: AdapterSwapper,
         collab: CollabClient,
         job_overrides: dict | None = None,
+        job_runner: Callable[[str, JobConfig], Awaitable[dict]] = run_job,
     ):
         self.settings, self.redis, self.store, self.registry = settings, redis, store, registry
         self.swapper, self.collab = swapper, collab
+        self.run_job = job_runner  # a training job in a child process (a fake in unit tests)
         self.job_overrides = {
             "max_steps": settings.dpo_max_steps,
             "learning_rate": settings.dpo_learning_rate,
@@ -186,7 +189,7 @@ class RoundRunner:
             init_adapter=init,
             **job,
         )
-        result.train = await run_job("dpo", cfg)
+        result.train = await self.run_job("dpo", cfg)
         manifest = self.registry.register(
             work / "adapter",
             domain=domain,

@@ -107,7 +107,7 @@ async def train_sft_adapter(
             base_model_dir=str(base_model_dir),
             data_file=str(work / "sft.jsonl"),
             output_dir=str(work / "adapter"),
-            max_steps=max_steps,
+            max_steps=max_steps or 60,
             learning_rate=learning_rate,
             batch_size=batch_size,
             lora_r=lora_r,

@@ -27,9 +27,11 @@ WARMUP = [{"role": "user", "content": "Briefly, what is a good answer to a hard 
 
 
 class AdapterSwapper:
-    def __init__(self, settings: TrainerSettings, registry: AdapterRegistry, redis: Redis):
+    def __init__(
+        self, settings: TrainerSettings, registry: AdapterRegistry, redis: Redis, admin: VllmAdminClient | None = None
+    ):
         self.settings, self.registry, self.redis = settings, registry, redis
-        self.admin = VllmAdminClient(settings.endpoints.weak_root, timeout=60)
+        self.admin = admin or VllmAdminClient(settings.endpoints.weak_root, timeout=60)
         self._locks: dict[str, asyncio.Lock] = {}  # admin operations are serialised per domain
         self._retiring: set[asyncio.Task] = set()
 
@@ -43,15 +45,6 @@ class AdapterSwapper:
 
     async def loaded(self) -> set[str]:
         return {c.id for c in await self.admin.adapters()}
-
-    async def _logprobs(self, model: str) -> list[float]:
-        async with httpx.AsyncClient(base_url=self.settings.endpoints.weak_root, timeout=60) as client:
-            r = await client.post(
-                "/v1/chat/completions",
-                json={"model": model, "messages": WARMUP, "max_tokens": 8, "temperature": 0, "logprobs": True},
-            )
-            r.raise_for_status()
-            return [t["logprob"] for t in r.json()["choices"][0]["logprobs"]["content"]]
 
     async def load_verified(self, name: str) -> None:
         """Validate, load (if not yet loaded) and verify an adapter; raise AdapterError and unload on failure."""
@@ -69,11 +62,12 @@ class AdapterSwapper:
                 raise AdapterError(f"{name} is not listed under {self.settings.endpoints.weak_model} after loading")
             # Greedy tokens may coincide after a short round; log-probs still move when the adapter is applied.
             base, tuned = await asyncio.gather(
-                self._logprobs(self.settings.endpoints.weak_model), self._logprobs(name)
+                self.admin.greedy_logprobs(self.settings.endpoints.weak_model, WARMUP),
+                self.admin.greedy_logprobs(name, WARMUP),
             )
             if max((abs(a - b) for a, b in zip(base, tuned, strict=False)), default=0.0) < 1e-6:
                 raise AdapterError(f"{name} does not change the model's output: not applied, or a no-op adapter")
-        except (AdapterError, httpx.HTTPError) as exc:
+        except (AdapterError, VllmAdminError, httpx.HTTPError) as exc:
             await self.unload(name)
             raise AdapterError(str(exc)) from exc
         logger.info("adapter %s (round %s, %s pairs) loaded and verified", name, manifest.round, manifest.pairs)
@@ -135,11 +129,14 @@ class AdapterSwapper:
     async def _retire(self, domain: str) -> None:
         """Unload versions older than the rollback depth, after in-flight requests had time to drain."""
         await asyncio.sleep(self.settings.drain_s)
-        history = await self.redis.lrange(redis_keys.adapter_history(domain), 0, -1)
-        keep = set(history[: self.settings.rollback_depth + 1])
-        for name in await self.loaded():
-            if name.startswith(f"{domain}-v") and name not in keep:
-                await self.unload(name)
+        # Under the domain's lock: an activation in progress has loaded its version but not yet pushed it onto
+        # the history, and must not see it unloaded (found by tests/trainer/test_swap_unit.py with drain_s=0).
+        async with self._lock(domain):
+            history = await self.redis.lrange(redis_keys.adapter_history(domain), 0, -1)
+            keep = set(history[: self.settings.rollback_depth + 1])
+            for name in await self.loaded():
+                if name.startswith(f"{domain}-v") and name not in keep:
+                    await self.unload(name)
 
     async def unload(self, name: str) -> None:
         try:

@@ -1,4 +1,5 @@
-"""Typed async client for a vLLM server's admin surface: LoRA load/unload, /v1/models, /health.
+"""Typed async client for a vLLM server's admin surface: LoRA load/unload, /v1/models, /health, and the greedy
+log-probs that show whether an adapter changes the model.
 
 The trainer uses it to hot-swap adapters; `cowest status` uses it to report loaded adapters.
 Errors come back as `VllmAdminError` carrying the HTTP status and vLLM's message
@@ -77,6 +78,12 @@ class VllmAdminClient:
     async def load_lora_adapter(self, name: str, path: str) -> None:
         """Load an adapter under a new name. Never reuse a name: vLLM keys its prefix cache by name."""
         self._checked(await self._client.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path}))
+
+    async def greedy_logprobs(self, model: str, messages: list[dict], max_tokens: int = 8) -> list[float]:
+        """The log-probs of a short greedy completion by `model` (the base model's name or an adapter's)."""
+        body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "logprobs": True}
+        data = self._checked(await self._client.post("/v1/chat/completions", json=body)).json()
+        return [t["logprob"] for t in data["choices"][0]["logprobs"]["content"]]
 
     async def unload_lora_adapter(self, name: str) -> None:
         self._checked(await self._client.post("/v1/unload_lora_adapter", json={"lora_name": name}))

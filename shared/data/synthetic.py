@@ -10,6 +10,7 @@ questions combine the same facts in new ways, so no eval question or answer is i
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from shared.data.example import Example
 
@@ -35,7 +36,8 @@ def generate(
     managers = {city: f"{rng.choice(_FIRST)} {rng.choice(_LAST)}" for city in cities}
     threshold, discount = rng.choice([10, 20, 25]), rng.choice([10, 15, 20])
     window = rng.choice([30, 45, 60])
-    products, names = [], set()
+    products: list[dict[str, Any]] = []
+    names: set[str] = set()
     for code in rng.sample(range(100, 999), max(6, size // 8)):
         name = f"{_word(rng)} {rng.choice(_KINDS)}"
         while name in names:  # product names must identify one product

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from cowest.cli import app
 from evaluation.demo import Demo, DemoConfig
 from services.orchestrator.app import create_app as create_orchestrator
-from services.trainer import evaluators
 from services.trainer.app import create_app as create_trainer
 from tests.support.servers import serve_app
 from tests.support.settings import orch_settings, trainer_settings
@@ -59,9 +58,9 @@ def write_domain(root, n_train: int = 14, n_eval: int = 6):
 
 
 async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(
-    tiny_models, tiny_weak_server, tiny_strong_server, fresh_redis, tmp_path, monkeypatch
+    tiny_models, tiny_weak_server, tiny_strong_server, fresh_redis, tmp_path, monkeypatch, length_metric
 ):  # noqa: F811
-    monkeypatch.setitem(evaluators.METRICS, DOMAIN, lambda pred, ref: min(len(pred), 300) / 300)
+    length_metric(DOMAIN)
     monkeypatch.setenv("COWEST_HOME", str(tmp_path / "home"))
     trainer = trainer_settings(
         tiny_weak_server,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack, contextmanager
 
 import httpx
 import pytest
@@ -25,22 +26,13 @@ def weak_fake():
         yield url, fake
 
 
+@contextmanager
 def run_with_strong(weak_url, script, redis_url, tmp_path, **overrides):
-    """(orchestrator url, fake strong) context for one scripted strong endpoint."""
-
-    class _Ctx:
-        def __enter__(self):
-            self._fake = fake_upstream("tiny-strong", script, text="refined answer")
-            strong_url, self.fake = self._fake.__enter__()
-            settings = orch_settings(weak_url, strong_url, redis_url, tmp_path / "spool.jsonl", **overrides)
-            self._app = serve_app(create_app(settings))
-            return self._app.__enter__(), self.fake
-
-        def __exit__(self, *exc):
-            self._app.__exit__(*exc)
-            self._fake.__exit__(*exc)
-
-    return _Ctx()
+    """(orchestrator url, fake strong) for one scripted strong endpoint."""
+    with ExitStack() as stack:
+        strong_url, fake = stack.enter_context(fake_upstream("tiny-strong", script, text="refined answer"))
+        settings = orch_settings(weak_url, strong_url, redis_url, tmp_path / "spool.jsonl", **overrides)
+        yield stack.enter_context(serve_app(create_app(settings))), fake
 
 
 def test_strong_429_is_retried_after_retry_after(weak_fake, private_redis, tmp_path):

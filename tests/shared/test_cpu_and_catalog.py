@@ -14,6 +14,12 @@ def test_bf16_only_with_native_bf16_units(monkeypatch):
     assert cpu.vllm_cpu_dtype() == "float32" and "AVX2" in cpu.cpu_summary()
 
 
+def test_no_vllm_bf16_on_amx_machines_where_it_decoded_nonsense(monkeypatch):
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))
+    assert cpu.has_bf16() and cpu.vllm_cpu_dtype() == "float32"  # torch's bf16 (SFT) stays on
+    assert get_profile("default").engine == "llamacpp"
+
+
 def test_this_machine_has_readable_flags():
     cpu.cpu_flags.cache_clear()
     assert "sse2" in cpu.cpu_flags()  # every x86-64 CPU: the flags were read, not assumed

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cowest.cli import app
-from services.trainer import evaluators
 from services.trainer.app import create_app
 from services.trainer.store import is_heldout
+from tests.support.metrics import scored_by_length
 from tests.support.servers import TEST_HOME, serve_app
 from tests.support.settings import trainer_settings
 
@@ -92,9 +92,9 @@ def test_sft_then_adapters_list_show_rollback(stack_env):
     assert "no adapter 'nope-v1'" in runner.invoke(app, ["adapters", "show", "nope-v1"]).output
 
 
-def test_train_from_a_labelled_file(stack_env, monkeypatch):
+def test_train_from_a_labelled_file(stack_env, monkeypatch, length_metric):
     domain = "clitrain"
-    monkeypatch.setitem(evaluators.METRICS, domain, lambda pred, ref: min(len(pred), 300) / 300)
+    length_metric(domain)
     monkeypatch.setenv("COWEST_TRAINER_MIN_PAIRS_PER_ROUND", "1")
     result = runner.invoke(app, ["train", "--domain", domain, "--data", data_file(stack_env / "t.jsonl", 10)])
     assert result.exit_code == 0, result.output
@@ -124,8 +124,7 @@ def test_service_api(stack_env, tiny_weak_server, tiny_strong_server, private_re
         # The bulk protocol over a labelled set: held-out questions go to the gate, at most `limit` others
         # become pairs, and its report says the yield.
         domain = "bulk"
-        evaluators.METRICS[domain] = lambda pred, ref: min(len(pred), 300) / 300
-        try:
+        with scored_by_length(domain):
             items = [{"question": f"Bulk question {i}?", "answer": f"answer {i}"} for i in range(12)]
             r = httpx.post(f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5}, timeout=300)
             assert r.status_code == 200, r.text
@@ -138,6 +137,4 @@ def test_service_api(stack_env, tiny_weak_server, tiny_strong_server, private_re
                 f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5}, timeout=300
             ).json()
             assert again["waiting"] == 5 and again["processed"] == 0  # the same questions wait: nothing is redone
-        finally:
-            del evaluators.METRICS[domain]
         assert httpx.post(f"{url}/feedback/build", json={"domain": domain, "items": []}).status_code == 422

@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from services.orchestrator.app import create_app
-from services.trainer import evaluators
 from services.trainer.app import Trainer
 from services.trainer.collector import Collector
 from services.trainer.config import TrainerSettings
@@ -30,14 +29,6 @@ from tests.support.settings import orch_settings, trainer_settings
 
 pytestmark = pytest.mark.slow
 FAST_JOB = {"max_steps": 4, "learning_rate": 1e-3, "batch_size": 4}
-
-
-@pytest.fixture
-def length_metric(monkeypatch):
-    def use(domain: str):
-        monkeypatch.setitem(evaluators.METRICS, domain, lambda pred, ref: min(len(pred), 300) / 300)
-
-    return use
 
 
 class Parts(Trainer):

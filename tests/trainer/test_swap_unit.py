@@ -1,0 +1,95 @@
+"""The swapper's state machine (validate -> load -> verify -> flip -> history; rollback; reconcile) on an
+in-memory Redis and vLLM admin API, with the real adapter registry on disk. test_round.py runs the same on
+real vLLM and Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.trainer.registry import AdapterError, AdapterRegistry
+from services.trainer.swap import AdapterSwapper
+from shared import redis_keys
+from tests.support.memory import MemoryRedis, MemoryVllmAdmin, write_adapter
+from tests.support.settings import trainer_settings
+
+DOMAIN = "acme"
+
+
+@pytest.fixture
+def parts(tmp_path):
+    base = tmp_path / "base-model"
+    base.mkdir()
+    settings = trainer_settings(
+        "http://weak",
+        "http://strong",
+        "redis://unused",
+        base_model_dir=base,
+        adapters_dir=tmp_path / "adapters",
+        drain_s=0.0,
+        rollback_depth=1,
+    )
+    registry = AdapterRegistry(settings.adapters_dir)
+    redis, admin = MemoryRedis(), MemoryVllmAdmin("tiny-weak", no_op={"acme-v3"})
+    swapper = AdapterSwapper(settings, registry, redis, admin=admin)
+
+    def register(seed: int) -> str:
+        trained = write_adapter(tmp_path / f"trained-{seed}", base, seed=seed)
+        return registry.register(
+            trained,
+            domain=DOMAIN,
+            base_model="tiny-weak",
+            base_model_path=base,
+            parent=None,
+            round=seed,
+            pairs=8,
+            kind="dpo",
+        ).name
+
+    return swapper, redis, admin, register
+
+
+async def test_activate_flips_the_alias_keeps_history_and_announces(parts):
+    swapper, redis, admin, register = parts
+    v1, v2 = register(1), register(2)
+    await swapper.activate(DOMAIN, v1)
+    await swapper.activate(DOMAIN, v2)
+    assert await redis.get(redis_keys.active_adapter(DOMAIN)) == v2
+    assert await redis.lrange(redis_keys.adapter_history(DOMAIN), 0, -1) == [v2, v1]
+    assert [c for c, _ in redis.published] == [redis_keys.ADAPTER_CHANGED_CHANNEL] * 2
+    await swapper.aclose()  # waits for the retirement of versions beyond the rollback depth (none here)
+    assert set(admin.loaded) == {v1, v2}
+
+
+async def test_rollback_goes_back_one_version_then_to_the_base_model(parts):
+    swapper, redis, _, register = parts
+    v1, v2 = register(1), register(2)
+    await swapper.activate(DOMAIN, v1)
+    await swapper.activate(DOMAIN, v2)
+    assert await swapper.rollback(DOMAIN) == v1 and await redis.get(redis_keys.active_adapter(DOMAIN)) == v1
+    assert await swapper.rollback(DOMAIN) is None and await redis.get(redis_keys.active_adapter(DOMAIN)) is None
+    with pytest.raises(AdapterError, match="no adapter to roll back"):
+        await swapper.rollback(DOMAIN)
+
+
+async def test_a_no_op_or_altered_adapter_never_becomes_active(parts, tmp_path):
+    swapper, redis, admin, register = parts
+    good, _, no_op = register(1), register(2), register(3)
+    await swapper.activate(DOMAIN, good)
+    with pytest.raises(AdapterError, match="does not change"):
+        await swapper.activate(DOMAIN, no_op)
+    assert no_op not in admin.loaded  # unloaded again after the failed verification
+    altered = register(4)
+    (swapper.registry.path(altered) / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(AdapterError, match="sha256"):
+        await swapper.activate(DOMAIN, altered)
+    assert await redis.get(redis_keys.active_adapter(DOMAIN)) == good
+
+
+async def test_reconcile_reloads_what_the_server_lost(parts):
+    swapper, _, admin, register = parts
+    v1, v2 = register(1), register(2)
+    await swapper.activate(DOMAIN, v1)
+    await swapper.activate(DOMAIN, v2)
+    admin.loaded.clear()  # vLLM restarted
+    assert await swapper.reconcile(DOMAIN) == [v2, v1]
+    assert set(admin.loaded) == {v1, v2} and await swapper.reconcile(DOMAIN) == []
