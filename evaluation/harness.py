@@ -31,7 +31,7 @@ import httpx
 
 from services.trainer.evaluators import metric_for
 from shared import domains
-from shared.collaboration import BASE_ADAPTER as BASE
+from shared.adapters import BASE_ADAPTER as BASE
 from shared.data.example import Example
 from shared.metrics import exact_match, fact_recall, final_answer, first_label, normalize, token_f1
 

@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.adapters import BASE_ADAPTER  # noqa: F401 - re-exported for the callers of this module
 from shared.prompts import DraftFormat, get_domain, strong_alone_messages, strong_messages, weak_messages
 from shared.records import Usage
 from shared.upstream import Upstream, UpstreamError

@@ -19,9 +19,10 @@ from cowest.cli.console import console, fail
 from cowest.stack import Stack
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
-from services.trainer.store import Item
 from shared import redis_keys
 from shared.adapters import get_active_adapter
+from shared.data import loaders
+from shared.data.synthetic import is_fact_card
 
 adapters_app = typer.Typer(help="Versioned LoRA adapters of the weak model.", no_args_is_help=True)
 feedback_app = typer.Typer(help="Collaborative feedback: preference pairs for DPO.", no_args_is_help=True)
@@ -39,24 +40,6 @@ def _trainer(settings: TrainerSettings):
     from services.trainer.app import Trainer
 
     return Trainer(settings)
-
-
-def load_items(path: Path, domain: str) -> list[Item]:
-    """JSONL rows {id, question, answer, context?, rationale?} (the harness's schema)."""
-    items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            row = json.loads(line)
-            items.append(
-                Item(
-                    id=str(row.get("id", n)),
-                    domain=domain,
-                    question=row["question"],
-                    answer=row.get("answer"),
-                    context=row.get("context"),
-                )
-            )
-    return items
 
 
 @adapters_app.command("list")
@@ -129,7 +112,7 @@ def train(
         t = _trainer(_settings(domains=[domain]))
         try:
             await t.sync_domains()  # a domain registered at runtime: its spec's prompts and metric
-            items = load_items(data, domain)[:limit]
+            items = loaders.load_jsonl(data, domain)[:limit]
             with console.status(f"collaborative feedback on {len(items)} questions"):
                 counts = await asyncio.gather(*(t.collector.process_item(i) for i in items))
             console.print(
@@ -160,7 +143,6 @@ def sft(
 ) -> None:
     """LoRA SFT of the weak model on domain data (rationale + answer): the domain's first adapter."""
     from services.trainer.sft import hold_out, train_sft_adapter
-    from shared.data.synthetic import is_fact_card
 
     settings = _settings()
     rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
@@ -218,9 +200,6 @@ def feedback_build(
     """The paper's collaborative-feedback protocol over a labelled split, run by the trainer service: K drafts
     per question, strong with each draft vs strong alone, pairs stored for the next DPO round."""
     import httpx
-
-    from shared.data import loaders
-    from shared.data.synthetic import is_fact_card
 
     try:
         examples = loaders.load_jsonl(data, domain) if data else loaders.load(domain, split)

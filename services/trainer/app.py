@@ -21,11 +21,12 @@ from services.trainer.collector import Collector
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.rounds import RoundRunner
-from services.trainer.store import Item, TrainerStore, question_key
+from services.trainer.store import TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
 from shared import domains as domain_specs
 from shared import redis_keys
 from shared.adapters import get_active_adapter
+from shared.data.example import Example
 from shared.watch import watch
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class BuildRequest(BaseModel):
 class FailureBackoff:
     """When automatic rounds of a domain fail (a job killed for memory, vLLM down), wait before the next
     try, doubling up to an hour: retrying every pass turns one bad round into a crash loop that burns
-    the CPU the servers need (seen here: an OOM-killed DPO job retried every 36 s)."""
+    the CPU the servers need (an OOM-killed DPO job was retried every 36 s before this)."""
 
     def __init__(self, base_s: float, max_s: float = 3600.0):
         self.base_s, self.max_s = base_s, max_s
@@ -207,7 +208,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     @app.post("/feedback/build")
     async def feedback_build(body: BuildRequest, request: Request) -> dict:
         items = [
-            Item(
+            Example(
                 id=i.id or question_key(body.domain, i.question),
                 domain=body.domain,
                 question=i.question,

@@ -23,8 +23,9 @@ from redis.exceptions import RedisError, ResponseError
 from services.trainer.collab import CollabClient
 from services.trainer.config import TrainerSettings
 from services.trainer.pairs import PreferencePair, deltas, select_pairs
-from services.trainer.store import Item, TrainerStore, is_heldout
+from services.trainer.store import TrainerStore, is_heldout
 from shared.adapters import get_active_adapter
+from shared.data.example import Example
 from shared.records import FeedbackRecord, TraceRecord
 from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
 
@@ -104,12 +105,12 @@ class Collector:
         return await get_active_adapter(self.redis, domain)
 
     # --- one question -----------------------------------------------------------------------
-    async def process_item(self, item: Item, trace_ids: list[str] | None = None) -> int:
+    async def process_item(self, item: Example, trace_ids: list[str] | None = None) -> int:
         """Collaborative feedback for one question; returns how many pairs it stored."""
         return (await self.feedback_item(item, trace_ids)).pairs
 
-    async def feedback_item(self, item: Item, trace_ids: list[str] | None = None) -> Processed:
-        if item.answer is None or (self.settings.domains is not None and item.domain not in self.settings.domains):
+    async def feedback_item(self, item: Example, trace_ids: list[str] | None = None) -> Processed:
+        if self.settings.domains is not None and item.domain not in self.settings.domains:
             return Processed("ignored")
         if is_heldout(item.domain, item.question):
             await self.store.add_heldout(item)
@@ -120,7 +121,9 @@ class Collector:
         adapter = await self.active_adapter(item.domain)
         seed = int(hashlib.sha256(f"{item.id}:{round_}".encode()).hexdigest()[:8], 16)  # reproducible drafts
         async with self._sem:
-            fb = await self.collab.feedback(item.question, item.domain, adapter, item.answer, item.context, seed=seed)
+            fb = await self.collab.feedback(
+                item.question, item.domain, adapter, item.answers[0], item.context, seed=seed
+            )
         pairs = [
             PreferencePair(
                 pair_id=f"{item.domain}:{round_}:{item.id}:{i}",
@@ -148,7 +151,7 @@ class Collector:
             "processed" if stored else "waiting", len(pairs) if stored else 0, deltas(fb.drafts, fb.strong_alone_score)
         )
 
-    async def build(self, items: list[Item], limit: int | None = None) -> BuildReport:
+    async def build(self, items: list[Example], limit: int | None = None) -> BuildReport:
         """The paper's protocol over a labelled set (a training split): every held-out question goes to the
         gate (free: no model call), at most `limit` of the others are turned into pairs, `concurrency` at a
         time so the servers batch them."""
@@ -190,7 +193,7 @@ class Collector:
             await self.store.add_live_score(trace["domain"], trace.get("weak_adapter"), feedback.score)
         if feedback.correct_answer is None:
             return
-        item = Item(
+        item = Example(
             id=trace["trace_id"],
             domain=trace["domain"],
             question=trace["question"],

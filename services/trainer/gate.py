@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from services.trainer.collab import CollabClient
 from services.trainer.evaluators import metric_for
-from services.trainer.store import Item
+from shared.data.example import Example
 from shared.metrics import bootstrap_ci, final_answer, normalize
 
 
@@ -66,16 +66,16 @@ class GateDecision:
 
 
 async def score_version(
-    collab: CollabClient, domain: str, adapter: str | None, items: list[Item], concurrency: int
+    collab: CollabClient, domain: str, adapter: str | None, items: list[Example], concurrency: int
 ) -> list[Scored]:
     """The served collaboration (greedy draft with `adapter` -> strong) on every item, in item order."""
     sem = asyncio.Semaphore(concurrency)
     metric = metric_for(domain)
 
-    async def one(item: Item) -> Scored:
+    async def one(item: Example) -> Scored:
         async with sem:
-            draft, _, score = await collab.collaborate(item.question, domain, adapter, item.answer, item.context)
-        return Scored(score, metric(draft, item.answer or ""), normalize(final_answer(draft)))
+            draft, _, score = await collab.collaborate(item.question, domain, adapter, item.answers[0], item.context)
+        return Scored(score, metric(draft, item.answers[0]), normalize(final_answer(draft)))
 
     return list(await asyncio.gather(*(one(i) for i in items)))
 

@@ -15,24 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from services.trainer.pairs import PreferencePair
 from shared import redis_keys
 from shared.adapters import BASE_ADAPTER
+from shared.data.example import Example
 
 TRACE_TTL_S = 7 * 24 * 3600
-
-
-class Item(BaseModel):
-    """A question with its reference answer (from a dataset or from feedback)."""
-
-    id: str
-    domain: str
-    question: str
-    answer: str | None = None
-    context: str | None = None
 
 
 def question_key(domain: str, question: str) -> str:
@@ -103,15 +93,15 @@ class TrainerStore:
         keys += [redis_keys.heldout(domain), redis_keys.round_counter(domain), redis_keys.live_scores(domain)]
         return int(await self.redis.delete(*keys))
 
-    async def add_heldout(self, item: Item) -> None:
+    async def add_heldout(self, item: Example) -> None:
         # Keyed by the question, so a question seen in many traces is one gate item.
         await self.redis.hset(
             redis_keys.heldout(item.domain), question_key(item.domain, item.question), item.model_dump_json()
         )
 
-    async def heldout(self, domain: str) -> list[Item]:
+    async def heldout(self, domain: str) -> list[Example]:
         values = await self.redis.hvals(redis_keys.heldout(domain))
-        return sorted((Item.model_validate_json(v) for v in values), key=lambda i: i.id)
+        return sorted((Example.model_validate_json(v) for v in values), key=lambda i: i.id)
 
     async def add_live_score(self, domain: str, adapter: str | None, score: float) -> None:
         key = redis_keys.live_scores(domain)

@@ -1,4 +1,6 @@
-"""Hot-swap protocol over stock vLLM (anchors.md §7):
+"""Hot-swap protocol over stock vLLM, against what users of runtime LoRA loading report going wrong: weights
+reloaded under a reused name (vLLM keys its prefix cache by name: stale outputs), a load that "succeeds" but
+leaves the base model answering, and adapters gone after a server restart.
 
 validate (sha256, base, rank) -> load under the new immutable name -> verify it is listed with the
 right parent and that it really changes the model (log-probs differ from the base) -> flip the

@@ -1,4 +1,4 @@
-"""Loaders of the offline dataset copies (../shared/datasets, or COWEST_DATASETS_DIR) and of JSONL.
+"""Loaders of offline dataset copies (COWEST_DATASETS_DIR, default `../shared/datasets`) and JSONL.
 
 Splits are deterministic: items sorted by id, shuffled with a fixed seed where the dataset has no
 split of its own. Evaluation splits never overlap training (IfQA repeats some train questions in

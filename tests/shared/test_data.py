@@ -8,7 +8,9 @@ from shared.data import datasets_dir, load, load_jsonl, write_jsonl
 from shared.data.synthetic import generate
 from shared.metrics import normalize
 
-needs_data = pytest.mark.skipif(not (datasets_dir() / "ifqa").exists(), reason="../shared/datasets not present")
+needs_data = pytest.mark.skipif(
+    not (datasets_dir() / "ifqa").exists(), reason="no offline dataset copies (COWEST_DATASETS_DIR)"
+)
 
 
 @needs_data

@@ -332,15 +332,14 @@ async def test_live_feedback_regression_rolls_back_automatically(
 
 
 async def test_a_degenerate_candidate_is_rejected_and_the_alias_stays(
-    tiny_models, tiny_weak_server, tiny_strong_server, private_redis, tmp_path, length_metric, monkeypatch
+    tiny_models, tiny_weak_server, tiny_strong_server, private_redis, tmp_path, length_metric
 ):
     """The round's job is swapped for one that trains the weak model to say nothing (every draft empty: the
     collapse DPO on two pairs produced on a real domain). The gate, run strictly (tolerance 0), must reject
     it on the weak model's own drafts, leave the active version serving and unload the candidate."""
-    from services.trainer import rounds
     from services.trainer.jobs import JobConfig, run
     from services.trainer.pairs import PreferencePair
-    from services.trainer.store import Item
+    from shared.data.example import Example
     from tests.support.servers import make_lora_adapter
 
     domain = "degenerate"
@@ -383,7 +382,7 @@ async def test_a_degenerate_candidate_is_rejected_and_the_alias_stays(
         )
         return await asyncio.to_thread(run, "sft", silent)
 
-    monkeypatch.setattr(rounds, "run_job", silent_job)
+    parts.runner.run_job = silent_job  # the round runner's job seam
     try:
         active = parts.registry.register(
             make_lora_adapter(tiny_models["tiny-weak"], tmp_path / "active", seed=7),
@@ -398,7 +397,7 @@ async def test_a_degenerate_candidate_is_rejected_and_the_alias_stays(
         await parts.swapper.activate(domain, active)
         gate_qs, train_qs = questions(domain, 6, held_out=4)[:4], questions(domain, 6, held_out=4)[4:]
         for i, q in enumerate(gate_qs):
-            await parts.store.add_heldout(Item(id=f"g{i}", domain=domain, question=q, answer=f"answer {i}"))
+            await parts.store.add_heldout(Example(id=f"g{i}", domain=domain, question=q, answer=f"answer {i}"))
         for q in train_qs:
             await parts.store.put_pairs(
                 domain,

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from services.trainer.pairs import PreferencePair
-from services.trainer.store import Item, TrainerStore, is_heldout, question_key
+from services.trainer.store import TrainerStore, is_heldout, question_key
 from shared import redis_keys
+from shared.data.example import Example
 
 
 def test_split_is_by_normalised_question_and_domain():
@@ -23,7 +24,7 @@ async def test_a_question_asked_twice_is_one_gate_item(private_redis):
     question = next(f"question {i}" for i in range(100) if is_heldout("gatekeeping", f"question {i}"))
     try:
         for trace in ("trace-1", "trace-2"):  # two traces (two rounds, two users), same question
-            await store.add_heldout(Item(id=trace, domain="gatekeeping", question=question, answer="a"))
+            await store.add_heldout(Example(id=trace, domain="gatekeeping", question=question, answer="a"))
         assert [i.question for i in await store.heldout("gatekeeping")] == [question]
     finally:
         await redis.delete("cowest:heldout:gatekeeping")
