@@ -1,0 +1,48 @@
+"""The stack hands each service typed settings; a service process rebuilds exactly those from its environment."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from cowest.stack import Stack, settings_env
+from services.orchestrator.config import OrchestratorSettings
+from services.trainer.config import TrainerSettings
+from shared.config import CowestSettings, Endpoints
+
+
+def test_endpoints_survive_the_trip_through_the_environment(monkeypatch):
+    sent = Endpoints(
+        weak_url="http://10.0.0.5:9001",
+        weak_model="w",
+        strong_url="https://api.example.com/v1/",
+        strong_model="s",
+        strong_api_key=SecretStr("sk-test"),
+        redis_url="redis://10.0.0.6:6379/2",
+    )
+    assert sent.weak_url == "http://10.0.0.5:9001/v1" and sent.strong_url == "https://api.example.com/v1"
+    for key, value in settings_env(sent).items():
+        monkeypatch.setenv(key, value)
+    received = OrchestratorSettings().endpoints
+    assert received == sent and TrainerSettings().endpoints == sent
+    assert received.weak_root == "http://10.0.0.5:9001" and received.strong_key() == "sk-test"
+
+
+def test_the_stack_points_both_services_at_its_own_servers(monkeypatch, tmp_path):
+    monkeypatch.delenv("COWEST_STRONG_URL", raising=False)
+    stack = Stack(CowestSettings(home=tmp_path, redis_url="redis://127.0.0.1:6390/0"))
+    orch, trainer = stack.orchestrator_settings("tiny"), stack.trainer_settings("tiny")
+    assert orch.endpoints == trainer.endpoints
+    assert (orch.endpoints.weak_model, orch.endpoints.strong_model) == ("tiny-weak", "tiny-strong")
+    assert orch.endpoints.weak_url == f"{stack.servers['weak'].base_url}/v1"
+    assert trainer.base_model_dir == tmp_path.resolve() / "models" / "tiny-weak"
+    env = stack.service_env(trainer, "endpoints", "base_model_dir")
+    assert env["COWEST_REDIS_URL"] == "redis://127.0.0.1:6390/0" and env["COWEST_HOME"] == str(tmp_path)
+
+
+def test_an_external_strong_endpoint_is_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("COWEST_STRONG_URL", "https://api.example.com/v1")
+    monkeypatch.setenv("COWEST_STRONG_MODEL", "big-model")
+    stack = Stack(CowestSettings(home=tmp_path))
+    assert stack.external_strong
+    ends = stack.orchestrator_settings("default").endpoints
+    assert (ends.strong_url, ends.strong_model) == ("https://api.example.com/v1", "big-model")
