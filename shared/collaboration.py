@@ -102,8 +102,13 @@ def _draft_format(ask: Ask) -> DraftFormat:
     return ask.draft_format or get_domain(ask.domain).draft_format
 
 
-def _usage(body: dict) -> Usage | None:
-    return Usage(**body["usage"]) if body.get("usage") else None
+def parse_usage(body: dict) -> Usage | None:
+    """The token counts of a response or chunk; None when absent or malformed (null counts): usage is
+    reported, never a reason to fail an answer."""
+    try:
+        return Usage(**body["usage"]) if isinstance(body.get("usage"), dict) else None
+    except ValueError:
+        return None
 
 
 async def _complete(upstream: Upstream, payload: dict, headers: dict[str, str] | None, stage: Stage) -> Stage:
@@ -112,8 +117,8 @@ async def _complete(upstream: Upstream, payload: dict, headers: dict[str, str] |
     try:
         body = await upstream.chat(payload, headers)
         stage.text = body["choices"][0]["message"]["content"] or ""
-        stage.usage = _usage(body)
-    except (UpstreamError, KeyError, IndexError, TypeError) as exc:
+        stage.usage = parse_usage(body)
+    except (UpstreamError, KeyError, IndexError, TypeError, AttributeError) as exc:
         stage.error = str(exc)
     stage.latency_ms = _ms(t0)
     return stage

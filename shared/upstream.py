@@ -100,7 +100,12 @@ class Upstream:
                 response = await self._send(
                     "POST", "/chat/completions", json={**payload, "stream": False}, headers=headers
                 )
-                return response.json()
+                try:
+                    return response.json()
+                except ValueError:
+                    raise UpstreamError(
+                        self.name, "answered 200 with a body that is not JSON", kind="bad_response"
+                    ) from None
         raise AssertionError("unreachable")
 
     async def stream_chat(self, payload: dict, headers: dict[str, str] | None = None) -> AsyncIterator[dict]:
@@ -118,7 +123,10 @@ class Upstream:
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
-                chunk = json.loads(data)
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise UpstreamError(self.name, "sent a stream chunk that is not JSON", kind="stream") from None
                 if "error" in chunk:
                     raise UpstreamError(self.name, f"stream error: {chunk['error']}", kind="stream", body=chunk)
                 yield chunk

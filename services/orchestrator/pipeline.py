@@ -23,7 +23,7 @@ from services.orchestrator.metrics import Metrics
 from services.orchestrator.tracelog import TraceLog
 from shared import domains as domain_specs
 from shared.adapters import BASE_ADAPTER
-from shared.collaboration import Ask, Collaboration, Mode, Stage, draft_degraded
+from shared.collaboration import Ask, Collaboration, Mode, Stage, draft_degraded, parse_usage
 from shared.domains import DraftFormat
 from shared.domains import get as get_domain
 from shared.records import TraceRecord, Usage
@@ -205,8 +205,7 @@ class Collaborator:
         try:
             try:
                 async for chunk in self.collab.strong.stream_chat(payload, ctx.headers()):
-                    if chunk.get("usage"):
-                        strong.usage = Usage(**chunk["usage"])
+                    strong.usage = parse_usage(chunk) or strong.usage
                     for choice in chunk.get("choices") or []:
                         if text := (choice.get("delta") or {}).get("content"):
                             parts.append(text)

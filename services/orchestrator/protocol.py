@@ -12,6 +12,37 @@ from shared.prompts import DraftFormat
 from shared.records import Usage
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+MAX_NESTING = 16  # JSON depth of a request body (metadata included): deeper is refused, not recursed into
+
+
+def check_json_input(value: Any, depth: int = 0) -> None:
+    """Raise ValueError for what would fail only after the model work: text that cannot be encoded as UTF-8
+    (a lone surrogate such as the JSON escape \\ud800, which parsers accept) and nesting deeper than
+    MAX_NESTING (a 300-deep `metadata` overflowed the encoder of the trace record)."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"the request nests deeper than {MAX_NESTING} levels")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode: it contains a lone surrogate") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_json_input(key, depth + 1)
+            check_json_input(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_json_input(item, depth + 1)
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: checks the raw JSON before the fields are validated."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _safe_json(cls, data: Any) -> Any:
+        check_json_input(data)
+        return data
 
 
 class TextPart(BaseModel):
@@ -49,7 +80,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestModel):
     # Unknown OpenAI parameters are kept: they pass through to the model server unchanged.
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
@@ -79,7 +110,7 @@ class ChatCompletionRequest(BaseModel):
         )
 
 
-class CollaborateRequest(BaseModel):
+class CollaborateRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
     question: str | None = Field(default=None, min_length=1)
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
@@ -188,7 +219,7 @@ class CollaborateResponse(BaseModel):
     latency_ms: float
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, max_length=128, description="the trace id of a response")
     score: float | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -56,6 +57,7 @@ from shared.collaboration import CollaborationFailed
 from shared.domains import DEFAULT_DOMAIN
 from shared.upstream import UpstreamError
 
+logger = logging.getLogger(__name__)
 PIPELINE = "cowest"  # the model name of the collaboration; `cowest/<domain>` for a domain
 PASS_HEADERS = ("content-type", "cache-control", "retry-after")
 
@@ -236,6 +238,10 @@ class Serving:
                             return
             except CollaborationFailed as exc:  # nothing left to answer with (both servers down)
                 yield error(503, str(exc), exc.code)
+                return
+            except Exception:  # the response has started: a 500 can only be said as an event
+                logger.exception("stream %s failed", ctx.trace_id)
+                yield error(500, "internal error; see the orchestrator log", "internal_error")
                 return
         yield event([ChunkChoice(finish_reason="stop")])
         if include_usage and usage is not None:

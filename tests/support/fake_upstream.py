@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
 from tests.support.servers import serve_app
@@ -17,7 +17,8 @@ from tests.support.servers import serve_app
 
 class FakeUpstream:
     """A scripted OpenAI-compatible server. `script` lists what each chat call does, the last entry
-    repeating: "ok", "429" (Retry-After: 1), "500", "hang"."""
+    repeating: "ok", "429" (Retry-After: 1), "500", "hang", "garbage" (a 200 whose body is not JSON),
+    "nullusage" (usage fields null), "badchunk" (a stream whose second chunk is not JSON)."""
 
     def __init__(self, model: str, script: list[str], text: str = "fake answer", extra_models: tuple[str, ...] = ()):
         self.model, self.script, self.text, self.extra_models = model, list(script), text, extra_models
@@ -41,11 +42,18 @@ class FakeUpstream:
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
         if action == "hang":
             await asyncio.sleep(60)
+        if action == "garbage":
+            return Response("<html>502 Bad Gateway</html>", 200, media_type="application/json")
         usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        if action == "nullusage":
+            usage = {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}
         if body.get("stream"):
 
             async def events():
-                for word in self.text.split():
+                for i, word in enumerate(self.text.split()):
+                    if action == "badchunk" and i == 1:
+                        yield {"data": "{not json"}
+                        return
                     yield {"data": json.dumps({"choices": [{"index": 0, "delta": {"content": word + " "}}]})}
                 yield {"data": json.dumps({"choices": [], "usage": usage})}
                 yield {"data": "[DONE]"}

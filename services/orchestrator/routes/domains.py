@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from services.orchestrator.deps import AppState, get_state, require_api_key
 from services.orchestrator.errors import APIError
-from services.orchestrator.protocol import DomainInfo, DomainList
+from services.orchestrator.protocol import DomainInfo, DomainList, check_json_input
 from shared import domains
 from shared.domains import DomainSpec, SpecError
 
@@ -48,8 +48,9 @@ async def put_domain(
             code="domain_builtin",
         )
     try:
+        check_json_input(spec)
         parsed = domains.parse_spec(spec, name=name)
-    except SpecError as exc:
+    except (SpecError, ValueError) as exc:
         raise APIError(422, str(exc), param="spec", code="invalid_domain_spec") from exc
     try:
         replaced = await domains.save(state.redis, parsed)
