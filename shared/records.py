@@ -79,7 +79,8 @@ class FeedbackRecord(StreamRecord):
     feedback_id: str = Field(default_factory=lambda: f"fb-{uuid.uuid4().hex}")
     trace_id: str
     created_at: float = Field(default_factory=time.time)
-    score: float | None = None
+    source: str = "user"  # who gave it: one feedback per trace and source
+    score: float | None = None  # in [0, 1] (the API refuses others; the trainer ignores them in old records)
     label: str | None = None
     correct_answer: str | None = None
     comment: str | None = None

@@ -80,6 +80,16 @@ def manual_rounds(domain: str) -> str:
     return f"cowest:trainer:manual:{domain}"
 
 
+def feedback_given(trace_id: str, source: str) -> str:
+    """The one feedback a source may give on a trace: holds its feedback id (set NX, first wins)."""
+    return f"cowest:feedback:given:{trace_id}:{source}"
+
+
+def scored_feedback(feedback_id: str) -> str:
+    """Set when a feedback's score was added to the live scores: a redelivery adds nothing."""
+    return f"cowest:trainer:scored:{feedback_id}"
+
+
 def live_scores(domain: str) -> str:
     """Hash: "<adapter>:n" and "<adapter>:sum" of live feedback scores."""
     return f"cowest:live:{domain}"

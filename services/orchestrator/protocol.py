@@ -222,7 +222,10 @@ class CollaborateResponse(BaseModel):
 class FeedbackRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, max_length=128, description="the trace id of a response")
-    score: float | None = None
+    # The feedback contract: one feedback per trace and source (a second is 409); a score is a finite number
+    # in [0, 1] (map stars or thumbs onto it); a correct answer, once given, is the trace's reference.
+    source: str = Field(default="user", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    score: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     label: str | None = Field(default=None, max_length=256)
     correct_answer: str | None = None
     comment: str | None = Field(default=None, max_length=10_000)

@@ -21,6 +21,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared import redis_keys
 from shared.records import FeedbackRecord, StreamRecord, TraceRecord
 from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, logged
 
@@ -136,6 +137,17 @@ class TraceLog:
                 await self.replay()
             except Exception:  # noqa: BLE001 - the replayer must survive anything and try again
                 logger.exception("spool replay failed")
+
+    async def claim_feedback(self, trace_id: str, source: str, feedback_id: str) -> bool | None:
+        """Record that `source` gave feedback `feedback_id` on the trace: False when it already gave one, None
+        when Redis cannot tell (then the trainer, which checks the same key, keeps only the first)."""
+        try:
+            key = redis_keys.feedback_given(trace_id, source)
+            return bool(
+                await asyncio.wait_for(self.redis.set(key, feedback_id, nx=True, ex=KEEP_IDS_S), self.timeout_s)
+            )
+        except LOG_ERRORS:
+            return None
 
     # --- reading --------------------------------------------------------------------------
     async def trace_known(self, trace_id: str) -> bool | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import socket
 import time
@@ -70,6 +71,11 @@ class BuildReport:
     @property
     def pair_yield(self) -> float:
         return self.questions_with_pairs / self.processed if self.processed else 0.0
+
+
+def valid_score(score: float) -> bool:
+    """The feedback contract's range; older records may hold anything (NaN, 1e308)."""
+    return math.isfinite(score) and 0.0 <= score <= 1.0
 
 
 class TraceNotSeenYet(Exception):
@@ -189,8 +195,19 @@ class Collector:
                 raise TraceNotSeenYet(feedback.trace_id)
             logger.warning("feedback %s names a trace never seen: %s", feedback.feedback_id, feedback.trace_id)
             return
-        if feedback.score is not None:  # live quality of the version that wrote the draft (auto-rollback)
-            await self.store.add_live_score(trace["domain"], trace.get("weak_adapter"), feedback.score)
+        if not await self.store.first_feedback(feedback.trace_id, feedback.source, feedback.feedback_id):
+            logger.info(
+                "ignoring feedback %s: %s already gave one on %s",
+                feedback.feedback_id,
+                feedback.source,
+                feedback.trace_id,
+            )
+            return
+        if feedback.score is not None and valid_score(feedback.score):
+            # Live quality of the version that wrote the draft (auto-rollback).
+            await self.store.add_live_score(
+                trace["domain"], trace.get("weak_adapter"), feedback.score, feedback.feedback_id
+            )
         if feedback.correct_answer is None:
             return
         item = Example(

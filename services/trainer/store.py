@@ -36,6 +36,14 @@ def is_heldout(domain: str, question: str, every: int = 5) -> bool:
     return int(question_key(domain, question), 16) % every == 0
 
 
+# KEYS[1] live-score hash, KEYS[2] the feedback's "counted" marker; ARGV: n field, sum field, score, marker TTL.
+_ADD_SCORE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2], ARGV[3])
+return 1
+"""
+
 # KEYS[1] pending hash, KEYS[2] the round's hash. A question already claimed by this round keeps its pairs.
 _CLAIM = """
 local fields = redis.call('HGETALL', KEYS[1])
@@ -94,8 +102,9 @@ class TrainerStore:
         return int(await self.redis.delete(*keys))
 
     async def add_heldout(self, item: Example) -> None:
-        # Keyed by the question, so a question seen in many traces is one gate item.
-        await self.redis.hset(
+        # Keyed by the question, so a question seen in many traces is one gate item; the first reference
+        # stays (a later feedback cannot move the gate's answer key).
+        await self.redis.hsetnx(
             redis_keys.heldout(item.domain), question_key(item.domain, item.question), item.model_dump_json()
         )
 
@@ -103,12 +112,19 @@ class TrainerStore:
         values = await self.redis.hvals(redis_keys.heldout(domain))
         return sorted((Example.model_validate_json(v) for v in values), key=lambda i: i.id)
 
-    async def add_live_score(self, domain: str, adapter: str | None, score: float) -> None:
-        key = redis_keys.live_scores(domain)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, f"{adapter or BASE_ADAPTER}:n", 1)
-            pipe.hincrbyfloat(key, f"{adapter or BASE_ADAPTER}:sum", score)
-            await pipe.execute()
+    async def first_feedback(self, trace_id: str, source: str, feedback_id: str) -> bool:
+        """True for the first feedback `source` gave on the trace, and for that same feedback redelivered;
+        False for any later one (the orchestrator refuses them; this covers records spooled while Redis was
+        away and clients writing to the stream directly)."""
+        key = redis_keys.feedback_given(trace_id, source)
+        await self.redis.set(key, feedback_id, nx=True, ex=TRACE_TTL_S)
+        return await self.redis.get(key) == feedback_id
+
+    async def add_live_score(self, domain: str, adapter: str | None, score: float, feedback_id: str) -> bool:
+        """Count one feedback's score once (a redelivered entry adds nothing); False when already counted."""
+        name = adapter or BASE_ADAPTER
+        keys = [redis_keys.live_scores(domain), redis_keys.scored_feedback(feedback_id)]
+        return bool(await self.redis.eval(_ADD_SCORE, 2, *keys, f"{name}:n", f"{name}:sum", score, TRACE_TTL_S))
 
     async def live_score(self, domain: str, adapter: str | None) -> tuple[int, float | None]:
         """(number of live scores, their mean) for one adapter version (None: the base model)."""

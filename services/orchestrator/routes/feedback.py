@@ -19,8 +19,20 @@ async def feedback(body: FeedbackRequest, state: AppState = Depends(get_state)) 
     if await state.log.trace_known(body.id) is False:
         raise APIError(404, f"no trace with id {body.id!r}", param="id", code="trace_not_found")
     record = FeedbackRecord(
-        trace_id=body.id, score=body.score, label=body.label, correct_answer=body.correct_answer, comment=body.comment
+        trace_id=body.id,
+        source=body.source,
+        score=body.score,
+        label=body.label,
+        correct_answer=body.correct_answer,
+        comment=body.comment,
     )
+    if await state.log.claim_feedback(body.id, body.source, record.feedback_id) is False:
+        raise APIError(
+            409,
+            f"{body.source!r} already gave feedback on trace {body.id!r}: one feedback per trace and source",
+            param="id",
+            code="feedback_exists",
+        )
     await state.log.log_feedback(record)
     state.metrics.log_backlog.set(state.log.backlog)
     return FeedbackResponse(id=record.feedback_id, trace_id=body.id)

@@ -1,0 +1,67 @@
+"""The feedback contract (issue 11, defect 1): a score is a finite number in [0, 1]; one feedback per trace and
+source; the first correct answer of a question is the gate's reference. The orchestrator refuses what breaks
+it; the trainer, which may read records spooled while Redis was away, counts each feedback once."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from services.orchestrator.app import create_app
+from services.trainer.store import TrainerStore
+from shared import redis_keys
+from shared.data.example import Example
+from tests.support.fake_upstream import fake_upstream
+from tests.support.servers import serve_app
+from tests.support.settings import orch_settings
+
+
+@pytest.fixture(scope="module")
+def app_url(private_redis, tmp_path_factory):
+    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["ok"]) as (strong, _):
+        spool = tmp_path_factory.mktemp("s") / "spool.jsonl"
+        with serve_app(create_app(orch_settings(weak, strong, private_redis.url, spool))) as url:
+            yield url
+
+
+def trace(url: str) -> str:
+    return httpx.post(f"{url}/v1/collaborate", json={"question": "q"}, timeout=30).json()["id"]
+
+
+def feedback(url: str, body: dict) -> httpx.Response:
+    # json.dumps writes NaN and Infinity as the literals Python's parser (and so FastAPI) accepts.
+    return httpx.post(f"{url}/v1/feedback", content=json.dumps(body), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), -float("inf"), 1e308, -0.5, 1.5])
+def test_a_score_outside_0_1_or_not_finite_is_refused(app_url, score):
+    r = feedback(app_url, {"id": trace(app_url), "score": score})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "score", r.text
+
+
+def test_one_feedback_per_trace_and_source(app_url):
+    trace_id = trace(app_url)
+    assert feedback(app_url, {"id": trace_id, "score": 1.0}).status_code == 202
+    again = feedback(app_url, {"id": trace_id, "score": 0.0})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "feedback_exists"
+    assert feedback(app_url, {"id": trace_id, "score": 0.0, "source": "reviewer"}).status_code == 202
+
+
+async def test_the_trainer_counts_each_feedback_once_and_keeps_the_first(private_redis):
+    redis = redis_keys.connect(private_redis.url)
+    store = TrainerStore(redis)
+    try:
+        await redis.delete(redis_keys.live_scores("contract"), redis_keys.heldout("contract"))
+        assert await store.first_feedback("tr-c1", "user", "fb-1")
+        assert await store.first_feedback("tr-c1", "user", "fb-1")  # the same record redelivered
+        assert not await store.first_feedback("tr-c1", "user", "fb-2")  # a second one (spooled past the API)
+        assert await store.add_live_score("contract", "contract-v1", 1.0, "fb-1")
+        assert not await store.add_live_score("contract", "contract-v1", 1.0, "fb-1")  # redelivered: counted once
+        assert await store.live_score("contract", "contract-v1") == (1, 1.0)
+        await store.add_heldout(Example(id="h", domain="contract", question="Who?", answer="Ada"))
+        await store.add_heldout(Example(id="h2", domain="contract", question="Who?", answer="Mallory"))
+        assert [e.answer for e in await store.heldout("contract")] == ["Ada"]
+    finally:
+        await redis.aclose()
