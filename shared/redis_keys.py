@@ -24,6 +24,14 @@ def logged(record_id: str) -> str:
     return f"cowest:logged:{record_id}"
 
 
+DEAD_LETTER_STREAM = "cowest:dead-letter"  # entries the trainer gave up on: the entry, its stream, the error
+
+
+def delivery_failures(stream: str) -> str:
+    """Hash: entry id -> how many times handling it failed (removed when it succeeds or is dead-lettered)."""
+    return f"cowest:trainer:failures:{stream}"
+
+
 # --- adapters: the alias each domain serves, and its history (newest first) -----------------------
 ACTIVE_ADAPTER_PATTERN = "adapter:active:*"
 ADAPTER_CHANGED_CHANNEL = "adapter:active:changed"  # {"domain", "adapter"} on every alias change

@@ -17,6 +17,7 @@ from services.orchestrator.middleware import RequestContextMiddleware
 from services.orchestrator.routes import chat, collaborate, domains, feedback, health, models
 from shared import domains as domain_specs
 from shared import redis_keys
+from shared.supervise import supervised
 from shared.watch import watch
 
 
@@ -35,19 +36,14 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         async def reload_specs(_message=None) -> None:
             await domain_specs.load_registered(state.pubsub_redis)
 
-        specs = watch(
-            state.pubsub_redis,
-            redis_keys.DOMAINS_CHANGED_CHANNEL,
-            reload_specs,
-            reload_specs,
-            settings.alias_refresh_s,
-            "domain spec",
-        )
-        tasks = [
-            asyncio.create_task(state.aliases.run()),
-            asyncio.create_task(state.log.run_replayer()),
-            asyncio.create_task(specs),
-        ]
+        async def watch_specs() -> None:
+            channel = redis_keys.DOMAINS_CHANGED_CHANNEL
+            await watch(
+                state.pubsub_redis, channel, reload_specs, reload_specs, settings.alias_refresh_s, "domain spec"
+            )
+
+        loops = {"alias cache": state.aliases.run, "spool replay": state.log.run_replayer, "domain watch": watch_specs}
+        tasks = [asyncio.create_task(supervised(name, loop)) for name, loop in loops.items()]
         try:
             yield
         finally:

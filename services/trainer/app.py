@@ -15,6 +15,7 @@ from dataclasses import asdict
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 from services.trainer.collab import CollabClient
 from services.trainer.collector import Collector
@@ -27,6 +28,7 @@ from shared import domains as domain_specs
 from shared import redis_keys
 from shared.adapters import get_active_adapter
 from shared.data.example import Example
+from shared.supervise import supervised
 from shared.watch import watch
 
 logger = logging.getLogger(__name__)
@@ -127,12 +129,15 @@ class Trainer:
 
     async def reconcile_loop(self) -> None:
         while True:
-            for domain in await self.domains():
-                try:
-                    if missing := await self.swapper.reconcile(domain):
-                        logger.warning("re-loaded %s into vLLM for %s", missing, domain)
-                except Exception as exc:  # noqa: BLE001 - vLLM may be restarting
-                    logger.info("reconcile %s: %s", domain, exc)
+            try:
+                for domain in await self.domains():
+                    try:
+                        if missing := await self.swapper.reconcile(domain):
+                            logger.warning("re-loaded %s into vLLM for %s", missing, domain)
+                    except Exception as exc:  # noqa: BLE001 - vLLM may be restarting
+                        logger.info("reconcile %s: %s", domain, exc)
+            except (RedisError, OSError) as exc:
+                logger.warning("reconcile pass skipped: Redis unavailable (%s)", exc)
             await asyncio.sleep(10)
 
     async def sync_domains(self, _message=None) -> None:
@@ -157,10 +162,13 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         trainer = Trainer(settings)
         app.state.trainer = trainer
-        tasks = [
-            asyncio.create_task(loop())
-            for loop in (trainer.collector.run, trainer.trigger_loop, trainer.reconcile_loop, trainer.watch_domains)
-        ]
+        loops = {
+            "collector": trainer.collector.run,
+            "round trigger": trainer.trigger_loop,
+            "reconcile": trainer.reconcile_loop,
+            "domain watch": trainer.watch_domains,
+        }
+        tasks = [asyncio.create_task(supervised(name, loop)) for name, loop in loops.items()]
         try:
             yield
         finally:

@@ -25,6 +25,7 @@ from services.trainer.collab import CollabClient
 from services.trainer.config import TrainerSettings
 from services.trainer.pairs import PreferencePair, deltas, select_pairs
 from services.trainer.store import TrainerStore, is_heldout
+from shared import redis_keys
 from shared.adapters import get_active_adapter
 from shared.data.example import Example
 from shared.records import FeedbackRecord, TraceRecord
@@ -98,6 +99,7 @@ class Collector:
         self.processed = 0
         self._sem = asyncio.Semaphore(settings.concurrency)  # model calls in flight
         self._entries = asyncio.Semaphore(32)  # entries in flight: bounds Redis connections too
+        self._reclaim_from = {TRACES_STREAM: "0-0", FEEDBACK_STREAM: "0-0"}  # XAUTOCLAIM's cursor per stream
 
     async def ensure_groups(self) -> None:
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
@@ -223,9 +225,15 @@ class Collector:
         """One pass: reclaimed pending entries first, then new ones. Returns entries handled."""
         batches = []
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
-            _, claimed, *_ = await self.redis.xautoclaim(
-                stream, TRAINER_GROUP, self.consumer, self.reclaim_idle_ms, start_id="0-0", count=500
+            cursor, claimed, *_ = await self.redis.xautoclaim(
+                stream,
+                TRAINER_GROUP,
+                self.consumer,
+                self.reclaim_idle_ms,
+                start_id=self._reclaim_from[stream],
+                count=500,
             )
+            self._reclaim_from[stream] = cursor  # "0-0" again once the scan wrapped around
             own = await self.redis.xreadgroup(TRAINER_GROUP, self.consumer, {stream: "0"}, count=500)  # ours, unacked
             batches.append((stream, list(claimed) + [e for _, entries in own for e in entries]))
         fresh = await self.redis.xreadgroup(
@@ -256,10 +264,33 @@ class Collector:
             return 0  # stays pending: the next pass retries it, after the trace was read
         except (ValueError, KeyError) as exc:
             logger.error("dropping malformed entry %s of %s: %s", entry_id, stream, exc)
+        except (RedisError, OSError):
+            raise  # Redis is away: the pass fails and the entry stays pending, no delivery is counted
+        except Exception as exc:  # noqa: BLE001 - a model-server error: retried, then dead-lettered
+            return await self._failed(stream, entry_id, fields, exc)
         await self.redis.xack(stream, TRAINER_GROUP, entry_id)  # only after the pairs are stored
+        await self.redis.hdel(redis_keys.delivery_failures(stream), entry_id)
+        return 1
+
+    async def _failed(self, stream: str, entry_id: str, fields: dict[str, str], exc: Exception) -> int:
+        """Count a failed delivery; after `max_deliveries` move the entry to the dead-letter stream and ack it."""
+        failures = await self.redis.hincrby(redis_keys.delivery_failures(stream), entry_id, 1)
+        if failures < self.settings.max_deliveries:
+            logger.warning(
+                "entry %s of %s failed (%d of %d): %s", entry_id, stream, failures, self.settings.max_deliveries, exc
+            )
+            return 0
+        logger.error("entry %s of %s failed %d times; dead-lettered: %s", entry_id, stream, failures, exc)
+        dead = {**fields, "dead_stream": stream, "dead_id": entry_id, "dead_error": f"{type(exc).__name__}: {exc}"}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(redis_keys.DEAD_LETTER_STREAM, dead, maxlen=100_000, approximate=True)
+            pipe.xack(stream, TRAINER_GROUP, entry_id)
+            pipe.hdel(redis_keys.delivery_failures(stream), entry_id)
+            await pipe.execute()
         return 1
 
     async def run(self) -> None:
+        """Poll forever (run under shared/supervise.py: Redis down at start-up is retried there too)."""
         await self.ensure_groups()
         while True:
             try:

@@ -33,6 +33,9 @@ class TrainerSettings(BaseSettings):
     pair_margin: float = 0.0
     max_pairs_per_question: int = 1
     concurrency: int = 8  # questions in flight: vLLM batches them
+    # An entry whose handling fails this many times (say, a prompt longer than the weak model's context) goes
+    # to the dead-letter stream (shared/redis_keys.py) and is acknowledged: it must not be retried forever.
+    max_deliveries: int = 5
     # Rounds
     min_pairs_per_round: int = 8  # an automatic round starts at this many pairs
     # POST /train with force=true trains below min_pairs_per_round, but never below this: DPO on one or two
