@@ -19,6 +19,7 @@ help yet.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from shared.prompts import DraftFormat, get_domain, strong_alone_messages, stron
 from shared.records import Usage
 from shared.upstream import Upstream, UpstreamError
 
+logger = logging.getLogger(__name__)
 Mode = Literal["collab", "weak", "strong"]
 MODES: tuple[str, ...] = ("collab", "weak", "strong")
 
@@ -118,8 +120,12 @@ async def _complete(upstream: Upstream, payload: dict, headers: dict[str, str] |
         body = await upstream.chat(payload, headers)
         stage.text = body["choices"][0]["message"]["content"] or ""
         stage.usage = parse_usage(body)
-    except (UpstreamError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        stage.error = str(exc)
+    except UpstreamError as exc:
+        logger.warning("%s", exc)  # the full text for operators; clients and traces get `public`
+        stage.error = exc.public
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        logger.warning("%s answered without a usable message: %r", upstream.name, exc)
+        stage.error = f"{upstream.name}: sent a response without a message"
     stage.latency_ms = _ms(t0)
     return stage
 

@@ -35,6 +35,18 @@ class UpstreamError(Exception):
         self.retry_after, self.body = retry_after, body
 
     @property
+    def public(self) -> str:
+        """What a client may read: which upstream and how it failed, never its response text (a provider's
+        error message can quote part of an API key). The full text goes to the log."""
+        how = {
+            "timeout": "timed out",
+            "unreachable": "unreachable",
+            "bad_response": "sent a response that is not JSON",
+            "stream": "failed mid-stream",
+        }.get(self.kind, f"HTTP {self.status_code}" if self.status_code else "failed")
+        return f"{self.upstream}: {how}"
+
+    @property
     def retryable(self) -> bool:
         """Worth another try: rate limits, server errors, timeouts. Not: refused connections, 4xx."""
         return self.kind == "timeout" or self.status_code in RETRYABLE_STATUS

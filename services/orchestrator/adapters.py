@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -21,11 +23,48 @@ logger = logging.getLogger(__name__)
 
 
 class AdapterAliases:
-    def __init__(self, redis: Redis, refresh_s: float = 30.0, on_change=lambda domain, adapter: None):
+    """`saved_at`: a file holding the last aliases read from Redis, so that an orchestrator started while Redis
+    is away serves each domain's last known version instead of silently falling back to the base model."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        refresh_s: float = 30.0,
+        on_change=lambda domain, adapter: None,
+        saved_at: Path | None = None,
+    ):
         self.redis = redis
         self.refresh_s = refresh_s
         self.on_change = on_change
+        self.saved_at = saved_at
+        self.source = "none"  # "redis" once read from Redis; "disk" while only the saved copy is known
         self._active: dict[str, str] = {}
+
+    def load_saved(self) -> bool:
+        """Start from the saved copy (before Redis answers); False when there is none."""
+        try:
+            saved = json.loads(self.saved_at.read_text()) if self.saved_at else None
+        except (OSError, ValueError):
+            return False
+        if not isinstance(saved, dict):
+            return False
+        for domain, adapter in saved.items():
+            if isinstance(domain, str) and isinstance(adapter, str):
+                self._set(domain, adapter)
+        self.source = "disk"
+        logger.warning("Redis not read yet: serving the saved adapter aliases %s", saved)
+        return True
+
+    def _save(self) -> None:
+        if self.saved_at is None:
+            return
+        try:
+            self.saved_at.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.saved_at.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._active))
+            os.replace(tmp, self.saved_at)  # never a torn file
+        except OSError as exc:
+            logger.warning("cannot save the adapter aliases to %s: %s", self.saved_at, exc)
 
     def get(self, domain: str) -> str | None:
         return self._active.get(domain)
@@ -49,6 +88,8 @@ class AdapterAliases:
         fresh = {redis_keys.domain_of(k): v for k, v in zip(keys, values, strict=True) if v}
         for domain in set(self._active) | set(fresh):
             self._set(domain, fresh.get(domain))
+        self.source = "redis"
+        self._save()
 
     async def run(self) -> None:
         """Subscribe and refresh forever; reconnect with backoff when Redis goes away."""
@@ -60,5 +101,6 @@ class AdapterAliases:
         try:
             change = json.loads(data)
             self._set(str(change["domain"]), change.get("adapter"))
+            self._save()
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring malformed alias change: %r", data)

@@ -28,8 +28,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         state = AppState.create(settings)
         app.state.cowest = state
-        with contextlib.suppress(Exception):  # Redis may be down at start: the loops keep trying
+        try:
             await asyncio.wait_for(state.aliases.refresh(), 2.0)
+        except Exception:  # noqa: BLE001 - Redis may be down at start: the saved aliases, and the loops keep trying
+            state.aliases.load_saved()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(domain_specs.load_registered(state.redis), 2.0)
 

@@ -62,7 +62,12 @@ class AppState:
             retry_max_wait_s=settings.retry_max_wait_s,
             api_key=settings.endpoints.strong_key(),
         )
-        aliases = AdapterAliases(pubsub_redis, settings.alias_refresh_s, on_change=metrics.set_active_adapter)
+        aliases = AdapterAliases(
+            pubsub_redis,
+            settings.alias_refresh_s,
+            on_change=metrics.set_active_adapter,
+            saved_at=settings.spool_path.with_name("adapter-aliases.json"),
+        )
         log = TraceLog(redis, settings.spool_path, maxlen=settings.traces_maxlen, timeout_s=settings.redis_timeout_s)
         collaborator = Collaborator(settings, weak, strong, aliases, log, metrics)
         directory = ModelDirectory(weak, strong)

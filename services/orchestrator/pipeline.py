@@ -11,6 +11,7 @@ Degraded modes are described in shared/collaboration.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -28,6 +29,8 @@ from shared.domains import DraftFormat
 from shared.domains import get as get_domain
 from shared.records import TraceRecord, Usage
 from shared.upstream import Upstream, UpstreamError
+
+logger = logging.getLogger(__name__)
 
 
 def new_trace_id() -> str:
@@ -211,10 +214,11 @@ class Collaborator:
                             parts.append(text)
                             yield Delta(text)
             except UpstreamError as exc:
-                strong.error = str(exc)
+                logger.warning("%s", exc)
+                strong.error = exc.public
                 if parts:
-                    degraded = f"strong_interrupted: {exc}"
-                    yield Interrupted(f"the strong model failed mid-stream: {exc}")
+                    degraded = f"strong_interrupted: {exc.public}"
+                    yield Interrupted(f"the strong model failed mid-stream: {exc.public}")
                     return
                 answer, degraded = self.collab.fallback(draft, strong.error)
                 parts.append(answer)

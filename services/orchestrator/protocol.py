@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
@@ -12,6 +12,13 @@ from shared.prompts import DraftFormat
 from shared.records import Usage
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+MAX_N = 16  # choices per pass-through request
+# OpenAI's limit: up to 4 stop sequences; each short (a stop string is matched against every decoded token).
+Stop = (
+    Annotated[str, Field(max_length=256)]
+    | Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=4)]
+    | None
+)
 MAX_NESTING = 16  # JSON depth of a request body (metadata included): deeper is refused, not recursed into
 
 
@@ -70,7 +77,7 @@ class Sampling(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
-    stop: str | list[str] | None = None
+    stop: Stop = None
 
     def params(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -91,9 +98,9 @@ class ChatCompletionRequest(RequestModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int = Field(default=1, ge=1)
+    n: int = Field(default=1, ge=1, le=MAX_N)  # also bounds what pass-through sends a model server
     seed: int | None = None
-    stop: str | list[str] | None = None
+    stop: Stop = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
     # CoWest extensions (ignored by the pass-through models).

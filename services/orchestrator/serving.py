@@ -268,7 +268,7 @@ class Serving:
         except UpstreamError as exc:
             raise APIError(
                 503,
-                f"the {role} model server is unavailable: {exc}",
+                f"the {role} model server is unavailable ({exc.public})",
                 code=f"{role}_unavailable",
                 headers={"Retry-After": "5"},
             ) from exc

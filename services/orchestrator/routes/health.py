@@ -1,4 +1,9 @@
-"""Liveness, readiness (says which dependency is missing) and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+/healthz: the process answers. /readyz: 200 while the orchestrator can answer at all: both model servers up
+("ready"), or one of them, or Redis, down ("degraded": the degraded modes carry the traffic and the log
+spools, so a load balancer must keep sending it requests); 503 only when neither model server answers.
+"""
 
 from __future__ import annotations
 
@@ -26,21 +31,27 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
             await state.directory.upstreams[role].models()
             return "ok"
         except UpstreamError as exc:
-            return f"unavailable: {exc}"
+            return f"unavailable ({exc.public})"
 
     async def redis() -> str:
         try:
             await asyncio.wait_for(state.redis.ping(), 1.0)
             return "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return f"unavailable: {type(exc).__name__}: {exc}"
+            return f"unavailable ({type(exc).__name__})"
 
     weak, strong, red = await asyncio.gather(upstream("weak"), upstream("strong"), redis())
-    checks = {"weak": weak, "strong": strong, "redis": red, "log_backlog": state.log.backlog}
-    ready = all(v == "ok" for v in (weak, strong, red))
-    return JSONResponse(
-        {"status": "ready" if ready else "unready", "checks": checks}, status_code=200 if ready else 503
-    )
+    checks = {
+        "weak": weak,
+        "strong": strong,
+        "redis": red,
+        "log_backlog": state.log.backlog,
+        "adapter_aliases": state.aliases.source,
+    }
+    if weak != "ok" and strong != "ok":
+        return JSONResponse({"status": "unready", "checks": checks}, status_code=503)
+    status = "ready" if weak == strong == red == "ok" else "degraded"
+    return JSONResponse({"status": status, "checks": checks}, status_code=200)
 
 
 @router.get("/metrics")
