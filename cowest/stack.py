@@ -31,6 +31,7 @@ from services.strong_server.settings import LlamaCppServerSettings, StrongServer
 from services.trainer.config import TrainerSettings
 from services.weak_server.admin_client import VllmAdminClient
 from services.weak_server.settings import WeakServerSettings
+from shared.auth import machine_admin_key
 from shared.catalog import get_model, get_profile
 from shared.config import CowestSettings, Endpoints
 from shared.vllm_launch import VllmServerSettings
@@ -87,14 +88,28 @@ class Stack:
         update = {
             "weak_url": f"{self.servers['weak'].base_url}/v1",
             "weak_model": chosen.weak,
+            "weak_api_key": self.weak_server_key(),
             "redis_url": self.settings.redis_url,
         }
         if not self.external_strong:
             update |= {"strong_url": f"{self.servers['strong'].base_url}/v1", "strong_model": chosen.strong}
         return self.endpoints.model_copy(update=update)
 
+    def weak_server_key(self) -> SecretStr:
+        """The weak vLLM server's API key (its LoRA admin routes included): COWEST_WEAK_API_KEY, else generated."""
+        return self.servers["weak"].api_key or machine_admin_key(self.settings.run_dir / "weak-server.key")
+
+    def server_key(self, role: str) -> str | None:
+        return self.weak_server_key().get_secret_value() if role == "weak" else None
+
+    def admin_key(self) -> SecretStr:
+        """COWEST_ADMIN_KEY, else this machine's generated key (shared/auth.py)."""
+        return self.trainer.admin_key or machine_admin_key(self.settings.run_dir / "admin.key")
+
     def orchestrator_settings(self, profile: str) -> OrchestratorSettings:
-        return self.orchestrator.model_copy(update={"endpoints": self.stack_endpoints(profile)})
+        return self.orchestrator.model_copy(
+            update={"endpoints": self.stack_endpoints(profile), "admin_key": self.admin_key()}
+        )
 
     def trainer_settings(self, profile: str | None = None) -> TrainerSettings:
         """The trainer's view of this stack (the CLI's trainer commands use it too)."""
@@ -102,6 +117,7 @@ class Stack:
         return self.trainer.model_copy(
             update={
                 "endpoints": self.stack_endpoints(profile),
+                "admin_key": self.admin_key(),
                 "base_model_dir": self.settings.models_dir / get_profile(profile).weak,
             }
         )
@@ -144,6 +160,8 @@ class Stack:
             if role == "strong" and chosen.engine == "llamacpp":
                 argv, env = self.llamacpp.argv(pulled[key], key), {}  # the GGUF file
             else:
+                if role == "weak":
+                    server = server.model_copy(update={"api_key": self.weak_server_key()})
                 argv, env = server.argv(self.settings.models_dir / key, key, spec.vllm_dtype), server.env()
             self.table.start(
                 role, argv, env, port=server.port, model=key, extra={"profile": profile, "url": server.base_url}
@@ -156,7 +174,7 @@ class Stack:
                     f"port {self.orchestrator.port} (orchestrator) is taken by another process; "
                     "free it or set COWEST_ORCH_PORT"
                 )
-            env = self.service_env(self.orchestrator_settings(profile), "endpoints")
+            env = self.service_env(self.orchestrator_settings(profile), "endpoints", "admin_key")
             self.table.start(
                 "orchestrator",
                 [sys.executable, "-m", "services.orchestrator.app"],
@@ -176,7 +194,7 @@ class Stack:
             self.table.start(
                 "trainer",
                 [sys.executable, "-m", "services.trainer.app"],
-                self.service_env(self.trainer_settings(profile), "endpoints", "base_model_dir"),
+                self.service_env(self.trainer_settings(profile), "endpoints", "base_model_dir", "admin_key"),
                 port=self.trainer.port,
                 model=None,
                 extra={"profile": profile, "url": self.trainer_url},
@@ -200,7 +218,9 @@ class Stack:
             return lambda: _http_ok(f"{self.trainer_url}/healthz")
 
         async def vllm_ready() -> bool:
-            async with VllmAdminClient(self.servers[name].base_url, timeout=5) as client:
+            async with VllmAdminClient(
+                self.servers[name].base_url, timeout=5, api_key=self.server_key(name)
+            ) as client:
                 return await client.ready()
 
         return vllm_ready
@@ -226,7 +246,7 @@ class Stack:
                 else ("external" if redis_up else "down"),
                 pid=rec.pid if rec and rec.alive() else None,
                 port=urlparse(self.settings.redis_url).port or 6379,
-                url=self.settings.redis_url,
+                url=redacted(self.settings.redis_url),
                 memory_mib=group_pss_mb(rec.pid) if rec and rec.alive() else None,
             )
         ]
@@ -236,7 +256,7 @@ class Stack:
             if record and record.alive():
                 status.pid, status.model = record.pid, record.model
                 status.memory_mib = group_pss_mb(record.pid)
-            async with VllmAdminClient(server.base_url, timeout=5) as client:
+            async with VllmAdminClient(server.base_url, timeout=5, api_key=self.server_key(role)) as client:
                 if await client.health():
                     try:
                         cards = await client.models()
@@ -300,3 +320,12 @@ def settings_env(settings: BaseSettings, *fields: str) -> dict[str, str]:
         elif isinstance(value, str | int | float | bool | Path):
             env[f"{prefix}{name}".upper()] = str(value)
     return env
+
+
+def redacted(url: str) -> str:
+    """A URL fit to print: its password (Redis AUTH, `redis://user:secret@host`) replaced by ***."""
+    parts = urlparse(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

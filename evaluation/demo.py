@@ -30,7 +30,7 @@ from services.trainer.registry import AdapterRegistry
 from services.trainer.sft import hold_out, train_sft_adapter
 from services.trainer.store import TrainerStore
 from services.trainer.swap import AdapterSwapper
-from shared import domains, redis_keys
+from shared import auth, domains, redis_keys
 from shared.data import loaders
 from shared.data.example import Example
 from shared.data.synthetic import is_fact_card
@@ -134,6 +134,7 @@ class Demo:
     ):
         self.cfg, self.trainer, self.eval_dir = cfg, trainer, eval_dir
         self.orchestrator_url, self.trainer_url = orchestrator_url, trainer_url
+        self.admin = auth.admin_headers(trainer.admin_key)  # the trainer's API and domain registration
         self.say, self.progress = say, progress
         self.state = DemoState()
         self.domain_dir = eval_dir / cfg.domain
@@ -257,7 +258,7 @@ class Demo:
             if not is_fact_card(e)
         ]
         random.Random(self.cfg.seed + round_).shuffle(items)  # a different slice of the split each round
-        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None) as client:
+        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None, headers=self.admin) as client:
             r = await client.post(
                 "/feedback/build", json={"domain": self.cfg.domain, "items": items, "limit": self.cfg.feedback_limit}
             )
@@ -293,13 +294,13 @@ class Demo:
             await redis.aclose()
 
     async def _trainer_status(self) -> dict:
-        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=30, headers=self.admin) as client:
             r = await client.get("/status")
             r.raise_for_status()
             return r.json()
 
     async def train_round(self, demo_round: int, feedback: dict | None = None) -> dict:
-        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None) as client:
+        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None, headers=self.admin) as client:
             r = await client.post(
                 "/train",
                 json={
@@ -321,7 +322,7 @@ class Demo:
 
     async def register(self, spec: DomainSpec) -> None:
         """The domain's spec to every service (through the orchestrator's API) and to this process (scoring)."""
-        async with httpx.AsyncClient(base_url=self.orchestrator_url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=self.orchestrator_url, timeout=30, headers=self.admin) as client:
             r = await client.put(f"/v1/domains/{spec.name}", json=spec.model_dump(mode="json", exclude_none=True))
         if r.status_code >= 400:
             raise ValueError(f"the orchestrator refused the domain spec ({r.status_code}): {r.text}")

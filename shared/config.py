@@ -70,6 +70,7 @@ class Endpoints(BaseSettings):
     strong_url: str = "http://127.0.0.1:8002/v1"
     strong_model: str = Field(default_factory=lambda: _profile_model("strong"))
     strong_api_key: SecretStr | None = Field(default=None, repr=False)
+    weak_api_key: SecretStr | None = Field(default=None, repr=False)  # the weak vLLM server's --api-key
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("COWEST_REDIS_URL", "REDIS_URL", "redis_url")
     )
@@ -86,3 +87,6 @@ class Endpoints(BaseSettings):
 
     def strong_key(self) -> str | None:
         return self.strong_api_key.get_secret_value() if self.strong_api_key else None
+
+    def weak_key(self) -> str | None:
+        return self.weak_api_key.get_secret_value() if self.weak_api_key else None

@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from shared.config import REPO_ROOT
@@ -54,6 +54,9 @@ class VllmServerSettings(BaseSettings):
     max_lora_rank: int = 16
     cpu_fixes: bool = True  # the CPU plugin (services/weak_server/cpu_plugin/); off only to reproduce the bugs
     extra_args: list[str] = Field(default_factory=list)
+    # Bearer key for the server's /v1 routes, LoRA loading included (passed as VLLM_API_KEY, not on the
+    # command line, where `ps` would show it). `cowest up` sets one for the weak server.
+    api_key: SecretStr | None = Field(default=None, repr=False)
     vllm_bin: Path | None = Field(default_factory=default_vllm_bin)
 
     @property
@@ -99,4 +102,6 @@ class VllmServerSettings(BaseSettings):
         }
         if self.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if self.api_key:
+            env["VLLM_API_KEY"] = self.api_key.get_secret_value()
         return env

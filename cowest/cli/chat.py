@@ -26,7 +26,7 @@ def chat(
         fail(f"server must be one of {', '.join(SERVERS)}")
     stack = Stack()
     url = stack.servers[server].base_url
-    client = OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=300, max_retries=0)
+    client = OpenAI(base_url=f"{url}/v1", api_key=stack.server_key(server) or "unused", timeout=300, max_retries=0)
     try:
         name = model or client.models.list().data[0].id
         t0 = time.monotonic()

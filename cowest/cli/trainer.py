@@ -19,7 +19,7 @@ from cowest.cli.console import console, fail
 from cowest.stack import Stack
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
-from shared import redis_keys
+from shared import auth, redis_keys
 from shared.adapters import get_active_adapter
 from shared.data import loaders
 from shared.data.synthetic import is_fact_card
@@ -212,8 +212,10 @@ def feedback_build(
     ]
     with console.status(f"collaborative feedback on {len(items)} questions (limit {limit})"):
         try:
+            stack = Stack()
             r = httpx.post(
-                f"{Stack().trainer_url}/feedback/build",
+                f"{stack.trainer_url}/feedback/build",
+                headers=auth.admin_headers(stack.admin_key()),
                 timeout=timeout,
                 json={"domain": domain, "items": items, "limit": limit},
             )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -55,11 +56,13 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             await state.log.replay()  # last chance to ship the spool; what is left stays on disk
             await state.aclose()
 
-    app = FastAPI(title="CoWest orchestrator", version="0.1.0", lifespan=lifespan)
+    docs: dict[str, Any] = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="CoWest orchestrator", version="0.1.0", lifespan=lifespan, **docs)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (collaborate, chat, models, domains, feedback, health):
         app.include_router(module.router)
+    app.include_router(domains.admin_router)
     return app
 
 

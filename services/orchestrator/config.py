@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.collaboration import Limits
@@ -41,6 +41,13 @@ class OrchestratorSettings(BaseSettings):
     # spec is always served).
     domains: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(BUILTIN_DOMAINS))
     # Bearer keys; empty = no auth. Read from COWEST_API_KEYS (comma-separated).
+    # The admin key (shared/auth.py) guards PUT /v1/domains; unset: those routes answer 403.
+    admin_key: SecretStr | None = Field(
+        default=None,
+        repr=False,
+        validation_alias=AliasChoices("COWEST_ADMIN_KEY", "COWEST_ORCH_ADMIN_KEY", "admin_key"),
+    )
+    docs: bool = False  # /docs and /openapi.json (off: they map every route for whoever asks)
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False, validation_alias=AliasChoices("COWEST_API_KEYS", "COWEST_ORCH_API_KEYS")
     )

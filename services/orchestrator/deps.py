@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,7 +16,7 @@ from services.orchestrator.metrics import Metrics
 from services.orchestrator.pipeline import Collaborator, RequestContext
 from services.orchestrator.serving import Serving
 from services.orchestrator.tracelog import TraceLog
-from shared import redis_keys
+from shared import auth, redis_keys
 from shared.upstream import Upstream
 
 
@@ -52,6 +51,7 @@ class AppState:
             settings.endpoints.weak_url,
             timeout_s=settings.weak_timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
+            api_key=settings.endpoints.weak_key(),
         )
         strong = Upstream(
             "strong",
@@ -110,12 +110,27 @@ def request_context(request: Request) -> RequestContext:
     return RequestContext(trace_id=state.trace_id, request_id=state.request_id, traceparent=state.traceparent, api=api)
 
 
+def require_admin_key(request: Request) -> None:
+    """The orchestrator's admin routes: the admin key only (a client key is not enough)."""
+    key = get_state(request).settings.admin_key
+    if key is None:
+        raise APIError(
+            403, "admin routes are disabled: no admin key is configured (COWEST_ADMIN_KEY)", code="admin_disabled"
+        )
+    if not auth.matches(auth.bearer_token(request.headers.get("authorization")), [key.get_secret_value()]):
+        raise APIError(
+            401,
+            "invalid or missing admin key: send `Authorization: Bearer <admin key>`",
+            code="invalid_admin_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
 def require_api_key(request: Request) -> None:
     keys = get_state(request).settings.api_keys
     if not keys:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+    if not auth.matches(auth.bearer_token(request.headers.get("authorization")), keys):
         raise APIError(
             401,
             "invalid or missing API key: send `Authorization: Bearer <key>`",

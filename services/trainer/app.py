@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
@@ -24,10 +24,11 @@ from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.rounds import RoundRunner
 from services.trainer.store import TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
+from shared import auth, redis_keys
 from shared import domains as domain_specs
-from shared import redis_keys
 from shared.adapters import get_active_adapter
 from shared.data.example import Example
+from shared.domains import NAME_PATTERN
 from shared.supervise import supervised
 from shared.watch import watch
 
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 class TrainRequest(BaseModel):
-    domain: str
+    domain: str = Field(pattern=NAME_PATTERN)
     force: bool = False  # train below min_pairs_per_round (never below min_pairs_forced)
     max_steps: int | None = Field(default=None, ge=1, le=10_000)  # this round's DPO steps (default: settings)
     # Torch threads for this round's DPO job (default 1: vLLM holds the other core). A driver that
@@ -53,7 +54,7 @@ class BuildItem(BaseModel):
 class BuildRequest(BaseModel):
     """Collaborative feedback over a labelled set (the paper builds its pairs over the training split)."""
 
-    domain: str = Field(min_length=1, max_length=128)
+    domain: str = Field(pattern=NAME_PATTERN)
     items: list[BuildItem] = Field(min_length=1, max_length=20_000)
     limit: int | None = Field(default=None, ge=0)  # at most this many non-held-out questions become pairs
 
@@ -177,7 +178,9 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await trainer.aclose()
 
-    app = FastAPI(title="CoWest trainer", lifespan=lifespan)
+    # No /docs or /openapi.json: every route but /healthz is an admin route (shared/auth.py).
+    app = FastAPI(title="CoWest trainer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    admin = APIRouter(dependencies=[Depends(require_admin_key)])
 
     def trainer_of(request: Request) -> Trainer:
         return request.app.state.trainer
@@ -186,7 +189,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/status")
+    @admin.get("/status")
     async def status(request: Request) -> dict:
         t = trainer_of(request)
         domains = {}
@@ -202,18 +205,18 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
             }
         return {"domains": domains, "processed_questions": t.collector.processed, **t.rounds.status()}
 
-    @app.get("/adapters")
+    @admin.get("/adapters")
     async def adapters(request: Request) -> dict:
         t = trainer_of(request)
         return {d: [m.model_dump() for m in t.registry.versions(d)] for d in t.registry.domains()}
 
-    @app.post("/train")
+    @admin.post("/train")
     async def train(body: TrainRequest, request: Request) -> dict:
         overrides = {k: v for k, v in (("max_steps", body.max_steps), ("threads", body.threads)) if v} or None
         await trainer_of(request).sync_domains()  # a spec registered a moment ago
         return asdict(await trainer_of(request).rounds.run(body.domain, force=body.force, job_overrides=overrides))
 
-    @app.post("/feedback/build")
+    @admin.post("/feedback/build")
     async def feedback_build(body: BuildRequest, request: Request) -> dict:
         items = [
             Example(
@@ -229,15 +232,24 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
         report = await trainer_of(request).collector.build(items, body.limit)
         return {"domain": body.domain, **asdict(report), "pair_yield": report.pair_yield}
 
-    @app.post("/adapters/{domain}/rollback")
-    async def rollback(domain: str, request: Request) -> dict:
+    @admin.post("/adapters/{domain}/rollback")
+    async def rollback(request: Request, domain: str = Path(pattern=NAME_PATTERN)) -> dict:
         try:
             previous = await trainer_of(request).swapper.rollback(domain)
         except AdapterError as exc:
             raise HTTPException(409, str(exc)) from exc
         return {"domain": domain, "active": previous}
 
+    app.include_router(admin)
     return app
+
+
+def require_admin_key(request: Request) -> None:
+    key = request.app.state.trainer.settings.admin_key
+    if key is None:
+        raise HTTPException(403, "the trainer's API is disabled: no admin key is configured (COWEST_ADMIN_KEY)")
+    if not auth.matches(auth.bearer_token(request.headers.get("authorization")), [key.get_secret_value()]):
+        raise HTTPException(401, "invalid or missing admin key", headers={"WWW-Authenticate": "Bearer"})
 
 
 def main() -> None:

@@ -37,7 +37,9 @@ class CollabClient:
         self.settings = settings
         ends = settings.endpoints
         key = ends.strong_key()
-        weak = Upstream("weak", ends.weak_url, timeout_s=settings.request_timeout_s, connect_timeout_s=5.0)
+        weak = Upstream(
+            "weak", ends.weak_url, timeout_s=settings.request_timeout_s, connect_timeout_s=5.0, api_key=ends.weak_key()
+        )
         strong = Upstream(
             "strong",
             ends.strong_url,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.collaboration import Limits
@@ -16,6 +16,12 @@ class TrainerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8003
+    # Every route but /healthz requires this key (shared/auth.py); unset, they answer 403.
+    admin_key: SecretStr | None = Field(
+        default=None,
+        repr=False,
+        validation_alias=AliasChoices("COWEST_ADMIN_KEY", "COWEST_TRAINER_ADMIN_KEY", "admin_key"),
+    )
     # The weak vLLM server (its admin API too), the strong model and Redis (shared/config.py), and the weak
     # base model's weights (what SFT and DPO train on).
     endpoints: Endpoints = Field(default_factory=Endpoints)

@@ -33,7 +33,9 @@ class AdapterSwapper:
         self, settings: TrainerSettings, registry: AdapterRegistry, redis: Redis, admin: VllmAdminClient | None = None
     ):
         self.settings, self.registry, self.redis = settings, registry, redis
-        self.admin = admin or VllmAdminClient(settings.endpoints.weak_root, timeout=60)
+        self.admin = admin or VllmAdminClient(
+            settings.endpoints.weak_root, timeout=60, api_key=settings.endpoints.weak_key()
+        )
         self._locks: dict[str, asyncio.Lock] = {}  # admin operations are serialised per domain
         self._retiring: set[asyncio.Task] = set()
 

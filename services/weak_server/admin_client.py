@@ -36,9 +36,12 @@ class VllmAdminError(RuntimeError):
 
 
 class VllmAdminClient:
-    def __init__(self, base_url: str, timeout: float = 30.0, client: httpx.AsyncClient | None = None):
+    def __init__(
+        self, base_url: str, timeout: float = 30.0, client: httpx.AsyncClient | None = None, api_key: str | None = None
+    ):
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(base_url=base_url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers)
 
     async def __aenter__(self) -> VllmAdminClient:
         return self

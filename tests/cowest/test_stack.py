@@ -60,7 +60,10 @@ def test_up_status_down(stack_env, tiny_adapters):
             assert parts[role]["port"] == int(stack_env[f"COWEST_{role.upper()}_PORT"])
         assert redis.Redis.from_url(stack_env["COWEST_REDIS_URL"]).ping()
         assert parts["orchestrator"]["state"] == "healthy" and parts["trainer"]["state"] == "healthy"
-        assert httpx.get(f"{parts['trainer']['url']}/status").status_code == 200
+        trainer = parts["trainer"]["url"]
+        assert httpx.get(f"{trainer}/status").status_code == 401  # the trainer's API needs the admin key
+        key = (Path(stack_env["COWEST_HOME"]) / "run" / "admin.key").read_text().strip()  # `up` made it, 0600
+        assert httpx.get(f"{trainer}/status", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         answer = httpx.post(f"{parts['orchestrator']['url']}/v1/collaborate", json={"question": "hi"}, timeout=60)
         assert answer.status_code == 200 and answer.json()["degraded"] is None
         trace_ids = [
@@ -71,8 +74,12 @@ def test_up_status_down(stack_env, tiny_adapters):
         ]
         assert answer.json()["id"] in trace_ids  # logged to the stack's own Redis
 
+        # The weak server's /v1 (LoRA loading included) needs its key, which only the stack's services hold.
+        assert httpx.get(f"{parts['weak']['url']}/v1/models", timeout=10).status_code == 401
+        weak_key = (Path(stack_env["COWEST_HOME"]) / "run" / "weak-server.key").read_text().strip()
+
         async def load() -> None:
-            async with VllmAdminClient(parts["weak"]["url"]) as admin:
+            async with VllmAdminClient(parts["weak"]["url"], api_key=weak_key) as admin:
                 await admin.load_lora_adapter("demo-v1", str(tiny_adapters["adapter-a"]))
 
         asyncio.run(load())

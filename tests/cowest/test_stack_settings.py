@@ -46,3 +46,10 @@ def test_an_external_strong_endpoint_is_kept(monkeypatch, tmp_path):
     assert stack.external_strong
     ends = stack.orchestrator_settings("default").endpoints
     assert (ends.strong_url, ends.strong_model) == ("https://api.example.com/v1", "big-model")
+
+
+def test_status_never_prints_a_redis_password():
+    from cowest.stack import redacted
+
+    assert redacted("redis://trainer:s3cret@10.0.0.6:6379/0") == "redis://trainer:***@10.0.0.6:6379/0"
+    assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

@@ -20,7 +20,7 @@ from evaluation.demo import Demo, DemoConfig
 from services.orchestrator.app import create_app as create_orchestrator
 from services.trainer.app import create_app as create_trainer
 from tests.support.servers import serve_app
-from tests.support.settings import orch_settings, trainer_settings
+from tests.support.settings import ADMIN, orch_settings, trainer_settings
 
 pytestmark = pytest.mark.slow
 DOMAIN = "tinydemo"
@@ -98,7 +98,7 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(
     with serve_app(create_orchestrator(orch)) as orch_url, serve_app(create_trainer(trainer)) as trainer_url:
         state = await Demo(cfg, trainer, orch_url, trainer_url, eval_dir, say=lambda m: None).run()
         # The trainer's automatic rounds were paused for the demo only, and are back on.
-        status = httpx.get(f"{trainer_url}/status").json()["domains"][DOMAIN]
+        status = httpx.get(f"{trainer_url}/status", headers=ADMIN).json()["domains"][DOMAIN]
         assert status["auto_rounds"] is True and status["active"] == f"{DOMAIN}-v3"
         # The directory's spec was registered with the stack (stored in Redis for the trainer and other replicas).
         spec = httpx.get(f"{orch_url}/v1/domains/{DOMAIN}").json()["spec"]

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from shared import domains, redis_keys
+from tests.support.settings import ADMIN
 
 pytestmark = pytest.mark.slow  # real tiny vLLM servers behind the orchestrator
 
@@ -39,7 +40,7 @@ def ask(url: str, domain: str) -> httpx.Response:
     ],
 )
 def test_a_malformed_spec_is_a_clear_4xx(orchestrator, body, status, needle):
-    r = httpx.put(f"{orchestrator}/v1/domains/acme-bad", json=body, timeout=10)
+    r = httpx.put(f"{orchestrator}/v1/domains/acme-bad", json=body, headers=ADMIN, timeout=10)
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert needle in error["message"] and error["type"] == "invalid_request_error"
@@ -47,18 +48,20 @@ def test_a_malformed_spec_is_a_clear_4xx(orchestrator, body, status, needle):
 
 
 def test_built_in_domains_cannot_be_replaced_and_names_are_checked(orchestrator):
-    r = httpx.put(f"{orchestrator}/v1/domains/synthetic", json=SPEC, timeout=10)
+    r = httpx.put(f"{orchestrator}/v1/domains/synthetic", json=SPEC, headers=ADMIN, timeout=10)
     assert r.status_code == 409 and r.json()["error"]["code"] == "domain_builtin"
-    assert httpx.put(f"{orchestrator}/v1/domains/Bad%20Name", json=SPEC, timeout=10).status_code == 422
+    assert httpx.put(f"{orchestrator}/v1/domains/Bad%20Name", json=SPEC, headers=ADMIN, timeout=10).status_code == 422
 
 
 def test_a_registered_domain_is_served_at_once_and_reaches_other_processes(orchestrator, private_redis):
     assert ask(orchestrator, "acme").status_code == 404  # unknown before registration
-    r = httpx.put(f"{orchestrator}/v1/domains/acme", json=SPEC, timeout=10)
+    r = httpx.put(f"{orchestrator}/v1/domains/acme", json=SPEC, headers=ADMIN, timeout=10)
     assert r.status_code == 201 and r.json()["name"] == "acme"
     assert ask(orchestrator, "acme").status_code == 200
     assert (
-        httpx.put(f"{orchestrator}/v1/domains/acme", json=SPEC | {"answer_format": "a name"}, timeout=10).status_code
+        httpx.put(
+            f"{orchestrator}/v1/domains/acme", json=SPEC | {"answer_format": "a name"}, headers=ADMIN, timeout=10
+        ).status_code
         == 200
     )  # replaced
     info = httpx.get(f"{orchestrator}/v1/domains/acme", timeout=10).json()

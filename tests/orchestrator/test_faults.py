@@ -13,7 +13,7 @@ import pytest
 from services.orchestrator.app import create_app
 from tests.support.fake_upstream import fake_upstream
 from tests.support.servers import free_port, serve_app
-from tests.support.settings import orch_settings
+from tests.support.settings import ADMIN, orch_settings
 
 
 def collaborate(url: str, question: str = "Why is the sky blue?", **kw) -> httpx.Response:
@@ -167,14 +167,14 @@ def test_registering_a_domain_while_redis_is_down_is_a_503_and_leaves_nothing_ha
     }
     with run_with_strong(weak_fake[0], ["ok"], fresh_redis.url, tmp_path) as (url, _):
         fresh_redis.stop()
-        r = httpx.put(f"{url}/v1/domains/acme", json=spec, timeout=30)
+        r = httpx.put(f"{url}/v1/domains/acme", json=spec, headers=ADMIN, timeout=30)
         assert r.status_code == 503 and r.json()["error"]["code"] == "redis_unavailable", r.text
         assert r.headers["Retry-After"] == "5"
         assert httpx.get(f"{url}/v1/domains/acme", timeout=10).status_code == 404  # not served half-registered
         fresh_redis.start()
         deadline = time.monotonic() + 15
         while (
-            r := httpx.put(f"{url}/v1/domains/acme", json=spec, timeout=30)
+            r := httpx.put(f"{url}/v1/domains/acme", json=spec, headers=ADMIN, timeout=30)
         ).status_code == 503 and time.monotonic() < deadline:
             time.sleep(0.3)
         assert r.status_code == 201, r.text  # the failed attempt stored nothing: this is a new registration

@@ -13,7 +13,7 @@ import pytest
 from services.orchestrator.app import create_app
 from tests.support.fake_upstream import fake_upstream
 from tests.support.servers import serve_app
-from tests.support.settings import orch_settings
+from tests.support.settings import ADMIN, orch_settings
 
 SURROGATE = "caf\ud800"  # json.dumps writes it as the escape "\ud800", which JSON parsers accept
 
@@ -116,6 +116,6 @@ def test_a_domain_spec_with_a_lone_surrogate_is_refused(app_url):
         content=json.dumps(
             {"task": f"Answer about {SURROGATE}.", "answer_format": "a word", "metric": {"type": "exact_match"}}
         ),
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **ADMIN},
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_domain_spec", r.text

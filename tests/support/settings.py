@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from services.orchestrator.config import OrchestratorSettings
 from services.trainer.config import TrainerSettings
 from shared.config import Endpoints
+
+ADMIN_KEY = "test-admin-key"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}  # headers for the trainer's API and the orchestrator's admin routes
 
 
 def endpoints(
@@ -30,7 +35,12 @@ def orch_settings(
     **overrides: Any,
 ) -> OrchestratorSettings:
     defaults: dict[str, Any] = dict(
-        spool_path=spool, weak_max_tokens=8, strong_max_tokens=8, retry_max_wait_s=3.0, draft_policy="always"
+        spool_path=spool,
+        weak_max_tokens=8,
+        strong_max_tokens=8,
+        retry_max_wait_s=3.0,
+        admin_key=SecretStr(ADMIN_KEY),
+        draft_policy="always",
     )  # these tests exercise the draft on domains without an adapter
     return OrchestratorSettings(
         endpoints=endpoints(weak_url, strong_url, redis_url, weak_model, strong_model), **{**defaults, **overrides}
@@ -47,7 +57,9 @@ def trainer_settings(
     strong_model: str = "tiny-strong",
     **overrides: Any,
 ) -> TrainerSettings:
-    fields: dict[str, Any] = dict(endpoints=endpoints(weak_url, strong_url, redis_url, weak_model, strong_model))
+    fields: dict[str, Any] = dict(
+        endpoints=endpoints(weak_url, strong_url, redis_url, weak_model, strong_model), admin_key=SecretStr(ADMIN_KEY)
+    )
     if base_model_dir is not None:
         fields["base_model_dir"] = base_model_dir
-    return TrainerSettings(**fields, **overrides)
+    return TrainerSettings(**{**fields, **overrides})

@@ -14,7 +14,7 @@ from services.trainer.app import create_app
 from services.trainer.store import is_heldout
 from tests.support.metrics import scored_by_length
 from tests.support.servers import TEST_HOME, serve_app
-from tests.support.settings import trainer_settings
+from tests.support.settings import ADMIN, trainer_settings
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -112,29 +112,36 @@ def test_service_api(stack_env, tiny_weak_server, tiny_strong_server, private_re
     )
     with serve_app(create_app(settings)) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
-        status = httpx.get(f"{url}/status").json()
+        status = httpx.get(f"{url}/status", headers=ADMIN).json()
         assert "domains" in status and "running" in status
-        assert httpx.get(f"{url}/adapters").status_code == 200
-        train = httpx.post(f"{url}/train", json={"domain": "empty-domain"}, timeout=60).json()
+        assert httpx.get(f"{url}/adapters", headers=ADMIN).status_code == 200
+        train = httpx.post(f"{url}/train", headers=ADMIN, json={"domain": "empty-domain"}, timeout=60).json()
         assert train["status"] == "skipped" and "0 pairs" in train["detail"]
-        r = httpx.post(f"{url}/adapters/empty-domain/rollback")
+        r = httpx.post(f"{url}/adapters/empty-domain/rollback", headers=ADMIN)
         assert r.status_code == 409 and "no adapter to roll back" in r.json()["detail"]
-        assert httpx.post(f"{url}/train", json={}).status_code == 422
+        assert httpx.post(f"{url}/train", headers=ADMIN, json={}).status_code == 422
 
         # The bulk protocol over a labelled set: held-out questions go to the gate, at most `limit` others
         # become pairs, and its report says the yield.
         domain = "bulk"
         with scored_by_length(domain):
             items = [{"question": f"Bulk question {i}?", "answer": f"answer {i}"} for i in range(12)]
-            r = httpx.post(f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5}, timeout=300)
+            r = httpx.post(
+                f"{url}/feedback/build",
+                headers=ADMIN,
+                json={"domain": domain, "items": items, "limit": 5},
+                timeout=300,
+            )
             assert r.status_code == 200, r.text
             out = r.json()
             assert out["processed"] == 5 and out["heldout"] == sum(is_heldout(domain, i["question"]) for i in items)
             assert out["gate_items"] == out["heldout"]  # distinct questions here
             assert out["questions_with_pairs"] <= out["processed"] and sum(out["delta_histogram"].values()) == 5 * 4
-            assert httpx.get(f"{url}/status").json()["domains"][domain]["pending_pairs"] == out["pairs"]
+            assert httpx.get(f"{url}/status", headers=ADMIN).json()["domains"][domain]["pending_pairs"] == out["pairs"]
             again = httpx.post(
                 f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5}, timeout=300
             ).json()
             assert again["waiting"] == 5 and again["processed"] == 0  # the same questions wait: nothing is redone
-        assert httpx.post(f"{url}/feedback/build", json={"domain": domain, "items": []}).status_code == 422
+        assert (
+            httpx.post(f"{url}/feedback/build", headers=ADMIN, json={"domain": domain, "items": []}).status_code == 422
+        )

@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Response
 from redis.exceptions import RedisError
 
-from services.orchestrator.deps import AppState, get_state, require_api_key
+from services.orchestrator.deps import AppState, get_state, require_admin_key, require_api_key
 from services.orchestrator.errors import APIError
 from services.orchestrator.protocol import DomainInfo, DomainList, check_json_input
 from shared import domains
 from shared.domains import DomainSpec, SpecError
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
+admin_router = APIRouter(dependencies=[Depends(require_admin_key)])  # writes: the admin key only
 
 
 def _info(state: AppState, name: str) -> DomainInfo:
@@ -35,7 +36,7 @@ async def get_domain(name: str, state: AppState = Depends(get_state)) -> DomainI
     return _info(state, name)
 
 
-@router.put("/v1/domains/{name}", response_model=DomainSpec, responses={201: {"model": DomainSpec}})
+@admin_router.put("/v1/domains/{name}", response_model=DomainSpec, responses={201: {"model": DomainSpec}})
 async def put_domain(
     name: str, response: Response, spec: dict[str, Any] = Body(...), state: AppState = Depends(get_state)
 ) -> DomainSpec:
