@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Literal
 
 from redis.asyncio import Redis
 
@@ -32,12 +33,20 @@ async def get_active_adapter(redis: Redis, domain: str) -> str | None:
     return await redis.get(redis_keys.active_adapter(domain))
 
 
-async def set_active_adapter(redis: Redis, domain: str, adapter: str | None) -> None:
-    """Point a domain at an adapter version (None: back to the base model) and announce it."""
+async def set_active_adapter(
+    redis: Redis, domain: str, adapter: str | None, history: Literal["push", "pop"] | None = None
+) -> None:
+    """Point a domain at an adapter version (None: back to the base model) and announce it; with `history`,
+    push the new version onto the domain's history (a promotion) or pop the current one (a rollback) in the
+    same transaction, so no crash can leave an alias its history does not explain."""
     async with redis.pipeline(transaction=True) as pipe:
         if adapter:
             pipe.set(redis_keys.active_adapter(domain), adapter)
         else:
             pipe.delete(redis_keys.active_adapter(domain))
+        if history == "push" and adapter:
+            pipe.lpush(redis_keys.adapter_history(domain), adapter)
+        elif history == "pop":
+            pipe.lpop(redis_keys.adapter_history(domain))
         pipe.publish(redis_keys.ADAPTER_CHANGED_CHANNEL, json.dumps({"domain": domain, "adapter": adapter}))
         await pipe.execute()

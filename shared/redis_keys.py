@@ -104,7 +104,13 @@ def live_scores(domain: str) -> str:
 
 
 def round_lock(domain: str) -> str:
+    """Held (and renewed) while a round of the domain runs."""
     return f"cowest:trainer:lock:{domain}"
+
+
+def adapter_state_lock(domain: str) -> str:
+    """Held for each change of a domain's adapter state (load + verify + flip, rollback, retire, reconcile)."""
+    return f"cowest:trainer:state-lock:{domain}"
 
 
 def domain_of(key: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from shared.adapters import versioned_name
 
+logger = logging.getLogger(__name__)
 MANIFEST = "cowest-adapter.json"
 CONTENT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -53,6 +55,16 @@ def content_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Write-new + fsync + rename: a crash leaves the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class AdapterRegistry:
     def __init__(self, root: Path):
         self.root = root
@@ -63,7 +75,10 @@ class AdapterRegistry:
     def versions(self, domain: str) -> list[AdapterManifest]:
         manifests = []
         for path in sorted(self.domain_dir(domain).glob(f"{domain}-v*/{MANIFEST}")):
-            manifests.append(AdapterManifest.model_validate_json(path.read_text()))
+            try:
+                manifests.append(AdapterManifest.model_validate_json(path.read_text()))
+            except ValueError:
+                logger.error("skipping %s: unreadable manifest", path)
         return sorted(manifests, key=lambda m: m.version)
 
     def domains(self) -> list[str]:
@@ -79,7 +94,10 @@ class AdapterRegistry:
         manifest = self.path(name) / MANIFEST
         if not manifest.is_file():
             raise AdapterError(f"no adapter {name!r} in {self.root}")
-        return AdapterManifest.model_validate_json(manifest.read_text())
+        try:
+            return AdapterManifest.model_validate_json(manifest.read_text())
+        except ValueError as exc:  # a torn or edited manifest: this version is unusable, not the trainer
+            raise AdapterError(f"{name}: unreadable manifest ({exc.__class__.__name__})") from exc
 
     def next_version(self, domain: str) -> int:
         # Directories without a manifest count too: a name is never reused, even after a failed write.
@@ -124,14 +142,14 @@ class AdapterRegistry:
             sha256=content_sha256(staging),
             metrics=metrics or {},
         )
-        (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        _write_atomically(staging / MANIFEST, manifest.model_dump_json(indent=2))
         os.replace(staging, target)
         return manifest
 
     def update_metrics(self, name: str, metrics: dict[str, float]) -> AdapterManifest:
         manifest = self.get(name)
         manifest.metrics.update(metrics)
-        (self.path(name) / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        _write_atomically(self.path(name) / MANIFEST, manifest.model_dump_json(indent=2))
         return manifest
 
     def validate(self, name: str, *, base_model_path: Path, max_rank: int) -> AdapterManifest:

@@ -9,6 +9,7 @@ rejection, so a restarted trainer re-runs the round on the same pairs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -21,8 +22,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import LockError, RedisError
 
 from services.trainer.collab import CollabClient
 from services.trainer.config import TrainerSettings
@@ -115,6 +118,7 @@ class RoundRunner:
             tolerance=settings.gate_tolerance, min_items=settings.gate_min_items, min_variety=settings.gate_min_variety
         )
         self.current: dict[str, str] = {}  # domain -> what its round is doing now (for GET /status)
+        self._held: dict[str, Any] = {}  # domain -> the round lock this runner holds (a redis Lock)
         # The latest outcomes (GET /status): bounded, as the trigger loop retries a skipped round every pass.
         self.history: deque[RoundResult] = deque(maxlen=20)
 
@@ -125,14 +129,19 @@ class RoundRunner:
                 domain, await self.store.round(domain), "skipped", "another round of this domain is running"
             )
         round_ = await self.store.round(domain)  # read under the lock: no other round can advance it now
+        self._held[domain] = lock
+        renewal = asyncio.create_task(self._keep(lock, domain))
         try:
             result = await self._run_locked(domain, round_, force, {**self.job_overrides, **(job_overrides or {})})
         except Exception as exc:  # noqa: BLE001 - report, keep serving the active version
             logger.exception("round %s of %s failed", round_, domain)
             result = RoundResult(domain, round_, "failed", f"{type(exc).__name__}: {exc}")
         finally:
+            renewal.cancel()
+            self._held.pop(domain, None)
             self.current.pop(domain, None)
-            await lock.release()
+            with contextlib.suppress(LockError):
+                await lock.release()
         self.history.append(result)
         return result
 
@@ -224,6 +233,10 @@ class RoundRunner:
         )
         self.registry.update_metrics(manifest.name, decision.metrics())
         result.detail = decision.reason
+        if decision.passed and not await self._still_holds(domain):
+            result.status, result.detail = "failed", "the round lock lapsed before the swap; another round may run"
+            await self.swapper.unload(manifest.name)
+            return result
         if decision.passed:
             self.current[domain] = f"swapping to {manifest.name}"
             result.swap_seconds = await self.swapper.activate(domain, manifest.name)
@@ -233,6 +246,23 @@ class RoundRunner:
         await self.store.next_round(domain)
         logger.info("round %s of %s: %s (%s)", round_, domain, result.status, result.detail)
         return result
+
+    async def _keep(self, lock, domain: str) -> None:
+        """Renew the round lock while the round runs (a DPO job can outlast any fixed TTL); a trainer killed
+        mid-round stops renewing, and the lock lapses after `lock_ttl_s` instead of an hour."""
+        while True:
+            await asyncio.sleep(self.settings.lock_ttl_s / 3)
+            try:
+                await lock.reacquire()
+            except LockError:
+                logger.error("round lock of %s lost; the round's swap will be refused", domain)
+                return
+            except (RedisError, OSError) as exc:
+                logger.warning("could not renew the round lock of %s: %s", domain, exc)
+
+    async def _still_holds(self, domain: str) -> bool:
+        """Fencing before the one step that changes serving: the lock is still ours."""
+        return self._held.get(domain) is not None and bool(await self._held[domain].owned())
 
     def _ours(self, name: str) -> bool:
         try:

@@ -12,11 +12,15 @@ The desired state lives in Redis (alias + history), so `reconcile` re-loads it a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 from redis.asyncio import Redis
+from redis.exceptions import LockError
 
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
@@ -25,6 +29,7 @@ from shared import redis_keys
 from shared.adapters import BASE_ADAPTER, get_active_adapter, set_active_adapter
 
 logger = logging.getLogger(__name__)
+STATE_LOCK_S = 120  # a load + verify + flip takes seconds; the lock expires if its holder was killed
 WARMUP = [{"role": "user", "content": "Briefly, what is a good answer to a hard question?"}]
 
 
@@ -36,11 +41,24 @@ class AdapterSwapper:
         self.admin = admin or VllmAdminClient(
             settings.endpoints.weak_root, timeout=60, api_key=settings.endpoints.weak_key()
         )
-        self._locks: dict[str, asyncio.Lock] = {}  # admin operations are serialised per domain
+        self._locks: dict[str, asyncio.Lock] = {}
         self._retiring: set[asyncio.Task] = set()
 
-    def _lock(self, domain: str) -> asyncio.Lock:
-        return self._locks.setdefault(domain, asyncio.Lock())
+    @asynccontextmanager
+    async def _lock(self, domain: str) -> AsyncIterator[None]:
+        """One change of a domain's adapter state at a time: in this process (an asyncio lock) and across
+        processes (a Redis lock: the service, the CLI and a demo may all swap or roll back)."""
+        async with self._locks.setdefault(domain, asyncio.Lock()):
+            lock = self.redis.lock(
+                redis_keys.adapter_state_lock(domain), timeout=STATE_LOCK_S, blocking_timeout=STATE_LOCK_S
+            )
+            if not await lock.acquire():
+                raise AdapterError(f"another process has been changing {domain}'s adapters for {STATE_LOCK_S} s")
+            try:
+                yield
+            finally:
+                with contextlib.suppress(LockError):
+                    await lock.release()
 
     async def aclose(self) -> None:
         # A short-lived swapper (the CLI, the demo) still retires the versions its flip made old.
@@ -81,8 +99,7 @@ class AdapterSwapper:
         async with self._lock(domain):
             t0 = time.perf_counter()
             await self.load_verified(name)
-            await set_active_adapter(self.redis, domain, name)
-            await self.redis.lpush(redis_keys.adapter_history(domain), name)
+            await set_active_adapter(self.redis, domain, name, history="push")
             seconds = time.perf_counter() - t0
         task = asyncio.get_running_loop().create_task(self._retire(domain))
         self._retiring.add(task)
@@ -99,8 +116,7 @@ class AdapterSwapper:
             previous = history[1] if len(history) > 1 else None
             if previous:
                 await self.load_verified(previous)
-            await set_active_adapter(self.redis, domain, previous)
-            await self.redis.lpop(key)
+            await set_active_adapter(self.redis, domain, previous, history="pop")
             self.registry.update_metrics(history[0], {"rolled_back_at": time.time()})
             logger.warning("%s rolled back from %s to %s", domain, history[0], previous or "the base model")
             return previous

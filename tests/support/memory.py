@@ -25,6 +25,7 @@ class MemoryRedis:
         self.lists: dict[str, list[str]] = defaultdict(list)
         self.published: list[tuple[str, str]] = []
         self.locked: set[str] = set()
+        self.transactions: list[list[str]] = []  # the commands of each MULTI/EXEC, in order
 
     async def get(self, key: str) -> str | None:
         return self.strings.get(key)
@@ -55,7 +56,7 @@ class MemoryRedis:
     def pipeline(self, transaction: bool = True) -> _Pipeline:
         return _Pipeline(self)
 
-    def lock(self, name: str, timeout: float | None = None, blocking: bool = True) -> _Lock:
+    def lock(self, name: str, timeout: float | None = None, blocking: bool = True, **_: Any) -> _Lock:
         return _Lock(self, name)
 
 
@@ -73,6 +74,7 @@ class _Pipeline:
         return lambda *args, **kw: self.calls.append((name, args, kw))
 
     async def execute(self) -> list:
+        self.redis.transactions.append([name for name, _, _ in self.calls])
         return [await getattr(self.redis, name)(*args, **kw) for name, args, kw in self.calls]
 
 
@@ -88,6 +90,12 @@ class _Lock:
 
     async def release(self) -> None:
         self.redis.locked.discard(self.name)
+
+    async def owned(self) -> bool:
+        return self.name in self.redis.locked
+
+    async def reacquire(self) -> bool:
+        return True
 
 
 class MemoryVllmAdmin:

@@ -3,6 +3,8 @@ the swapper in memory; test_round.py runs whole rounds on real trl, vLLM and Red
 
 from __future__ import annotations
 
+import asyncio
+
 from services.trainer.pairs import PreferencePair
 from services.trainer.registry import AdapterRegistry
 from services.trainer.rounds import RoundRunner
@@ -39,7 +41,7 @@ def heldout(n: int) -> list[Example]:
 
 def runner(tmp_path, store, scores, fail_job=False, **settings_overrides):
     base = tmp_path / "base"
-    base.mkdir(exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True)
     settings = trainer_settings(
         "http://weak",
         "http://strong",
@@ -115,3 +117,29 @@ async def test_one_round_per_domain_at_a_time(tmp_path):
     redis.locked.add(redis_keys.round_lock(DOMAIN))  # another trainer's round holds it
     result = await r.run(DOMAIN)
     assert result.status == "skipped" and "another round" in result.detail and not jobs
+
+
+async def test_the_round_lock_is_renewed_while_a_long_job_runs(tmp_path, private_redis):
+    """The lock's TTL is 1 s and the job takes 2.5 s: without renewal a second trainer would start the same
+    round meanwhile."""
+    store = MemoryTrainerStore(pairs(8), heldout(8))
+    first, _, _ = runner(tmp_path / "a", store, {"acme-v1": 1.0}, lock_ttl_s=1)
+    second, _, _ = runner(tmp_path / "b", MemoryTrainerStore(pairs(8), heldout(8)), {}, lock_ttl_s=1)
+    shared = redis_keys.connect(private_redis.url)
+    first.redis = second.redis = shared  # both trainers lock through the same real Redis
+    slow = first.run_job
+
+    async def long_job(kind, cfg):
+        await asyncio.sleep(2.5)
+        return await slow(kind, cfg)
+
+    first.run_job = long_job
+    try:
+        running = asyncio.create_task(first.run(DOMAIN))
+        await asyncio.sleep(1.8)  # past the TTL
+        blocked = await second.run(DOMAIN)
+        assert blocked.status == "skipped" and "another round" in blocked.detail
+        assert (await running).status == "promoted"
+    finally:
+        await shared.delete(redis_keys.round_lock(DOMAIN), redis_keys.active_adapter(DOMAIN))
+        await shared.aclose()

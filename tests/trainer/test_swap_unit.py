@@ -93,3 +93,26 @@ async def test_reconcile_reloads_what_the_server_lost(parts):
     admin.loaded.clear()  # vLLM restarted
     assert await swapper.reconcile(DOMAIN) == [v2, v1]
     assert set(admin.loaded) == {v1, v2} and await swapper.reconcile(DOMAIN) == []
+
+
+async def test_flip_and_history_change_in_one_transaction(parts):
+    """A kill between the alias flip and the history push left an alias its history did not explain."""
+    swapper, redis, _, register = parts
+    v1, v2 = register(1), register(2)
+    await swapper.activate(DOMAIN, v1)
+    await swapper.activate(DOMAIN, v2)
+    await swapper.rollback(DOMAIN)
+    flips = [t for t in redis.transactions if "publish" in t]
+    assert flips == [["set", "lpush", "publish"], ["set", "lpush", "publish"], ["set", "lpop", "publish"]]
+
+
+def test_a_torn_manifest_is_an_adapter_error_and_updates_are_atomic(parts):
+    swapper, _, _, register = parts
+    v1, v2 = register(1), register(2)
+    swapper.registry.update_metrics(v1, {"gate_items": 4.0})
+    assert swapper.registry.get(v1).metrics["gate_items"] == 4.0
+    assert not list(swapper.registry.path(v1).glob(".*.tmp"))  # written next to it, then renamed
+    (swapper.registry.path(v2) / "cowest-adapter.json").write_text('{"name": "acme-v2", "dom')  # a torn write
+    with pytest.raises(AdapterError, match="unreadable manifest"):
+        swapper.registry.get(v2)
+    assert [m.name for m in swapper.registry.versions(DOMAIN)] == [v1]  # listing skips it, does not crash
