@@ -43,6 +43,7 @@ class UpstreamError(Exception):
             "unreachable": "unreachable",
             "bad_response": "sent a response that is not JSON",
             "stream": "failed mid-stream",
+            "pool": "overloaded (no free connection)",
         }.get(self.kind, f"HTTP {self.status_code}" if self.status_code else "failed")
         return f"{self.upstream}: {how}"
 
@@ -168,6 +169,8 @@ class Upstream:
     ) -> httpx.Response:
         try:
             response = await self.client.send(request, stream=stream)
+        except httpx.PoolTimeout as exc:  # every connection busy: another try would only queue more
+            raise UpstreamError(self.name, "no free connection (pool timeout)", kind="pool") from exc
         except httpx.TimeoutException as exc:
             raise UpstreamError(self.name, f"timed out ({type(exc).__name__})", kind="timeout") from exc
         except httpx.TransportError as exc:

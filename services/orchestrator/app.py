@@ -69,7 +69,13 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 def main() -> None:
     settings = OrchestratorSettings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),  # drain requests and streams, log their traces
+    )
 
 
 if __name__ == "__main__":

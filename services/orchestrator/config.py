@@ -35,6 +35,14 @@ class OrchestratorSettings(BaseSettings):
     draft_policy: Literal["adapter", "always"] = "adapter"
     weak_max_tokens: int = Limits.weak_max_tokens  # the collaboration's defaults (shared/collaboration.py)
     strong_max_tokens: int = Limits.strong_max_tokens
+    # Backpressure: requests answered at once per process (more: 503 + Retry-After, at once, instead of queueing
+    # behind the model servers), the most one request may take in all (504 after it; per-read timeouts alone let
+    # one request hold a slot for ~17 min across retries), how long a stream waits on a slow reader, and how
+    # long shutdown waits for requests in flight.
+    max_in_flight: int = 64
+    request_deadline_s: float = 600.0
+    stream_send_timeout_s: float = 30.0
+    shutdown_grace_s: float = 30.0
     max_tokens_limit: int = 4096
     max_body_bytes: int = 1_000_000
     # Built-in domains served before any adapter exists (a domain with an active adapter or a registered

@@ -13,6 +13,7 @@ and raises `APIError`; the pipeline below raises domain errors only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -101,6 +102,29 @@ class Serving:
     def __init__(self, settings: OrchestratorSettings, collaborator: Collaborator, directory: ModelDirectory):
         self.settings, self.collaborator, self.directory = settings, collaborator, directory
         self.known_domains = collaborator.domains
+        self.in_flight = 0  # collaborations being answered (streams until their last event)
+
+    # --- backpressure -----------------------------------------------------------------------
+    def _admit(self) -> None:
+        if self.in_flight >= self.settings.max_in_flight:
+            raise APIError(
+                503,
+                f"the orchestrator is answering {self.in_flight} requests, its limit; retry shortly",
+                code="overloaded",
+                headers={"Retry-After": "1"},
+            )
+        self.in_flight += 1
+
+    async def _within_deadline(self, work):
+        try:
+            async with asyncio.timeout(self.settings.request_deadline_s):
+                return await work
+        except TimeoutError:
+            raise APIError(
+                504,
+                f"no answer within the request deadline of {self.settings.request_deadline_s:g} s",
+                code="deadline_exceeded",
+            ) from None
 
     # --- checks -----------------------------------------------------------------------------
     def check_max_tokens(self, *stages: Sampling) -> None:
@@ -158,7 +182,11 @@ class Serving:
             mode=body.mode,
             draft=body.draft,
         )
-        outcome = await self.collaborator.run(q, ctx)
+        self._admit()
+        try:
+            outcome = await self._within_deadline(self.collaborator.run(q, ctx))
+        finally:
+            self.in_flight -= 1
         return CollaborateResponse(
             id=ctx.trace_id,
             domain=domain,
@@ -192,12 +220,20 @@ class Serving:
             metadata=body.metadata or {},
         )
         chat_id = f"chatcmpl-{ctx.trace_id.removeprefix('tr-')}"
+        self._admit()
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             ctx = dataclasses.replace(ctx, stream=True)
-            drafted = await self.collaborator.draft(q, ctx)
-            return self._chunks(q, ctx, drafted, body.model, chat_id, include_usage)
-        outcome = await self.collaborator.run(q, ctx)
+            try:
+                drafted = await self._within_deadline(self.collaborator.draft(q, ctx))
+            except BaseException:
+                self.in_flight -= 1
+                raise
+            return self._chunks(q, ctx, drafted, body.model, chat_id, include_usage)  # releases the slot at its end
+        try:
+            outcome = await self._within_deadline(self.collaborator.run(q, ctx))
+        finally:
+            self.in_flight -= 1
         drafted = Drafted(outcome.ask, outcome.draft)
         return ChatCompletionResponse(
             id=chat_id,
@@ -209,6 +245,16 @@ class Serving:
         )
 
     async def _chunks(
+        self, q: Question, ctx: RequestContext, drafted: Drafted, model: str, chat_id: str, include_usage: bool
+    ) -> AsyncIterator[dict]:
+        """The SSE events; the request's in-flight slot is released when the stream ends, however it ends."""
+        try:
+            async for e in self._chunk_events(q, ctx, drafted, model, chat_id, include_usage):
+                yield e
+        finally:
+            self.in_flight -= 1
+
+    async def _chunk_events(
         self, q: Question, ctx: RequestContext, drafted: Drafted, model: str, chat_id: str, include_usage: bool
     ) -> AsyncIterator[dict]:
         created = int(time.time())

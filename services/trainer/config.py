@@ -49,7 +49,7 @@ class TrainerSettings(BaseSettings):
     min_pairs_forced: int = 4
     round_interval_s: float = 0.0  # 0: no schedule, rounds start on enough pairs or POST /train
     failed_round_backoff_s: float = 300.0  # after a failed automatic round; doubles per failure, at most 1 h
-    lock_ttl_s: int = 3600
+    lock_ttl_s: int = 300  # renewed every third of it while a round runs; lapses this soon after a crash
     # DPO job per round (services/trainer/jobs.py JobConfig)
     dpo_epochs: float = 2.0  # steps = epochs x pairs / batch size, at most dpo_max_steps
     dpo_max_steps: int = 200

@@ -19,5 +19,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 async def chat_completions(body: ChatCompletionRequest, request: Request, serving: Serving = Depends(get_serving)):
     result = await serving.chat(body, request_context(request), request)
     if isinstance(result, AsyncIterator):
-        return EventSourceResponse(result, ping=15, headers={"X-Accel-Buffering": "no"})
+        return EventSourceResponse(
+            result, ping=15, headers={"X-Accel-Buffering": "no"}, send_timeout=serving.settings.stream_send_timeout_s
+        )
     return result

@@ -1,0 +1,53 @@
+"""Bounded under load (issue 11, defect 4): a request has a total deadline (504), the orchestrator answers at
+most `max_in_flight` collaborations at once and refuses the rest at once (503 + Retry-After) instead of
+queueing them, and a finished stream gives its slot back."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from services.orchestrator.app import create_app
+from tests.support.fake_upstream import fake_upstream
+from tests.support.servers import serve_app
+from tests.support.settings import orch_settings
+
+
+def test_deadline_and_in_flight_cap(private_redis, tmp_path):
+    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["hang"]) as (strong, _):
+        settings = orch_settings(
+            weak, strong, private_redis.url, tmp_path / "s.jsonl", max_in_flight=1, request_deadline_s=2.0
+        )
+        with serve_app(create_app(settings)) as url:
+            first: dict = {}
+
+            def hung() -> None:
+                t0 = time.monotonic()
+                r = httpx.post(f"{url}/v1/collaborate", json={"question": "q"}, timeout=30)
+                first.update(status=r.status_code, code=r.json()["error"]["code"], seconds=time.monotonic() - t0)
+
+            thread = threading.Thread(target=hung)
+            thread.start()
+            time.sleep(0.5)  # the first request holds the only slot, waiting on the hung strong model
+            t0 = time.monotonic()
+            busy = httpx.post(f"{url}/v1/collaborate", json={"question": "q"}, timeout=30)
+            assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded"
+            assert busy.headers["retry-after"] and time.monotonic() - t0 < 1.0  # refused at once, not queued
+            thread.join(30)
+            assert first == {"status": 504, "code": "deadline_exceeded", "seconds": first["seconds"]}
+            assert first["seconds"] < 5  # the deadline, not the strong stage's 300 s read timeout
+            again = httpx.post(f"{url}/v1/collaborate", json={"question": "q"}, timeout=30)
+            assert again.status_code == 504  # the slot came back: deadline again, not 503
+
+
+def test_a_finished_stream_gives_its_slot_back(private_redis, tmp_path):
+    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["ok"], "a b c") as (strong, _):
+        settings = orch_settings(weak, strong, private_redis.url, tmp_path / "s.jsonl", max_in_flight=1)
+        chat = {"model": "cowest", "messages": [{"role": "user", "content": "hi"}]}
+        with serve_app(create_app(settings)) as url:
+            for _ in range(3):
+                with httpx.stream("POST", f"{url}/v1/chat/completions", json={**chat, "stream": True}) as r:
+                    assert r.status_code == 200 and list(r.iter_lines())
+            assert httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=30).status_code == 200
