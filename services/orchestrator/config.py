@@ -61,6 +61,9 @@ class OrchestratorSettings(BaseSettings):
     )
     redis_timeout_s: float = 0.5  # a slow Redis must not slow a request: spool instead
     traces_maxlen: int = 1_000_000  # approximate cap of each stream (XADD MAXLEN ~)
+    # The spool while Redis is away: one file per process (locked; replicas need their own path), at most this
+    # big (then records are dropped and counted in cowest_log_dropped: alert on it).
+    max_spool_bytes: int = 256 * 2**20
     spool_path: Path = Field(default_factory=lambda: CowestSettings().home_dir / "spool" / "orchestrator.jsonl")
     alias_refresh_s: float = 30.0  # full re-read of the alias keys, in case a notification was missed
 

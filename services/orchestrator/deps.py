@@ -68,7 +68,13 @@ class AppState:
             on_change=metrics.set_active_adapter,
             saved_at=settings.spool_path.with_name("adapter-aliases.json"),
         )
-        log = TraceLog(redis, settings.spool_path, maxlen=settings.traces_maxlen, timeout_s=settings.redis_timeout_s)
+        log = TraceLog(
+            redis,
+            settings.spool_path,
+            maxlen=settings.traces_maxlen,
+            timeout_s=settings.redis_timeout_s,
+            max_spool_bytes=settings.max_spool_bytes,
+        )
         collaborator = Collaborator(settings, weak, strong, aliases, log, metrics)
         directory = ModelDirectory(weak, strong)
         return cls(
@@ -86,6 +92,7 @@ class AppState:
         )
 
     async def aclose(self) -> None:
+        self.log.close()
         await self.weak.aclose()
         await self.strong.aclose()
         await self.redis.aclose()

@@ -37,6 +37,21 @@ class Metrics:
             ["domain", "adapter"],
             registry=self.registry,
         )
+        self.log_spool_bytes = Gauge(
+            "cowest_log_spool_bytes",
+            "Size of the local spool (alert well before COWEST_ORCH_MAX_SPOOL_BYTES)",
+            registry=self.registry,
+        )
+        self.log_dropped = Gauge(
+            "cowest_log_dropped",
+            "Log records lost since start: spool full or unwritable (alert on any)",
+            registry=self.registry,
+        )
+        self.log_rejected = Gauge(
+            "cowest_log_rejected",
+            "Spooled records Redis refused for good (kept in <spool>.rejected)",
+            registry=self.registry,
+        )
         self.log_backlog = Gauge(
             "cowest_log_backlog", "Log records waiting in the local spool for Redis", registry=self.registry
         )

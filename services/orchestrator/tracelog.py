@@ -7,11 +7,16 @@
   all later records until the spool is replayed, so the stream keeps the original order.
 - A background task replays the spool in order when Redis answers again; the spool outlives the
   process, so records spooled before a crash or restart are replayed by the next one.
+- The spool is one file per process (an exclusive lock), fsynced off the event loop, bounded
+  (`max_spool_bytes`: beyond it records are dropped and counted), and crash-safe: a torn last line is ended
+  before anything is appended, trimming writes a new file and renames it, a record Redis refuses for good is
+  set aside in `<spool>.rejected` instead of blocking the replay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -19,7 +24,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from shared import redis_keys
 from shared.records import FeedbackRecord, StreamRecord, TraceRecord
@@ -36,6 +41,10 @@ return false
 LOG_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
+class SpoolInUse(RuntimeError):
+    """Another process holds this spool file: every replica needs its own (COWEST_ORCH_SPOOL_PATH)."""
+
+
 class TraceLog:
     def __init__(
         self,
@@ -46,18 +55,60 @@ class TraceLog:
         timeout_s: float = 0.5,
         replay_interval_s: float = 1.0,
         remember: int = 10_000,
+        max_spool_bytes: int = 256 * 2**20,
     ):
         self.redis = redis
         self.spool_path = spool_path
         self.maxlen = maxlen
         self.timeout_s = timeout_s
         self.replay_interval_s = replay_interval_s
+        self.max_spool_bytes = max_spool_bytes
         self._script = redis.register_script(XADD_ONCE)
-        self._lock = asyncio.Lock()  # one writer at a time keeps stream order == arrival order
+        # Held only while the spool is in use (appending, or trimming after a replay), never across a Redis call
+        # of the normal path: concurrent requests XADD concurrently.
+        self._lock = asyncio.Lock()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
+        self.dropped = 0  # records neither in Redis nor in the spool (spool full or the disk failed): an alert
+        self.rejected = 0  # spooled records Redis refused for good (moved to <spool>.rejected)
         self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner = self._claim_spool()
+        self._end_torn_line()
         self.backlog = self._count_spooled()
+
+    # --- the spool file -------------------------------------------------------------------
+    def _claim_spool(self):
+        """An exclusive lock on the spool for this process's life: two replicas appending to one file would
+        interleave and trim each other's records."""
+        owner = open(self.spool_path.with_name(self.spool_path.name + ".lock"), "a")
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner.close()
+            raise SpoolInUse(f"{self.spool_path} is in use by another process: give each replica its own") from None
+        return owner
+
+    def close(self) -> None:
+        self._owner.close()  # releases the lock
+
+    def _end_torn_line(self) -> None:
+        """A process killed mid-write leaves a last line without its newline; end it, so the next record does
+        not merge into it (replay drops the torn line alone)."""
+        try:
+            with self.spool_path.open("rb+") as f:
+                if f.seek(0, os.SEEK_END) and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+                    f.write(b"\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+        except FileNotFoundError:
+            pass
+
+    @property
+    def spool_bytes(self) -> int:
+        try:
+            return self.spool_path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     # --- writing --------------------------------------------------------------------------
     async def log_trace(self, record: TraceRecord) -> bool:
@@ -70,16 +121,33 @@ class TraceLog:
         return await self._append(FEEDBACK_STREAM, record)
 
     async def _append(self, stream: str, record: StreamRecord) -> bool:
-        """True when the record is in Redis, False when it waits in the spool. Never raises."""
+        """True when the record is in Redis, False when it waits in the spool (or was dropped: `dropped`).
+        Never raises: a served answer must not become a 500 because its log failed."""
         fields = record.to_fields()
-        async with self._lock:
-            if self.backlog == 0:
-                try:
-                    await self._xadd(stream, fields)
-                    return True
-                except LOG_ERRORS as exc:
-                    logger.warning("Redis unavailable (%s): spooling to %s", exc, self.spool_path)
-            self._spool(stream, fields)
+        if self.backlog == 0:
+            try:
+                await self._xadd(stream, fields)
+                return True
+            except LOG_ERRORS as exc:
+                logger.warning("Redis unavailable (%s): spooling to %s", exc, self.spool_path)
+        async with self._lock:  # every later record follows into the spool until it is replayed: order kept
+            line = json.dumps({"stream": stream, "fields": fields}) + "\n"
+            if self.spool_bytes + len(line) > self.max_spool_bytes:
+                self.dropped += 1
+                logger.error(
+                    "spool %s is full (%d bytes): record %s dropped",
+                    self.spool_path,
+                    self.max_spool_bytes,
+                    fields["id"],
+                )
+                return False
+            try:
+                await asyncio.to_thread(self._spool_line, line)  # fsync off the event loop
+            except OSError as exc:  # disk full, read-only, ...
+                self.dropped += 1
+                logger.error("cannot spool record %s to %s: %s", fields["id"], self.spool_path, exc)
+                return False
+            self.backlog += 1
             return False
 
     async def _xadd(self, stream: str, fields: dict[str, str]) -> None:
@@ -87,48 +155,83 @@ class TraceLog:
         keys = [stream, logged(fields["id"])]
         await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout_s)
 
-    def _spool(self, stream: str, fields: dict[str, str]) -> None:
+    def _spool_line(self, line: str) -> None:
         with self.spool_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"stream": stream, "fields": fields}) + "\n")
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
-        self.backlog += 1
 
     def _count_spooled(self) -> int:
         try:
-            with self.spool_path.open(encoding="utf-8") as f:
+            with self.spool_path.open(encoding="utf-8", errors="replace") as f:
                 return sum(1 for line in f if line.strip())
         except FileNotFoundError:
             return 0
 
     # --- replay ---------------------------------------------------------------------------
-    async def replay(self) -> int:
-        """Ship spooled records in order; keep the rest when Redis fails again. Returns how many left."""
+    async def replay(self, batch: int = 1000) -> int:
+        """Ship spooled records in order, a batch at a time, without holding the spool while Redis is called;
+        keep the rest when Redis fails again. Returns how many are left."""
         async with self._lock:
             if self.backlog == 0:
                 return 0
-            lines = [ln for ln in self.spool_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            done = 0
-            for line in lines:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    logger.error("dropping a torn spool line (process died mid-write): %.80s", line)
-                    done += 1
+            lines = await asyncio.to_thread(self._head, batch)
+        done, rejected = 0, []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                await self._xadd(entry["stream"], entry["fields"])
+            except (ValueError, KeyError, TypeError):
+                logger.error("dropping a torn spool line (process died mid-write): %.80s", line)
+            except ResponseError as exc:  # Redis answered and refused it: retrying cannot help
+                logger.error("Redis refused a spooled record for good (%s): set aside", exc)
+                rejected.append(line)
+            except LOG_ERRORS:
+                break
+            done += 1
+        async with self._lock:  # records appended meanwhile are behind the ones shipped: drop exactly those
+            await asyncio.to_thread(self._trim, done, rejected)
+            self.backlog = self._count_spooled()
+        self.rejected += len(rejected)
+        if done:
+            logger.info("replayed %d spooled records, %d left", done, self.backlog)
+        return self.backlog
+
+    def _head(self, n: int) -> list[str]:
+        with self.spool_path.open(encoding="utf-8", errors="replace") as f:
+            head = []
+            for line in f:
+                if line.strip():
+                    head.append(line.rstrip("\n"))
+                    if len(head) >= n:
+                        break
+            return head
+
+    def _trim(self, done: int, rejected: list[str]) -> None:
+        """Drop the first `done` records: write the rest to a new file, fsync it, rename it over the spool."""
+        if rejected:
+            with self.spool_path.with_name(self.spool_path.name + ".rejected").open("a", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in rejected))
+                f.flush()
+                os.fsync(f.fileno())
+        tmp = self.spool_path.with_suffix(".tmp")
+        with self.spool_path.open(encoding="utf-8", errors="replace") as src, tmp.open("w", encoding="utf-8") as dst:
+            skipped = 0
+            for line in src:
+                if not line.strip():
                     continue
-                try:
-                    await self._xadd(entry["stream"], entry["fields"])
-                except LOG_ERRORS:
-                    break
-                done += 1
-            rest = lines[done:]
-            tmp = self.spool_path.with_suffix(".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in rest), encoding="utf-8")
-            os.replace(tmp, self.spool_path)
-            self.backlog = len(rest)
-            if done:
-                logger.info("replayed %d spooled records, %d left", done, len(rest))
-            return self.backlog
+                if skipped < done:
+                    skipped += 1
+                    continue
+                dst.write(line if line.endswith("\n") else line + "\n")
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, self.spool_path)
+        dirfd = os.open(self.spool_path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)  # the rename itself survives a crash
+        finally:
+            os.close(dirfd)
 
     async def run_replayer(self) -> None:
         while True:

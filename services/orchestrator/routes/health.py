@@ -56,5 +56,9 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(state: AppState = Depends(get_state)) -> Response:
-    state.metrics.log_backlog.set(state.log.backlog)
+    log, m = state.log, state.metrics
+    m.log_backlog.set(log.backlog)
+    m.log_spool_bytes.set(log.spool_bytes)
+    m.log_dropped.set(log.dropped)
+    m.log_rejected.set(log.rejected)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

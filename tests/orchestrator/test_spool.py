@@ -1,0 +1,83 @@
+"""The trace log's spool (issue 11, defect 5): one file per process, a torn last line cannot swallow the next
+record, a full or failing disk loses a record but never raises, and a record Redis refuses for good is set
+aside instead of blocking the replay."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.orchestrator.tracelog import SpoolInUse, TraceLog
+from shared import redis_keys
+from shared.records import TraceRecord
+from tests.support.servers import free_port
+
+
+def record(i: int) -> TraceRecord:
+    return TraceRecord(trace_id=f"tr-spool-{i}", domain="general", draft_format="cot", question=f"q{i}")
+
+
+def unreachable():
+    return redis_keys.connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+
+
+async def test_a_torn_last_line_does_not_swallow_the_next_record(private_redis, tmp_path):
+    spool = tmp_path / "spool.jsonl"
+    good = json.dumps({"stream": redis_keys.TRACES_STREAM, "fields": record(1).to_fields()})
+    spool.write_text(good + "\n" + good[:40])  # the previous process died mid-write
+    down = TraceLog(unreachable(), spool)
+    assert not await down.log_trace(record(2))  # spooled behind the torn line
+    down.close()
+    up = TraceLog(redis_keys.connect(private_redis.url), spool)
+    try:
+        assert await up.replay() == 0
+        ids = [f["id"] for _, f in await up.redis.xrange(redis_keys.TRACES_STREAM)]
+        assert "tr-spool-1" in ids and "tr-spool-2" in ids
+    finally:
+        up.close()
+
+
+async def test_a_full_or_failing_spool_drops_and_counts_but_never_raises(tmp_path, monkeypatch):
+    log = TraceLog(unreachable(), tmp_path / "spool.jsonl", max_spool_bytes=1)
+    try:
+        assert not await log.log_trace(record(1)) and log.dropped == 1 and log.backlog == 0
+        log.max_spool_bytes = 10**9
+
+        def disk_full(line: str) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(log, "_spool_line", disk_full)
+        assert not await log.log_trace(record(2)) and log.dropped == 2
+    finally:
+        log.close()
+
+
+def test_two_processes_cannot_share_a_spool(tmp_path):
+    first = TraceLog(unreachable(), tmp_path / "spool.jsonl")
+    try:
+        with pytest.raises(SpoolInUse):
+            TraceLog(unreachable(), tmp_path / "spool.jsonl")
+    finally:
+        first.close()
+    TraceLog(unreachable(), tmp_path / "spool.jsonl").close()  # free again once the first is closed
+
+
+async def test_a_record_redis_refuses_for_good_is_set_aside(private_redis, tmp_path):
+    spool = tmp_path / "spool.jsonl"
+    redis = redis_keys.connect(private_redis.url)
+    await redis.set("cowest:not-a-stream", "x")  # XADD to it fails with WRONGTYPE, every time
+    lines = [
+        {"stream": "cowest:not-a-stream", "fields": record(3).to_fields()},
+        {"stream": redis_keys.TRACES_STREAM, "fields": record(4).to_fields()},
+    ]
+    spool.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    log = TraceLog(redis, spool)
+    try:
+        assert await log.replay() == 0 and log.rejected == 1
+        assert "tr-spool-4" in [f["id"] for _, f in await redis.xrange(redis_keys.TRACES_STREAM)]
+        assert "tr-spool-3" in (tmp_path / "spool.jsonl.rejected").read_text()
+    finally:
+        log.close()
+        await redis.delete("cowest:not-a-stream")
+        await redis.aclose()
