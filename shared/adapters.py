@@ -42,8 +42,10 @@ async def set_active_adapter(
     async with redis.pipeline(transaction=True) as pipe:
         if adapter:
             pipe.set(redis_keys.active_adapter(domain), adapter)
+            pipe.sadd(redis_keys.ACTIVE_DOMAINS, domain)
         else:
             pipe.delete(redis_keys.active_adapter(domain))
+            pipe.srem(redis_keys.ACTIVE_DOMAINS, domain)
         if history == "push" and adapter:
             pipe.lpush(redis_keys.adapter_history(domain), adapter)
         elif history == "pop":

@@ -34,6 +34,7 @@ def delivery_failures(stream: str) -> str:
 
 # --- adapters: the alias each domain serves, and its history (newest first) -----------------------
 ACTIVE_ADAPTER_PATTERN = "adapter:active:*"
+ACTIVE_DOMAINS = "adapter:active-domains"  # set: domains with an alias (read instead of a keyspace SCAN)
 ADAPTER_CHANGED_CHANNEL = "adapter:active:changed"  # {"domain", "adapter"} on every alias change
 
 
@@ -51,6 +52,7 @@ DOMAIN_SPECS = "cowest:domains"  # hash: domain name -> spec JSON
 DOMAINS_CHANGED_CHANNEL = "cowest:domains:changed"
 
 # --- the trainer's state -------------------------------------------------------------------------------
+TRAINER_DOMAINS = "cowest:trainer:domains"  # set: every domain with trainer state (no keyspace SCAN per pass)
 ROUND_PATTERN = "cowest:round:*"
 PAIRS_PATTERN = "cowest:pairs:*"
 

@@ -38,6 +38,7 @@ class AdapterAliases:
         self.on_change = on_change
         self.saved_at = saved_at
         self.source = "none"  # "redis" once read from Redis; "disk" while only the saved copy is known
+        self._migrated = False
         self._active: dict[str, str] = {}
 
     def load_saved(self) -> bool:
@@ -83,9 +84,17 @@ class AdapterAliases:
         self.on_change(domain, adapter)
 
     async def refresh(self) -> None:
-        keys = [k async for k in self.redis.scan_iter(match=redis_keys.ACTIVE_ADAPTER_PATTERN, count=100)]
-        values = await self.redis.mget(keys) if keys else []
-        fresh = {redis_keys.domain_of(k): v for k, v in zip(keys, values, strict=True) if v}
+        """Re-read every alias: the set of domains with one, then their keys (one SMEMBERS + one MGET, not a
+        keyspace SCAN on every replica every `refresh_s`). Aliases written before the set existed are found by
+        one SCAN, the first time, and added to it."""
+        if not self._migrated:
+            keys = [k async for k in self.redis.scan_iter(match=redis_keys.ACTIVE_ADAPTER_PATTERN, count=100)]
+            if legacy := [redis_keys.domain_of(k) for k in keys if k != redis_keys.ACTIVE_DOMAINS]:
+                await self.redis.sadd(redis_keys.ACTIVE_DOMAINS, *legacy)
+            self._migrated = True
+        domains = sorted(await self.redis.smembers(redis_keys.ACTIVE_DOMAINS))
+        values = await self.redis.mget([redis_keys.active_adapter(d) for d in domains]) if domains else []
+        fresh = {d: v for d, v in zip(domains, values, strict=True) if v}
         for domain in set(self._active) | set(fresh):
             self._set(domain, fresh.get(domain))
         self.source = "redis"

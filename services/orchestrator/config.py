@@ -60,7 +60,9 @@ class OrchestratorSettings(BaseSettings):
         default_factory=list, repr=False, validation_alias=AliasChoices("COWEST_API_KEYS", "COWEST_ORCH_API_KEYS")
     )
     redis_timeout_s: float = 0.5  # a slow Redis must not slow a request: spool instead
-    traces_maxlen: int = 1_000_000  # approximate cap of each stream (XADD MAXLEN ~)
+    # An emergency cap of each stream (XADD MAXLEN ~): the trainer trims what it has acknowledged, so this
+    # only bites when the trainer is down for long, and then it drops the oldest unread entries.
+    traces_maxlen: int = 10_000_000
     # The spool while Redis is away: one file per process (locked; replicas need their own path), at most this
     # big (then records are dropped and counted in cowest_log_dropped: alert on it).
     max_spool_bytes: int = 256 * 2**20

@@ -31,7 +31,7 @@ from shared.records import FeedbackRecord, StreamRecord, TraceRecord
 from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, logged
 
 logger = logging.getLogger(__name__)
-KEEP_IDS_S = 30 * 24 * 3600  # how long a record id stays known (feedback 404s and de-duplication)
+KEEP_IDS_S = 7 * 24 * 3600  # how long a record id stays known: feedback on an older trace is a 404
 XADD_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
   return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))

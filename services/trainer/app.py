@@ -98,12 +98,17 @@ class Trainer:
         self.rounds = RoundRunner(settings, self.redis, self.store, self.registry, self.swapper, self.collab)
         self._last_scheduled: dict[str, float] = {}
         self.backoff = FailureBackoff(settings.failed_round_backoff_s)
+        self._migrated = False
 
     async def domains(self) -> list[str]:
-        found = set(self.registry.domains())
-        for pattern in (redis_keys.ROUND_PATTERN, redis_keys.PAIRS_PATTERN):
-            found |= {redis_keys.domain_of(key) async for key in self.redis.scan_iter(match=pattern)}
-        return sorted(found)
+        """Domains with trainer state or adapters: a set in Redis (every trigger and reconcile pass reads it) and
+        the registry. State written before the set existed is found by one SCAN, the first time."""
+        if not self._migrated:
+            for pattern in (redis_keys.ROUND_PATTERN, redis_keys.PAIRS_PATTERN):
+                if legacy := {redis_keys.domain_of(key) async for key in self.redis.scan_iter(match=pattern)}:
+                    await self.redis.sadd(redis_keys.TRAINER_DOMAINS, *legacy)
+            self._migrated = True
+        return sorted(await self.store.domains() | set(self.registry.domains()))
 
     async def trigger_loop(self) -> None:
         while True:

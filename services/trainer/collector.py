@@ -10,6 +10,7 @@ for its question with that reference.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -72,6 +73,12 @@ class BuildReport:
     @property
     def pair_yield(self) -> float:
         return self.questions_with_pairs / self.processed if self.processed else 0.0
+
+
+def _entry_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as (milliseconds, sequence), ordered as Redis orders them."""
+    ms, _, seq = str(entry_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def valid_score(score: float) -> bool:
@@ -289,10 +296,35 @@ class Collector:
             await pipe.execute()
         return 1
 
+    async def trim(self, now_ms: int | None = None) -> int:
+        """Trim what the trainer group has read and acknowledged, once older than `stream_retention_s`: entries
+        before the oldest pending one and up to the group's last-delivered id. Returns entries removed."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cutoff = (now_ms - int(self.settings.stream_retention_s * 1000), 0)
+        removed = 0
+        for stream in (TRACES_STREAM, FEEDBACK_STREAM):
+            group = next((g for g in await self.redis.xinfo_groups(stream) if g["name"] == TRAINER_GROUP), None)
+            if group is None:
+                continue
+            ms, seq = _entry_id(group["last-delivered-id"])
+            safe = (ms, seq + 1)  # MINID keeps ids >= it: everything delivered goes, unless still pending
+            pending = await self.redis.xpending(stream, TRAINER_GROUP)
+            if pending["pending"]:
+                safe = min(safe, _entry_id(pending["min"]))
+            upto = min(safe, cutoff)
+            if upto > (0, 0):
+                removed += await self.redis.xtrim(stream, minid=f"{upto[0]}-{upto[1]}", approximate=False)
+        return removed
+
     async def run(self) -> None:
         """Poll forever (run under shared/supervise.py: Redis down at start-up is retried there too)."""
         await self.ensure_groups()
+        passes = 0
         while True:
+            passes += 1
+            if passes % 600 == 0:  # about every 10 minutes of idle polling
+                with contextlib.suppress(RedisError, OSError):
+                    await self.trim()
             try:
                 await self.poll()
             except (RedisError, OSError) as exc:

@@ -42,6 +42,9 @@ class TrainerSettings(BaseSettings):
     # An entry whose handling fails this many times (say, a prompt longer than the weak model's context) goes
     # to the dead-letter stream (shared/redis_keys.py) and is acknowledged: it must not be retried forever.
     max_deliveries: int = 5
+    # Entries the trainer group has read and acknowledged are trimmed from the streams once this old (the
+    # orchestrator's MAXLEN is only an emergency cap: it would trim entries nobody has read yet).
+    stream_retention_s: float = 24 * 3600
     # Rounds
     min_pairs_per_round: int = 8  # an automatic round starts at this many pairs
     # POST /train with force=true trains below min_pairs_per_round, but never below this: DPO on one or two
@@ -61,6 +64,9 @@ class TrainerSettings(BaseSettings):
     # Gate (services/trainer/gate.py): a paired comparison on the held-out items
     gate_tolerance: float = 0.0  # promote when candidate >= active - tolerance (collaboration and drafts alone)
     gate_min_items: int = 20  # no round trains before the gate has this many held-out items
+    # The gate scores at most this many held-out items (a stable sample by question): every round runs both
+    # versions over them, so an ever-growing held-out set would make every round slower.
+    gate_max_items: int = 200
     gate_min_variety: float = 0.5  # distinct draft answers vs the active version's: below this, a collapse
     rollback_depth: int = 1  # older versions kept loaded for instant rollback
     max_lora_rank: int = 16

@@ -32,7 +32,7 @@ from services.trainer.config import TrainerSettings
 from services.trainer.gate import GateRules, decide, score_version
 from services.trainer.jobs import JobConfig
 from services.trainer.registry import AdapterError, AdapterRegistry
-from services.trainer.store import TrainerStore
+from services.trainer.store import TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
 from shared import redis_keys
 from shared.adapters import get_active_adapter
@@ -159,7 +159,8 @@ class RoundRunner:
                 + (" even when forced: DPO on fewer pairs moves single answers, not the model" if force else ""),
                 pairs=len(pairs),
             )
-        heldout = await self.store.heldout(domain)
+        heldout = sorted(await self.store.heldout(domain), key=lambda e: question_key(domain, e.question))
+        heldout = heldout[: self.settings.gate_max_items]  # a stable sample: the same items round after round
         if len(heldout) < self.rules.min_items:  # train only what the gate can judge
             return RoundResult(
                 domain,

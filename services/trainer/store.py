@@ -64,8 +64,13 @@ class TrainerStore:
     async def round(self, domain: str) -> int:
         return int(await self.redis.get(redis_keys.round_counter(domain)) or 1)
 
+    async def domains(self) -> set[str]:
+        """Every domain with trainer state (pairs, gate items, a round counter)."""
+        return set(await self.redis.smembers(redis_keys.TRAINER_DOMAINS))
+
     async def next_round(self, domain: str) -> int:
         key = redis_keys.round_counter(domain)
+        await self.redis.sadd(redis_keys.TRAINER_DOMAINS, domain)
         await self.redis.set(key, 1, nx=True)  # an absent counter means round 1
         return int(await self.redis.incr(key))
 
@@ -77,6 +82,7 @@ class TrainerStore:
         """Store a question's pairs (possibly none: it still counts as processed) for the next round.
         False when the question already has pairs waiting (a repeat or a redelivery: the first wins)."""
         payload = json.dumps([p.model_dump() for p in pairs])
+        await self.redis.sadd(redis_keys.TRAINER_DOMAINS, domain)
         return bool(await self.redis.hsetnx(redis_keys.pending_pairs(domain), question_key(domain, question), payload))
 
     async def pending_pairs(self, domain: str) -> list[PreferencePair]:
@@ -104,6 +110,7 @@ class TrainerStore:
     async def add_heldout(self, item: Example) -> None:
         # Keyed by the question, so a question seen in many traces is one gate item; the first reference
         # stays (a later feedback cannot move the gate's answer key).
+        await self.redis.sadd(redis_keys.TRAINER_DOMAINS, item.domain)
         await self.redis.hsetnx(
             redis_keys.heldout(item.domain), question_key(item.domain, item.question), item.model_dump_json()
         )

@@ -25,6 +25,7 @@ class MemoryRedis:
         self.lists: dict[str, list[str]] = defaultdict(list)
         self.published: list[tuple[str, str]] = []
         self.locked: set[str] = set()
+        self.sets: dict[str, set[str]] = {}
         self.transactions: list[list[str]] = []  # the commands of each MULTI/EXEC, in order
 
     async def get(self, key: str) -> str | None:
@@ -36,6 +37,18 @@ class MemoryRedis:
 
     async def delete(self, *keys: str) -> int:
         return sum(self.strings.pop(k, None) is not None or self.lists.pop(k, None) is not None for k in keys)
+
+    async def sadd(self, key: str, *values: str) -> int:
+        members = self.sets.setdefault(key, set())
+        added = len(set(values) - members)
+        members.update(values)
+        return added
+
+    async def srem(self, key: str, *values: str) -> int:
+        members = self.sets.setdefault(key, set())
+        removed = len(set(values) & members)
+        members.difference_update(values)
+        return removed
 
     async def publish(self, channel: str, message: str) -> int:
         self.published.append((channel, message))

@@ -139,7 +139,10 @@ def test_service_api(stack_env, tiny_weak_server, tiny_strong_server, private_re
             assert out["questions_with_pairs"] <= out["processed"] and sum(out["delta_histogram"].values()) == 5 * 4
             assert httpx.get(f"{url}/status", headers=ADMIN).json()["domains"][domain]["pending_pairs"] == out["pairs"]
             again = httpx.post(
-                f"{url}/feedback/build", json={"domain": domain, "items": items, "limit": 5}, timeout=300
+                f"{url}/feedback/build",
+                headers=ADMIN,
+                json={"domain": domain, "items": items, "limit": 5},
+                timeout=300,
             ).json()
             assert again["waiting"] == 5 and again["processed"] == 0  # the same questions wait: nothing is redone
         assert (

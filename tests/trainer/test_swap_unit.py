@@ -103,7 +103,7 @@ async def test_flip_and_history_change_in_one_transaction(parts):
     await swapper.activate(DOMAIN, v2)
     await swapper.rollback(DOMAIN)
     flips = [t for t in redis.transactions if "publish" in t]
-    assert flips == [["set", "lpush", "publish"], ["set", "lpush", "publish"], ["set", "lpop", "publish"]]
+    assert flips == [["set", "sadd", "lpush", "publish"]] * 2 + [["set", "sadd", "lpop", "publish"]]
 
 
 def test_a_torn_manifest_is_an_adapter_error_and_updates_are_atomic(parts):
