@@ -41,13 +41,15 @@ def set_alias(redis_url: str, adapter: str | None) -> None:
     asyncio.run(go())
 
 
-def wait_for_adapter(url: str, adapter: str | None, within: float = 1.0) -> httpx.Response:
-    """Poll until a response reports `adapter`; the swap must land within `within` seconds."""
+def wait_for_adapter(url: str, adapter: str | None, within: float = 5.0) -> httpx.Response:
+    """Poll until a response reports `adapter`; the swap must land within `within` seconds (else fail: a
+    response still drafted by the old version is not a result)."""
     deadline = time.monotonic() + within
     while True:
         r = collaborate(url)
-        if r.json()["weak"]["adapter"] == adapter or time.monotonic() > deadline:
+        if r.json()["weak"]["adapter"] == adapter:
             return r
+        assert time.monotonic() < deadline, f"still {r.json()['weak']['adapter']!r}, not {adapter!r}, after {within}s"
 
 
 def trace_fields(redis_client, trace_id: str) -> dict:

@@ -304,8 +304,9 @@ async def test_live_feedback_regression_rolls_back_automatically(
 
             async def traffic(adapter: str, score: float) -> None:
                 await parts.swapper.activate(domain, adapter)
-                sent = 0
+                sent, deadline = 0, time.monotonic() + 120
                 while sent < 3:
+                    assert time.monotonic() < deadline, f"the flip to {adapter} did not reach the orchestrator"
                     r = (
                         await asyncio.to_thread(
                             httpx.post, f"{url}/v1/collaborate", json={"question": "q", "domain": domain}, timeout=60
