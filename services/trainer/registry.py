@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from shared.adapters import versioned_name
+from shared.domains import NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 MANIFEST = "cowest-adapter.json"
@@ -70,6 +71,8 @@ class AdapterRegistry:
         self.root = root
 
     def domain_dir(self, domain: str) -> Path:
+        if not re.fullmatch(NAME_PATTERN, domain):
+            raise AdapterError(f"{domain!r} is not a domain name")
         return self.root / domain
 
     def versions(self, domain: str) -> list[AdapterManifest]:
@@ -85,10 +88,16 @@ class AdapterRegistry:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else []
 
     def path(self, name: str) -> Path:
+        """The version's directory, always inside the registry root: the name (from an API call or a Redis
+        history entry) must be `<domain>-v<N>` with a valid domain name, so `..`, `/abs` or `a:b` never reach
+        the filesystem."""
         match = re.fullmatch(r"(.+)-v(\d+)", name)
-        if not match:
+        if not match or not re.fullmatch(NAME_PATTERN, match.group(1)):
             raise AdapterError(f"{name!r} is not a versioned adapter name (<domain>-v<N>)")
-        return self.domain_dir(match.group(1)) / name
+        path = self.domain_dir(match.group(1)) / name
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise AdapterError(f"{name!r} resolves outside the adapter registry")
+        return path
 
     def get(self, name: str) -> AdapterManifest:
         manifest = self.path(name) / MANIFEST

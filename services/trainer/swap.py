@@ -42,23 +42,31 @@ class AdapterSwapper:
             settings.endpoints.weak_root, timeout=60, api_key=settings.endpoints.weak_key()
         )
         self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}  # holders and waiters of each domain's lock
         self._retiring: set[asyncio.Task] = set()
 
     @asynccontextmanager
     async def _lock(self, domain: str) -> AsyncIterator[None]:
         """One change of a domain's adapter state at a time: in this process (an asyncio lock) and across
         processes (a Redis lock: the service, the CLI and a demo may all swap or roll back)."""
-        async with self._locks.setdefault(domain, asyncio.Lock()):
-            lock = self.redis.lock(
-                redis_keys.adapter_state_lock(domain), timeout=STATE_LOCK_S, blocking_timeout=STATE_LOCK_S
-            )
-            if not await lock.acquire():
-                raise AdapterError(f"another process has been changing {domain}'s adapters for {STATE_LOCK_S} s")
-            try:
-                yield
-            finally:
-                with contextlib.suppress(LockError):
-                    await lock.release()
+        local = self._locks.setdefault(domain, asyncio.Lock())
+        self._users[domain] = self._users.get(domain, 0) + 1
+        try:
+            async with local:
+                lock = self.redis.lock(
+                    redis_keys.adapter_state_lock(domain), timeout=STATE_LOCK_S, blocking_timeout=STATE_LOCK_S
+                )
+                if not await lock.acquire():
+                    raise AdapterError(f"another process has been changing {domain}'s adapters for {STATE_LOCK_S} s")
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(LockError):
+                        await lock.release()
+        finally:
+            self._users[domain] -= 1
+            if not self._users[domain]:  # nobody holds or waits: no lock per name ever asked about stays behind
+                del self._users[domain], self._locks[domain]
 
     async def aclose(self) -> None:
         # A short-lived swapper (the CLI, the demo) still retires the versions its flip made old.

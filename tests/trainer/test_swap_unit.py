@@ -116,3 +116,14 @@ def test_a_torn_manifest_is_an_adapter_error_and_updates_are_atomic(parts):
     with pytest.raises(AdapterError, match="unreadable manifest"):
         swapper.registry.get(v2)
     assert [m.name for m in swapper.registry.versions(DOMAIN)] == [v1]  # listing skips it, does not crash
+
+
+async def test_names_stay_inside_the_registry_and_no_lock_is_left_per_name(parts):
+    swapper, _, _, _ = parts
+    for name in ("../../etc-v1", "/abs-v1", "a:b-v1", "acme/../..-v1", "acme"):
+        with pytest.raises(AdapterError):
+            swapper.registry.path(name)
+    for i in range(50):  # rollbacks of domains that never had an adapter
+        with pytest.raises(AdapterError):
+            await swapper.rollback(f"nothing-{i}")
+    assert swapper._locks == {} and swapper._users == {}
