@@ -48,11 +48,12 @@ test: lint
 test-fast: lint
 	$(VENV)/bin/pytest -m "not slow"
 
-# Lint, format check and type check (pyproject.toml: [tool.ruff], [tool.mypy]): part of `make test`.
+# Lint, format, type and security checks (pyproject.toml: [tool.ruff], [tool.mypy], [tool.bandit]): part of `make test`.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/bandit -q -c pyproject.toml -r services shared cowest evaluation
 
 down:
 	$(VENV)/bin/cowest down

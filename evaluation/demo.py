@@ -39,6 +39,8 @@ from shared.metrics import normalize
 from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
 
 PAUSE_TTL_S = 3 * 3600  # longer than any one phase
+# Building feedback over a split or training a round takes up to hours on 2 cores; never forever.
+TRAINER_CALL = httpx.Timeout(6 * 3600.0, connect=10.0)
 
 
 @dataclass
@@ -258,7 +260,7 @@ class Demo:
             if not is_fact_card(e)
         ]
         random.Random(self.cfg.seed + round_).shuffle(items)  # a different slice of the split each round
-        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None, headers=self.admin) as client:
+        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=TRAINER_CALL, headers=self.admin) as client:
             r = await client.post(
                 "/feedback/build", json={"domain": self.cfg.domain, "items": items, "limit": self.cfg.feedback_limit}
             )
@@ -300,7 +302,7 @@ class Demo:
             return r.json()
 
     async def train_round(self, demo_round: int, feedback: dict | None = None) -> dict:
-        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=None, headers=self.admin) as client:
+        async with httpx.AsyncClient(base_url=self.trainer_url, timeout=TRAINER_CALL, headers=self.admin) as client:
             r = await client.post(
                 "/train",
                 json={
