@@ -85,6 +85,7 @@ async def run(args) -> str:
         "COWEST_WEAK_MODEL": "fake",
         "COWEST_STRONG_MODEL": "fake",
         "COWEST_ORCH_SPOOL_PATH": f"{work}/spool.jsonl",
+        "COWEST_ORCH_DRAFT_POLICY": "always",  # both stages on every request, as for a domain with an adapter
     }
     procs.append(
         spawn(
