@@ -66,3 +66,35 @@ async def test_a_loop_that_raises_is_restarted():
     await asyncio.sleep(0.2)
     task.cancel()
     assert len(runs) == 3
+
+
+async def test_feedback_read_before_its_trace_waits_for_it_then_counts_once(fresh_redis):
+    """The feedback stream can be read first (two streams, one consumer group); the entry must stay pending until
+    its trace arrives, then be handled exactly once, and a redelivery must not run the model calls again."""
+    redis = redis_keys.connect(fresh_redis.url)
+    collab = FailingCollab(poison="none")
+    collector = Collector(
+        trainer_settings("http://weak", "http://strong", fresh_redis.url),
+        redis,
+        TrainerStore(redis),
+        collab,
+        consumer="c",
+        reclaim_idle_ms=0,
+    )
+    try:
+        await collector.ensure_groups()
+        fb = FeedbackRecord(trace_id="tr-late", correct_answer="x")
+        await redis.xadd(redis_keys.FEEDBACK_STREAM, fb.to_fields())
+        await collector.poll(block_ms=50)
+        pending = await redis.xpending(redis_keys.FEEDBACK_STREAM, redis_keys.TRAINER_GROUP)
+        assert pending["pending"] == 1 and collab.calls == []  # waits: nothing to join it with yet
+        trace = TraceRecord(trace_id="tr-late", domain="acme", draft_format="cot", question="an ordinary question?")
+        await redis.xadd(redis_keys.TRACES_STREAM, trace.to_fields())
+        for _ in range(3):
+            await collector.poll(block_ms=50)
+        assert collab.calls == ["an ordinary question?"]
+        assert (await redis.xpending(redis_keys.FEEDBACK_STREAM, redis_keys.TRAINER_GROUP))["pending"] == 0
+        await collector.handle(redis_keys.FEEDBACK_STREAM, fb.to_fields())  # the same entry delivered again
+        assert collab.calls == ["an ordinary question?"]  # its pairs wait: no second round of model calls
+    finally:
+        await redis.aclose()
