@@ -32,12 +32,14 @@ from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, logged
 
 logger = logging.getLogger(__name__)
 KEEP_IDS_S = 7 * 24 * 3600  # how long a record id stays known: feedback on an older trace is a 404
+# ARGV: id TTL, MAXLEN, the record's kind (kept as the id key's value: feedback names traces only), fields.
 XADD_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[1]) then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
 end
 return false
 """
+TRACE_KINDS = ("trace", "1")  # "1": ids logged before the kind was recorded
 LOG_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
@@ -151,7 +153,7 @@ class TraceLog:
             return False
 
     async def _xadd(self, stream: str, fields: dict[str, str]) -> None:
-        args = [KEEP_IDS_S, self.maxlen, *[x for kv in fields.items() for x in kv]]
+        args = [KEEP_IDS_S, self.maxlen, fields["kind"], *[x for kv in fields.items() for x in kv]]
         keys = [stream, logged(fields["id"])]
         await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout_s)
 
@@ -258,6 +260,7 @@ class TraceLog:
         if trace_id in self._recent:
             return True
         try:
-            return bool(await asyncio.wait_for(self.redis.exists(logged(trace_id)), self.timeout_s))
+            # Only a trace: a feedback id (also logged once) is not something to give feedback on.
+            return await asyncio.wait_for(self.redis.get(logged(trace_id)), self.timeout_s) in TRACE_KINDS
         except LOG_ERRORS:
             return None

@@ -206,6 +206,7 @@ def test_spool_survives_an_orchestrator_restart(weak_fake, fresh_redis, tmp_path
         logged(fields["id"]),
         KEEP_IDS_S,
         1000,
+        fields["kind"],
         *[x for kv in fields.items() for x in kv],
     )
     with run_with_strong(weak_fake[0], ["ok"], fresh_redis.url, tmp_path) as (url, _):

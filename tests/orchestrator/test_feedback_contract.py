@@ -65,3 +65,12 @@ async def test_the_trainer_counts_each_feedback_once_and_keeps_the_first(private
         assert [e.answer for e in await store.heldout("contract")] == ["Ada"]
     finally:
         await redis.aclose()
+
+
+def test_feedback_names_a_trace_not_another_feedback(app_url):
+    """Found by the fuzz test: a feedback's own id (also logged once) was accepted as a trace id, and the trainer
+    then waited for a trace that could never come."""
+    given = feedback(app_url, {"id": trace(app_url), "score": 1.0})
+    assert given.status_code == 202
+    r = feedback(app_url, {"id": given.json()["id"], "score": 1.0})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "trace_not_found"
