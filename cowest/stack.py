@@ -213,9 +213,9 @@ class Stack:
         if name == "redis":
             return lambda: asyncio.to_thread(redis_ping, self.settings.redis_url)
         if name == "orchestrator":
-            return lambda: _http_ok(f"{self.orchestrator_url}/healthz")
+            return lambda: http_ok(f"{self.orchestrator_url}/healthz")
         if name == "trainer":
-            return lambda: _http_ok(f"{self.trainer_url}/healthz")
+            return lambda: http_ok(f"{self.trainer_url}/healthz")
 
         async def vllm_ready() -> bool:
             async with VllmAdminClient(
@@ -277,7 +277,7 @@ class Stack:
     async def _service_status(self, name: str, url: str, probe: str, port: int) -> ComponentStatus:
         record = self.table.get(name)
         alive = bool(record and record.alive())
-        state = "healthy" if await _http_ok(url + probe) else ("starting" if alive else "down")
+        state = "healthy" if await http_ok(url + probe) else ("starting" if alive else "down")
         return ComponentStatus(
             name,
             state,
@@ -288,7 +288,7 @@ class Stack:
         )
 
 
-async def _http_ok(url: str) -> bool:
+async def http_ok(url: str) -> bool:
     try:
         async with httpx.AsyncClient(timeout=3) as client:
             return (await client.get(url)).status_code == 200

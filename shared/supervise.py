@@ -12,12 +12,23 @@ from collections.abc import Awaitable, Callable
 logger = logging.getLogger(__name__)
 
 
+def stop_if_cancelled() -> None:
+    """Raise CancelledError when this task has been asked to stop. Python 3.11's `asyncio.wait_for` can swallow a
+    cancellation that lands as its inner call completes (returning the result, or raising TimeoutError; fixed in
+    3.12): a background loop that then goes on would never stop, and hang its service's shutdown. The request
+    still shows in `Task.cancelling()`, so every loop calls this before each pass and in its `except` clauses."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def supervised(
     name: str, loop: Callable[[], Awaitable[None]], base_s: float = 0.5, max_s: float = 30.0, healthy_s: float = 60.0
 ) -> None:
     """Run `loop()` forever (cancel to stop). Each return or exception counts as a failure of that run."""
     backoff = base_s
     while True:
+        stop_if_cancelled()
         started = time.monotonic()
         try:
             await loop()
@@ -25,6 +36,7 @@ async def supervised(
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - whatever it was, the loop must come back
+            stop_if_cancelled()
             logger.exception("%s loop failed; restarting it in %.1f s", name, backoff)
         if time.monotonic() - started >= healthy_s:
             backoff = base_s

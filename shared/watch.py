@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.supervise import stop_if_cancelled
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,6 +36,7 @@ async def watch(
                 loop = asyncio.get_running_loop()
                 next_refresh = loop.time() + refresh_s
                 while True:
+                    stop_if_cancelled()
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message and message.get("type") == "message":
                         handled = on_message(message["data"])
@@ -43,6 +46,7 @@ async def watch(
                         await refresh()
                         next_refresh = loop.time() + refresh_s
         except (TimeoutError, RedisError, OSError) as exc:
+            stop_if_cancelled()
             logger.warning("%s subscription lost (%s); retrying in %.1fs", what, exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

@@ -3,8 +3,8 @@
 The trainer points a domain's alias at a new version and announces it (shared/adapters.py). This cache
 subscribes to that channel, so a swap takes
 effect on the next request, and re-reads every key every `refresh_s` in case a message was missed
-(pub/sub is at-most-once). Requests read the dict: no Redis round-trip per request. While Redis is
-away the last known aliases stay in force.
+(pub/sub is at-most-once; a change first seen by a re-read is counted in `missed` and logged). Requests
+read the dict: no Redis round-trip per request. While Redis is away the last known aliases stay in force.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class AdapterAliases:
         self.source = "none"  # "redis" once read from Redis; "disk" while only the saved copy is known
         self._migrated = False
         self._active: dict[str, str] = {}
+        self.missed = 0  # alias changes no notification delivered (seen first by a re-read after the first)
 
     def load_saved(self) -> bool:
         """Start from the saved copy (before Redis answers); False when there is none."""
@@ -96,6 +97,9 @@ class AdapterAliases:
         values = await self.redis.mget([redis_keys.active_adapter(d) for d in domains]) if domains else []
         fresh = {d: v for d, v in zip(domains, values, strict=True) if v}
         for domain in set(self._active) | set(fresh):
+            if self.source == "redis" and self._active.get(domain) != fresh.get(domain):
+                self.missed += 1
+                logger.warning("the alias change of %s reached this process by a re-read, not a notification", domain)
             self._set(domain, fresh.get(domain))
         self.source = "redis"
         self._save()

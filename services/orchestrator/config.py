@@ -67,7 +67,8 @@ class OrchestratorSettings(BaseSettings):
     # big (then records are dropped and counted in cowest_log_dropped: alert on it).
     max_spool_bytes: int = 256 * 2**20
     spool_path: Path = Field(default_factory=lambda: CowestSettings().home_dir / "spool" / "orchestrator.jsonl")
-    alias_refresh_s: float = 30.0  # full re-read of the alias keys, in case a notification was missed
+    # Full re-read of the alias keys (one SMEMBERS + one MGET), the bound on how long a missed notification lasts.
+    alias_refresh_s: float = 5.0
 
     def limits(self) -> Limits:
         return Limits(

@@ -68,6 +68,7 @@ class AppState:
             on_change=metrics.set_active_adapter,
             saved_at=settings.spool_path.with_name("adapter-aliases.json"),
         )
+        metrics.alias_missed.set_function(lambda: aliases.missed)
         log = TraceLog(
             redis,
             settings.spool_path,

@@ -55,6 +55,11 @@ class Metrics:
         self.log_backlog = Gauge(
             "cowest_log_backlog", "Log records waiting in the local spool for Redis", registry=self.registry
         )
+        self.alias_missed = Gauge(
+            "cowest_alias_missed_notifications",
+            "Adapter alias changes that reached this process by a periodic re-read, not a notification",
+            registry=self.registry,
+        )
         self._adapters: dict[str, str] = {}
 
     def set_active_adapter(self, domain: str, adapter: str | None) -> None:

@@ -9,13 +9,16 @@
   process, so records spooled before a crash or restart are replayed by the next one.
 - The spool is one file per process (an exclusive lock), fsynced off the event loop, bounded
   (`max_spool_bytes`: beyond it records are dropped and counted), and crash-safe: a torn last line is ended
-  before anything is appended, trimming writes a new file and renames it, a record Redis refuses for good is
-  set aside in `<spool>.rejected` instead of blocking the replay.
+  before anything is appended, a write cut short (ENOSPC) is truncated away, trimming empties the file in
+  place when everything was shipped (no free space needed: the disk may be full) and otherwise writes a new
+  file and renames it, a record Redis refuses for good is set aside in `<spool>.rejected` instead of blocking
+  the replay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -29,6 +32,7 @@ from redis.exceptions import RedisError, ResponseError
 from shared import redis_keys
 from shared.records import FeedbackRecord, StreamRecord, TraceRecord
 from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, logged
+from shared.supervise import stop_if_cancelled
 
 logger = logging.getLogger(__name__)
 KEEP_IDS_S = 7 * 24 * 3600  # how long a record id stays known: feedback on an older trace is a 404
@@ -69,6 +73,7 @@ class TraceLog:
         # Held only while the spool is in use (appending, or trimming after a replay), never across a Redis call
         # of the normal path: concurrent requests XADD concurrently.
         self._lock = asyncio.Lock()
+        self._replaying = asyncio.Lock()  # one replay at a time: a trim's offsets assume nothing else trimmed
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
         self.dropped = 0  # records neither in Redis nor in the spool (spool full or the disk failed): an alert
@@ -158,10 +163,21 @@ class TraceLog:
         await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout_s)
 
     def _spool_line(self, line: str) -> None:
-        with self.spool_path.open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one line and fsync it; a write cut short (disk full) is truncated away, leaving no torn line."""
+        fd = os.open(self.spool_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                data = memoryview(line.encode("utf-8"))
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
 
     def _count_spooled(self) -> int:
         try:
@@ -173,61 +189,78 @@ class TraceLog:
     # --- replay ---------------------------------------------------------------------------
     async def replay(self, batch: int = 1000) -> int:
         """Ship spooled records in order, a batch at a time, without holding the spool while Redis is called;
-        keep the rest when Redis fails again. Returns how many are left."""
-        async with self._lock:
-            if self.backlog == 0:
-                return 0
-            lines = await asyncio.to_thread(self._head, batch)
-        done, rejected = 0, []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-                await self._xadd(entry["stream"], entry["fields"])
-            except (ValueError, KeyError, TypeError):
-                logger.error("dropping a torn spool line (process died mid-write): %.80s", line)
-            except ResponseError as exc:  # Redis answered and refused it: retrying cannot help
-                logger.error("Redis refused a spooled record for good (%s): set aside", exc)
-                rejected.append(line)
-            except LOG_ERRORS:
-                break
-            done += 1
-        async with self._lock:  # records appended meanwhile are behind the ones shipped: drop exactly those
-            await asyncio.to_thread(self._trim, done, rejected)
-            self.backlog = self._count_spooled()
+        stop when Redis fails again, then drop what was shipped. Returns how many are left."""
+        async with self._replaying:
+            async with self._lock:
+                if self.backlog == 0:
+                    return 0
+            offset, shipped, rejected, failed = 0, 0, [], False
+            while not failed:
+                lines = await asyncio.to_thread(self._read_batch, offset, batch)
+                if not lines:
+                    break
+                for line, end in lines:
+                    try:
+                        if line.strip():
+                            entry = json.loads(line)
+                            await self._xadd(entry["stream"], entry["fields"])
+                    except (ValueError, KeyError, TypeError):
+                        logger.error("dropping a torn spool line (process died mid-write): %.80s", line)
+                    except ResponseError as exc:  # Redis answered and refused it: retrying cannot help
+                        logger.error("Redis refused a spooled record for good (%s): set aside", exc)
+                        rejected.append(line)
+                    except LOG_ERRORS:
+                        failed = True
+                        break
+                    shipped = end
+                offset = lines[-1][1]
+            async with self._lock:  # records appended meanwhile lie behind `shipped`: they stay
+                if shipped:
+                    await asyncio.to_thread(self._trim, shipped, rejected)
+                self.backlog = self._count_spooled()
         self.rejected += len(rejected)
-        if done:
-            logger.info("replayed %d spooled records, %d left", done, self.backlog)
+        if shipped:
+            logger.info("replayed the spool up to byte %d, %d records left", shipped, self.backlog)
         return self.backlog
 
-    def _head(self, n: int) -> list[str]:
-        with self.spool_path.open(encoding="utf-8", errors="replace") as f:
-            head = []
-            for line in f:
-                if line.strip():
-                    head.append(line.rstrip("\n"))
-                    if len(head) >= n:
-                        break
-            return head
+    def _read_batch(self, offset: int, n: int) -> list[tuple[str, int]]:
+        """Up to `n` whole lines from byte `offset`, each with the offset just past it. A last line without its
+        newline is being written (appends run beside the replay): left for the next replay."""
+        out: list[tuple[str, int]] = []
+        with self.spool_path.open("rb") as f:
+            f.seek(offset)
+            while len(out) < n and (raw := f.readline()).endswith(b"\n"):
+                offset += len(raw)
+                out.append((raw.decode("utf-8", errors="replace").rstrip("\n"), offset))
+        return out
 
-    def _trim(self, done: int, rejected: list[str]) -> None:
-        """Drop the first `done` records: write the rest to a new file, fsync it, rename it over the spool."""
+    def _trim(self, shipped: int, rejected: list[str]) -> None:
+        """Drop the spool's first `shipped` bytes. All of it: empty the file in place (needs no free space, and a
+        crash leaves either all of it, shipped again and stored once, or nothing). Part of it: copy the rest to a
+        new file, fsync, rename; when that copy cannot be written (disk full) keep the spool as it is: the next
+        replay ships those records again, stored once, and empties it."""
         if rejected:
             with self.spool_path.with_name(self.spool_path.name + ".rejected").open("a", encoding="utf-8") as f:
                 f.write("".join(line + "\n" for line in rejected))
                 f.flush()
                 os.fsync(f.fileno())
-        tmp = self.spool_path.with_suffix(".tmp")
-        with self.spool_path.open(encoding="utf-8", errors="replace") as src, tmp.open("w", encoding="utf-8") as dst:
-            skipped = 0
-            for line in src:
-                if not line.strip():
-                    continue
-                if skipped < done:
-                    skipped += 1
-                    continue
-                dst.write(line if line.endswith("\n") else line + "\n")
-            dst.flush()
-            os.fsync(dst.fileno())
+        with self.spool_path.open("rb+") as src:
+            if src.seek(0, os.SEEK_END) <= shipped:
+                src.truncate(0)
+                os.fsync(src.fileno())
+                return
+            src.seek(shipped)
+            tmp = self.spool_path.with_suffix(".tmp")
+            try:
+                with tmp.open("wb") as dst:
+                    while chunk := src.read(2**20):
+                        dst.write(chunk)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                logger.warning("cannot trim the spool (%s): its shipped records will be sent again", exc)
+                return
         os.replace(tmp, self.spool_path)
         dirfd = os.open(self.spool_path.parent, os.O_RDONLY)
         try:
@@ -237,10 +270,12 @@ class TraceLog:
 
     async def run_replayer(self) -> None:
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(self.replay_interval_s)
             try:
                 await self.replay()
             except Exception:  # noqa: BLE001 - the replayer must survive anything and try again
+                stop_if_cancelled()
                 logger.exception("spool replay failed")
 
     async def claim_feedback(self, trace_id: str, source: str, feedback_id: str) -> bool | None:

@@ -29,7 +29,7 @@ from shared import domains as domain_specs
 from shared.adapters import get_active_adapter
 from shared.data.example import Example
 from shared.domains import NAME_PATTERN
-from shared.supervise import supervised
+from shared.supervise import stop_if_cancelled, supervised
 from shared.watch import watch
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class Trainer:
 
     async def trigger_loop(self) -> None:
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(5)
             try:
                 for domain in await self.domains():
@@ -131,18 +132,22 @@ class Trainer:
                                 "automatic rounds of %s paused for %.0f s after: %s", domain, wait, result.detail
                             )
             except Exception:  # noqa: BLE001 - the loop must outlive Redis or vLLM outages
+                stop_if_cancelled()
                 logger.exception("round trigger pass failed")
 
     async def reconcile_loop(self) -> None:
         while True:
+            stop_if_cancelled()
             try:
                 for domain in await self.domains():
                     try:
                         if missing := await self.swapper.reconcile(domain):
                             logger.warning("re-loaded %s into vLLM for %s", missing, domain)
                     except Exception as exc:  # noqa: BLE001 - vLLM may be restarting
+                        stop_if_cancelled()
                         logger.info("reconcile %s: %s", domain, exc)
             except (RedisError, OSError) as exc:
+                stop_if_cancelled()
                 logger.warning("reconcile pass skipped: Redis unavailable (%s)", exc)
             await asyncio.sleep(10)
 

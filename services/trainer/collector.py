@@ -31,6 +31,7 @@ from shared.adapters import get_active_adapter
 from shared.data.example import Example
 from shared.records import FeedbackRecord, TraceRecord
 from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
+from shared.supervise import stop_if_cancelled
 
 logger = logging.getLogger(__name__)
 TRACE_WAIT_S = 600  # how long feedback waits (unacknowledged) for its trace to be read
@@ -321,6 +322,7 @@ class Collector:
         await self.ensure_groups()
         passes = 0
         while True:
+            stop_if_cancelled()
             passes += 1
             if passes % 600 == 0:  # about every 10 minutes of idle polling
                 with contextlib.suppress(RedisError, OSError):
@@ -328,8 +330,10 @@ class Collector:
             try:
                 await self.poll()
             except (RedisError, OSError) as exc:
+                stop_if_cancelled()
                 logger.warning("collector: Redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(1.0)
             except Exception:  # noqa: BLE001 - a model server error must not kill the loop
+                stop_if_cancelled()
                 logger.exception("collector pass failed; its entries stay pending and are retried")
                 await asyncio.sleep(1.0)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.collaboration import Limits
 from shared.config import CowestSettings, Endpoints
@@ -26,7 +27,8 @@ class TrainerSettings(BaseSettings):
     # base model's weights (what SFT and DPO train on).
     endpoints: Endpoints = Field(default_factory=Endpoints)
     base_model_dir: Path = Field(default_factory=lambda: CowestSettings().models_dir / Endpoints().weak_model)
-    domains: list[str] | None = None  # the domains this trainer learns; None: every domain it sees
+    # The domains this trainer learns (COWEST_TRAINER_DOMAINS=general,acme); None: every domain it sees.
+    domains: Annotated[list[str] | None, NoDecode] = None
     adapters_dir: Path = Field(default_factory=lambda: CowestSettings().home_dir / "adapters")
     # Collaborative feedback
     k_drafts: int = 4
@@ -76,3 +78,8 @@ class TrainerSettings(BaseSettings):
     auto_rollback_min_feedback: int = 20
     drain_s: float = 5.0  # how long the previous version stays loaded after the flip at least
     request_timeout_s: float = 300.0
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _split_csv(cls, value):
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value

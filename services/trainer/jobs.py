@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import resource
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -194,7 +195,18 @@ def run(kind: str, cfg: JobConfig) -> dict:
     return metrics
 
 
+def die_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this job when the trainer that started it dies (a trainer killed mid-round
+    must not leave a training job holding the CPU and memory of the next one)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def main() -> None:
+    die_with_parent()
     kind, path = sys.argv[1], sys.argv[2]
     metrics = run(kind, JobConfig.load(path))
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from shared.adapters import versioned_name
 from shared.domains import NAME_PATTERN
+from shared.failpoints import failpoint
 
 logger = logging.getLogger(__name__)
 MANIFEST = "cowest-adapter.json"
@@ -63,6 +64,7 @@ def _write_atomically(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    failpoint("registry.manifest_write")
     os.replace(tmp, path)
 
 

@@ -36,6 +36,7 @@ from services.trainer.store import TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
 from shared import redis_keys
 from shared.adapters import get_active_adapter
+from shared.failpoints import failpoint
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ async def run_job(kind: str, cfg: JobConfig) -> dict:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    failpoint("round.job")
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(job_failure(kind, proc.returncode or -1, out.decode(errors="replace")))
@@ -128,7 +130,7 @@ class RoundRunner:
             return RoundResult(
                 domain, await self.store.round(domain), "skipped", "another round of this domain is running"
             )
-        round_ = await self.store.round(domain)  # read under the lock: no other round can advance it now
+        round_ = await self._count_interrupted(domain, await self.store.round(domain))  # under the lock
         self._held[domain] = lock
         renewal = asyncio.create_task(self._keep(lock, domain))
         try:
@@ -212,6 +214,7 @@ class RoundRunner:
             metrics={"final_loss": result.train["loss"][-1]} if result.train["loss"] else {},
         )
         result.candidate = manifest.name
+        failpoint("round.registered")
         shutil.rmtree(
             work, ignore_errors=True
         )  # the registry holds the adapter; a failed job's dir stays for debugging
@@ -222,10 +225,12 @@ class RoundRunner:
             result.detail = f"candidate rejected before traffic: {exc}"
             await self.store.next_round(domain)
             return result
+        failpoint("round.loaded")
         candidate_rows, active_rows = await asyncio.gather(
             score_version(self.collab, domain, manifest.name, heldout, self.settings.concurrency),
             score_version(self.collab, domain, active, heldout, self.settings.concurrency),
         )
+        failpoint("round.gating")
         decision = decide(candidate_rows, active_rows, self.rules)
         result.candidate_score, result.active_score, result.gate = (
             decision.candidate,
@@ -242,11 +247,29 @@ class RoundRunner:
             self.current[domain] = f"swapping to {manifest.name}"
             result.swap_seconds = await self.swapper.activate(domain, manifest.name)
             result.status = "promoted"
+            failpoint("round.promoted")
         else:
             await self.swapper.unload(manifest.name)
         await self.store.next_round(domain)
         logger.info("round %s of %s: %s (%s)", round_, domain, result.status, result.detail)
         return result
+
+    async def _count_interrupted(self, domain: str, round_: int) -> int:
+        """A trainer killed after a round's gate, before the round counter moved, left a gated manifest of this
+        round number: count that round now, so that its pairs are not trained on a second time. (Killed before
+        the gate, the round simply runs again; its unserved candidate stays in the registry.)"""
+        gated = [m.name for m in self.registry.versions(domain) if m.round == round_ and "gate_candidate" in m.metrics]
+        if not gated:
+            return round_
+        active = await get_active_adapter(self.redis, domain)
+        logger.warning(
+            "round %s of %s was interrupted after its gate (%s; active now: %s): counting it as done",
+            round_,
+            domain,
+            ", ".join(gated),
+            active or "the base model",
+        )
+        return await self.store.next_round(domain)
 
     async def _keep(self, lock, domain: str) -> None:
         """Renew the round lock while the round runs (a DPO job can outlast any fixed TTL); a trainer killed

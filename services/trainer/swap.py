@@ -44,6 +44,9 @@ class AdapterSwapper:
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}  # holders and waiters of each domain's lock
         self._retiring: set[asyncio.Task] = set()
+        self._unwanted: dict[str, float] = {}  # loaded versions no alias or history wants -> first seen (monotonic)
+        # Long past any drain (requests still on a version just rolled away from) and any reconcile pass.
+        self.stale_after_s = max(30.0, 3 * settings.drain_s)
 
     @asynccontextmanager
     async def _lock(self, domain: str) -> AsyncIterator[None]:
@@ -173,13 +176,26 @@ class AdapterSwapper:
             pass
 
     async def reconcile(self, domain: str) -> list[str]:
-        """Re-load the desired adapters (active + rollback depth) that vLLM lost, e.g. after a restart."""
+        """Re-load the desired adapters (active + rollback depth) that vLLM lost, e.g. after a restart; unload
+        the domain's versions nobody wants (a candidate of a round whose trainer was killed, a version rolled
+        away from) once they have been unwanted for `stale_after_s` and no round of the domain is running."""
         wanted = await self.redis.lrange(redis_keys.adapter_history(domain), 0, self.settings.rollback_depth)
         active = await get_active_adapter(self.redis, domain)
         if active and active not in wanted:
             wanted.insert(0, active)
-        missing = [n for n in wanted if n not in await self.loaded()]
+        loaded = await self.loaded()
+        missing = [n for n in wanted if n not in loaded]
         for name in missing:
             async with self._lock(domain):
                 await self.load_verified(name)
+        now = time.monotonic()
+        unwanted = {n for n in loaded if n.startswith(f"{domain}-v") and n not in wanted}
+        self._unwanted = {n: t for n, t in self._unwanted.items() if n in unwanted or not n.startswith(f"{domain}-v")}
+        for name in unwanted:
+            since = self._unwanted.setdefault(name, now)
+            if now - since >= self.stale_after_s and not await self.redis.exists(redis_keys.round_lock(domain)):
+                async with self._lock(domain):
+                    await self.unload(name)
+                logger.warning("unloaded %s: loaded on vLLM, but neither active nor kept for rollback", name)
+                del self._unwanted[name]
         return missing

@@ -53,3 +53,13 @@ def test_status_never_prints_a_redis_password():
 
     assert redacted("redis://trainer:s3cret@10.0.0.6:6379/0") == "redis://trainer:***@10.0.0.6:6379/0"
     assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_every_service_setting_survives_the_trip_through_the_environment(monkeypatch, tmp_path):
+    """Lists too: COWEST_TRAINER_DOMAINS=a,b failed to parse (pydantic-settings wanted JSON)."""
+    orch = OrchestratorSettings(domains=["general", "acme"], spool_path=tmp_path / "s.jsonl", alias_refresh_s=2.5)
+    trainer = TrainerSettings(domains=["general", "acme"], adapters_dir=tmp_path / "a", k_drafts=3)
+    for settings in (orch, trainer):
+        for key, value in settings_env(settings).items():
+            monkeypatch.setenv(key, value)
+        assert type(settings)() == settings

@@ -35,6 +35,9 @@ class MemoryRedis:
         self.strings[key] = str(value)
         return True
 
+    async def exists(self, *keys: str) -> int:
+        return sum(k in self.strings or k in self.lists or k in self.sets or k in self.locked for k in keys)
+
     async def delete(self, *keys: str) -> int:
         return sum(self.strings.pop(k, None) is not None or self.lists.pop(k, None) is not None for k in keys)
 

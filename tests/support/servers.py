@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import socket
 import threading
@@ -32,11 +33,14 @@ def free_port() -> int:
 
 @contextmanager
 def serve_app(app) -> Iterator[str]:
-    """Serve an ASGI app over real HTTP on a free loopback port for the duration of the block."""
+    """Serve an ASGI app over real HTTP on a free loopback port for the duration of the block. A server that
+    does not stop within 20 s is an error, reported with the stacks of its event loop's tasks (left running, it
+    would keep its loops, and their load, for the rest of the session)."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", timeout_graceful_shutdown=1)
     )
-    thread = threading.Thread(target=server.run, daemon=True)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
@@ -48,6 +52,12 @@ def serve_app(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(20)
+        if thread.is_alive():
+            stacks = io.StringIO()
+            for task in asyncio.all_tasks(loop):
+                task.print_stack(file=stacks)
+            raise RuntimeError(f"the test server did not stop within 20 s; its tasks:\n{stacks.getvalue()}")
+        loop.close()
 
 
 @contextmanager

@@ -4,6 +4,8 @@ real vLLM and Redis."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from services.trainer.registry import AdapterError, AdapterRegistry
@@ -93,6 +95,23 @@ async def test_reconcile_reloads_what_the_server_lost(parts):
     admin.loaded.clear()  # vLLM restarted
     assert await swapper.reconcile(DOMAIN) == [v2, v1]
     assert set(admin.loaded) == {v1, v2} and await swapper.reconcile(DOMAIN) == []
+
+
+async def test_reconcile_unloads_a_version_nobody_wants_once_stale_and_no_round_runs(parts):
+    """A round's candidate stayed loaded on vLLM when its trainer was killed mid-gate: a LoRA slot lost until
+    vLLM restarted."""
+    swapper, redis, admin, register = parts
+    v1, orphan = register(1), register(2)
+    await swapper.activate(DOMAIN, v1)
+    await asyncio.sleep(0.05)  # the activation's retire pass (drain_s=0) is over
+    await swapper.load_verified(orphan)
+    swapper.stale_after_s = 0.0
+    redis.locked.add(redis_keys.round_lock(DOMAIN))  # a round runs: the candidate it gates stays loaded
+    await swapper.reconcile(DOMAIN)
+    assert orphan in admin.loaded
+    redis.locked.clear()
+    await swapper.reconcile(DOMAIN)
+    assert orphan not in admin.loaded and v1 in admin.loaded
 
 
 async def test_flip_and_history_change_in_one_transaction(parts):

@@ -1,0 +1,226 @@
+"""Chaos: the whole stack as real processes (Redis, tiny weak and strong vLLM, orchestrator, trainer) under a
+steady client load, each part SIGKILLed and restarted in turn. Per phase it counts answered / degraded / failed
+requests; at the end it compares what the clients got (trace ids, accepted feedback) with what reached the Redis
+streams: nothing may be lost or duplicated, and the trainer must consume everything after its own restart.
+
+`COWEST_CHAOS_REPORT=path` also writes the table there (bench/results/chaos.md is such a run)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as redis_sync
+
+from cowest.processes import ProcessTable
+from cowest.redis_server import redis_ping, start_redis
+from cowest.stack import http_ok, settings_env
+from services.strong_server.settings import StrongServerSettings
+from services.weak_server.admin_client import VllmAdminClient
+from shared.config import CowestSettings
+from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
+from tests.support.chaos import ChaosLoad, Part, write_table
+from tests.support.servers import free_port, weak_server_settings
+from tests.support.settings import orch_settings, trainer_settings
+
+pytestmark = pytest.mark.slow
+
+KILL_ORDER = ("redis", "weak", "strong", "orchestrator", "trainer")
+DOWN_S = 3.0  # how long each part stays dead before its restart
+STEADY_S = 5.0  # load after each restart, before the next kill
+
+
+def build_parts(tiny_models: dict[str, Path], tmp_path: Path) -> tuple[dict[str, Part], str, str]:
+    """The five parts in one process table; returns them, the orchestrator's URL and the Redis URL."""
+    table = ProcessTable(tmp_path / "run")
+    home = {"COWEST_HOME": str(tmp_path / "home")}
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    redis_settings = CowestSettings(home=tmp_path / "redis", redis_url=redis_url)
+    weak, strong = weak_server_settings(), StrongServerSettings(port=free_port())
+    orch = orch_settings(
+        weak.base_url, strong.base_url, redis_url, tmp_path / "spool" / "orch.jsonl", port=free_port()
+    )
+    trainer = trainer_settings(
+        weak.base_url,
+        strong.base_url,
+        redis_url,
+        base_model_dir=tiny_models["tiny-weak"],
+        adapters_dir=tmp_path / "adapters",
+        port=free_port(),
+        min_pairs_per_round=10**6,  # this test is about serving and logging, not about training rounds
+        k_drafts=2,
+        draft_max_tokens=8,
+        strong_max_tokens=8,
+    )
+    orch_env = home | settings_env(
+        orch, "endpoints", "admin_key", "spool_path", "draft_policy", "weak_max_tokens", "strong_max_tokens", "port"
+    )
+    orch_env |= settings_env(orch, "retry_max_wait_s")
+    trainer_env = home | settings_env(
+        trainer,
+        "endpoints",
+        "admin_key",
+        "base_model_dir",
+        "adapters_dir",
+        "port",
+        "min_pairs_per_round",
+        "k_drafts",
+        "draft_max_tokens",
+        "strong_max_tokens",
+    )
+    orch_url, trainer_url = f"http://127.0.0.1:{orch.port}", f"http://127.0.0.1:{trainer.port}"
+
+    def vllm_probe(url: str):
+        async def probe() -> bool:
+            async with VllmAdminClient(url, timeout=5) as client:
+                return await client.ready()
+
+        return probe
+
+    def python_service(name: str, module: str, env: dict[str, str]):
+        return lambda: table.start(name, [sys.executable, "-m", module], env)
+
+    parts = {
+        "redis": Part(
+            "redis",
+            lambda: start_redis(redis_settings, table),
+            lambda: asyncio.to_thread(redis_ping, redis_url),
+            table,
+        ),
+        "weak": Part(
+            "weak",
+            lambda: table.start("weak", weak.argv(tiny_models["tiny-weak"], "tiny-weak", "float32"), weak.env()),
+            vllm_probe(weak.base_url),
+            table,
+        ),
+        "strong": Part(
+            "strong",
+            lambda: table.start(
+                "strong", strong.argv(tiny_models["tiny-strong"], "tiny-strong", "float32"), strong.env()
+            ),
+            vllm_probe(strong.base_url),
+            table,
+        ),
+        "orchestrator": Part(
+            "orchestrator",
+            python_service("orchestrator", "services.orchestrator.app", orch_env),
+            lambda: http_ok(f"{orch_url}/healthz"),
+            table,
+        ),
+        "trainer": Part(
+            "trainer",
+            python_service("trainer", "services.trainer.app", trainer_env),
+            lambda: http_ok(f"{trainer_url}/healthz"),
+            table,
+        ),
+    }
+    return parts, orch_url, redis_url
+
+
+def wait_for(check, deadline_s: float, what: str):
+    end = time.monotonic() + deadline_s
+    while (value := check()) is None or value is False:
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} not reached within {deadline_s} s")
+        time.sleep(0.5)
+    return value
+
+
+def trainer_caught_up(client: redis_sync.Redis) -> bool:
+    groups = {g["name"]: g for g in client.xinfo_groups(TRACES_STREAM)}
+    group = groups.get(TRAINER_GROUP)
+    return bool(group) and group["pending"] == 0 and group["lag"] == 0
+
+
+def test_each_part_sigkilled_under_load_loses_and_duplicates_nothing(tiny_models, tmp_path):
+    parts, orch_url, redis_url = build_parts(tiny_models, tmp_path)
+    rows: list[dict] = []
+    windows: dict[str, tuple[float, float]] = {}  # part -> (killed, ready again)
+    try:
+        for part in parts.values():
+            part.start()
+        for part in parts.values():
+            part.ready()
+        with ChaosLoad(orch_url) as load:
+            time.sleep(STEADY_S)
+            for name in KILL_ORDER:
+                load.phase = f"{name} killed"
+                t_kill = time.monotonic()
+                parts[name].kill()
+                time.sleep(DOWN_S)
+                parts[name].start()
+                ready_s = parts[name].ready()
+                load.phase = f"after {name}"
+                windows[name] = (t_kill, time.monotonic())
+                rows.append(
+                    {"part": name, "down_s": round(time.monotonic() - t_kill, 1), "ready_s": round(ready_s, 1)}
+                )
+                time.sleep(STEADY_S)
+            load.phase = "end"
+
+        # Everything the clients got must reach Redis (the spool drains once Redis is back), once.
+        def backlog() -> bool:
+            return httpx.get(f"{orch_url}/readyz", timeout=5).json()["checks"]["log_backlog"] == 0
+
+        wait_for(backlog, 60, "an empty spool")
+        client = redis_sync.Redis.from_url(redis_url, decode_responses=True)
+        traces = [fields["id"] for _, fields in client.xrange(TRACES_STREAM)]
+        feedback = [json.loads(f["data"])["trace_id"] for _, f in client.xrange(FEEDBACK_STREAM)]
+        got = [o.trace_id for o in load.outcomes if o.trace_id]
+        accepted = [o.trace_id for o in load.outcomes if o.feedback == 202]
+        not_accepted = [(o.trace_id, o.feedback) for o in load.outcomes if o.trace_id and o.feedback != 202]
+        catch_up_t0 = time.monotonic()
+        wait_for(lambda: trainer_caught_up(client), 300, "the restarted trainer consuming every trace")
+        catch_up_s = time.monotonic() - catch_up_t0
+    finally:
+        for name in reversed(KILL_ORDER):
+            parts[name].table.stop(name, timeout=10)
+
+    phases = load.per_phase()
+    table = [{"phase": "baseline", **_counts(phases, "baseline"), "why": load.reasons("baseline")}]
+    for row in rows:
+        for phase in (f"{row['part']} killed", f"after {row['part']}"):
+            timing = {k: row[k] for k in ("down_s", "ready_s")} if phase.endswith("killed") else {}
+            table.append({"phase": phase, **_counts(phases, phase), "why": load.reasons(phase), **timing})
+    summary = {
+        "requests": len(load.outcomes),
+        "traces_returned": len(got),
+        "traces_lost": len(set(got) - set(traces)),
+        "traces_duplicated": len(traces) - len(set(traces)),
+        "feedback_accepted": len(accepted),
+        "feedback_never_accepted": len(not_accepted),
+        "feedback_lost": len(set(accepted) - set(feedback)),
+        "feedback_duplicated": len(feedback) - len(set(feedback)),
+        "trainer_catch_up_s": round(catch_up_s, 1),
+    }
+    report = os.environ.get("COWEST_CHAOS_REPORT")
+    text = write_table([{**r, "down_s": r.get("down_s", ""), "ready_s": r.get("ready_s", "")} for r in table], None)
+    text += "\n" + write_table([summary], None)
+    if report:
+        Path(report).write_text(text)
+    print(text)
+
+    assert summary["traces_lost"] == 0 and summary["traces_duplicated"] == 0, text
+    assert summary["feedback_never_accepted"] == 0, (not_accepted, text)
+    assert summary["feedback_lost"] == 0 and summary["feedback_duplicated"] == 0, text
+    for phase, counts in phases.items():
+        assert counts["answered"] + counts["degraded"] > 0 or phase == "orchestrator killed", (phase, text)
+    # A request may only be degraded while a model server was down, and may only fail while the orchestrator was
+    # (one replica: its clients fail meanwhile; put two behind a load balancer). A request is judged by every
+    # window it overlapped, not by the phase it started in (a request can start before the next kill).
+    allowed = {"degraded": ("weak", "strong"), "failed": ("orchestrator",)}
+    for o in load.outcomes:
+        if o.kind != "answered":
+            during = [p for p in allowed[o.kind] if windows[p][0] <= o.finished and o.started <= windows[p][1]]
+            assert during, (o, text)
+
+
+def _counts(phases: dict, phase: str) -> dict:
+    c = phases.get(phase, {})
+    return {k: c.get(k, 0) for k in ("answered", "degraded", "failed")}
