@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,7 @@ async def models(request):
 app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
 """
 
+BENCH_KEY = "sk-" + secrets.token_hex(32)  # LiteLLM refuses to start without a master key; the others ignore it
 LITELLM_CONFIG = """
 model_list:
   - model_name: fake
@@ -84,7 +86,7 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str) -> subprocess.Popen:
 
 
 async def wait_up(url: str, tries: int = 200) -> None:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {BENCH_KEY}"}) as c:
         for _ in range(tries):
             try:
                 if (await c.get(url)).status_code == 200:
@@ -114,7 +116,7 @@ async def run(args) -> str:
     if args.litellm:
         litellm_port = free_port()
         Path(work, "litellm.yaml").write_text(LITELLM_CONFIG.format(port=weak_port))
-        litellm_env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+        litellm_env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": BENCH_KEY}
         argv = [args.litellm, "--config", f"{work}/litellm.yaml", "--port", str(litellm_port), "--num_workers", "1"]
         procs.append(spawn(argv, litellm_env, work))
         hops[f"LiteLLM proxy {args.litellm_version}"] = litellm_port
@@ -147,7 +149,8 @@ async def run(args) -> str:
         orch = f"http://127.0.0.1:{orch_port}"
         body = {"question": "What is the capital of France?"}
         chat = {"model": "fake", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as c:
+        auth = {"Authorization": f"Bearer {BENCH_KEY}"}
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64), headers=auth) as c:
 
             async def direct() -> float:  # the baseline: the two model calls without the orchestrator
                 t0 = time.perf_counter()
@@ -210,7 +213,7 @@ async def run(args) -> str:
         f"# Orchestrator overhead ({time.strftime('%Y-%m-%d')})",
         "",
         f"Command: `.venv/bin/python bench/orchestrator_overhead.py --requests {args.requests} "
-        f"--concurrency {args.concurrency}`  ",
+        f"--concurrency {args.concurrency}" + (" --litellm PATH" if args.litellm else "") + "`  ",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, no GPU; instant fake upstreams in their own "
         "processes; real Redis (trace XADD on every request); orchestrator in its own process.",
         "",

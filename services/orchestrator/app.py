@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from sse_starlette.sse import AppStatus
 
 from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.deps import AppState
@@ -68,6 +69,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
 def main() -> None:
     settings = OrchestratorSettings()
+    # sse-starlette ends every open stream the moment SIGTERM arrives; ours end on their own (the strong model's
+    # stream, bounded by request_deadline_s), so let uvicorn's graceful shutdown drain them instead.
+    AppStatus.disable_automatic_graceful_drain()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         create_app(settings),

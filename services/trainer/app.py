@@ -254,7 +254,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     return app
 
 
-def require_admin_key(request: Request) -> None:
+async def require_admin_key(request: Request) -> None:
     key = request.app.state.trainer.settings.admin_key
     if key is None:
         raise HTTPException(403, "the trainer's API is disabled: no admin key is configured (COWEST_ADMIN_KEY)")

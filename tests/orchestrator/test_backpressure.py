@@ -51,3 +51,29 @@ def test_a_finished_stream_gives_its_slot_back(private_redis, tmp_path):
                 with httpx.stream("POST", f"{url}/v1/chat/completions", json={**chat, "stream": True}) as r:
                     assert r.status_code == 200 and list(r.iter_lines())
             assert httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=30).status_code == 200
+
+
+def test_a_dripping_upstream_is_cut_at_the_request_deadline(private_redis, tmp_path):
+    """An upstream that sends a byte every 0.3 s never trips a read timeout (1 s here): only the request's total
+    deadline bounds it, for an answer and for a stream alike."""
+    with fake_upstream("tiny-weak", ["drip"]) as (weak, _), fake_upstream("tiny-strong", ["drip"]) as (strong, _):
+        settings = orch_settings(
+            weak,
+            strong,
+            private_redis.url,
+            tmp_path / "s.jsonl",
+            request_deadline_s=2.0,
+            weak_timeout_s=1.0,
+            strong_timeout_s=1.0,
+        )
+        with serve_app(create_app(settings)) as url:
+            t0 = time.monotonic()
+            r = httpx.post(f"{url}/v1/collaborate", json={"question": "q"}, timeout=30)
+            assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded", r.text
+            assert time.monotonic() - t0 < 5
+            chat = {"model": "cowest", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            t0 = time.monotonic()
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat, timeout=30) as s:
+                lines = [line for line in s.iter_lines() if line]
+            assert time.monotonic() - t0 < 5, "the stream outlived the deadline"
+            assert lines and (lines[-1] == "data: [DONE]" or '"error"' in lines[-1]), lines[-3:]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
 from tests.support.servers import serve_app
@@ -18,7 +18,9 @@ from tests.support.servers import serve_app
 class FakeUpstream:
     """A scripted OpenAI-compatible server. `script` lists what each chat call does, the last entry
     repeating: "ok", "429" (Retry-After: 1), "500", "hang", "garbage" (a 200 whose body is not JSON),
-    "nullusage" (usage fields null), "badchunk" (a stream whose second chunk is not JSON)."""
+    "nullusage" (usage fields null), "badchunk" (a stream whose second chunk is not JSON), "drip" (a 200 that
+    never ends: a byte of its body, or a token of its stream, every 0.3 s, so no read ever times out), "slow" (an
+    "ok" after 2 s)."""
 
     def __init__(self, model: str, script: list[str], text: str = "fake answer", extra_models: tuple[str, ...] = ()):
         self.model, self.script, self.text, self.extra_models = model, list(script), text, extra_models
@@ -42,6 +44,20 @@ class FakeUpstream:
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
         if action == "hang":
             await asyncio.sleep(60)
+        if action == "slow":
+            await asyncio.sleep(2)
+        if action == "drip":
+
+            async def drip():
+                token = json.dumps({"choices": [{"index": 0, "delta": {"content": "x"}}]})
+                if not body.get("stream"):
+                    yield b'{"id": "x", "choices": '
+                while True:
+                    yield f"data: {token}\n\n".encode() if body.get("stream") else b" "
+                    await asyncio.sleep(0.3)
+
+            media = "text/event-stream" if body.get("stream") else "application/json"
+            return StreamingResponse(drip(), media_type=media)
         if action == "garbage":
             return Response("<html>502 Bad Gateway</html>", 200, media_type="application/json")
         usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
