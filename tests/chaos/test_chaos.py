@@ -25,7 +25,7 @@ from services.strong_server.settings import StrongServerSettings
 from services.weak_server.admin_client import VllmAdminClient
 from shared.config import CowestSettings
 from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
-from tests.support.chaos import ChaosLoad, Part, write_table
+from tests.support.chaos import ChaosLoad, Part, wait_for, write_table
 from tests.support.servers import free_port, weak_server_settings
 from tests.support.settings import orch_settings, trainer_settings
 
@@ -121,15 +121,6 @@ def build_parts(tiny_models: dict[str, Path], tmp_path: Path) -> tuple[dict[str,
         ),
     }
     return parts, orch_url, redis_url
-
-
-def wait_for(check, deadline_s: float, what: str):
-    end = time.monotonic() + deadline_s
-    while (value := check()) is None or value is False:
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} not reached within {deadline_s} s")
-        time.sleep(0.5)
-    return value
 
 
 def trainer_caught_up(client: redis_sync.Redis) -> bool:

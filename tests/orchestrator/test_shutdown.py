@@ -3,17 +3,15 @@ answered in full and both traces reach Redis before the process exits."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import threading
 import time
 
 import httpx
 import pytest
 
-from cowest.processes import ProcessTable, wait_until_ready
-from cowest.stack import http_ok, settings_env
+from cowest.processes import ProcessTable
 from shared.redis_keys import TRACES_STREAM
+from tests.support.chaos import start_orchestrator
 from tests.support.fake_upstream import fake_upstream
 from tests.support.servers import free_port
 from tests.support.settings import orch_settings
@@ -25,12 +23,7 @@ def test_sigterm_drains_in_flight_requests_and_streams_and_logs_their_traces(fre
     table = ProcessTable(tmp_path / "run")
     with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["slow"]) as (strong, _):
         settings = orch_settings(weak, strong, fresh_redis.url, tmp_path / "spool.jsonl", port=free_port())
-        env = {"COWEST_HOME": str(tmp_path / "home")} | settings_env(
-            settings, "endpoints", "admin_key", "spool_path", "draft_policy", "port"
-        )
-        url = f"http://127.0.0.1:{settings.port}"
-        table.start("orchestrator", [sys.executable, "-m", "services.orchestrator.app"], env)
-        asyncio.run(wait_until_ready(table, {"orchestrator": lambda: http_ok(f"{url}/healthz")}, 60))
+        url = start_orchestrator(table, settings, tmp_path / "home")
         got: dict = {}
 
         def collaborate() -> None:

@@ -5,10 +5,8 @@ traces its clients were given."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,11 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cowest.processes import ProcessTable, wait_until_ready
-from cowest.stack import http_ok, settings_env
+from cowest.processes import ProcessTable
 from services.orchestrator.app import create_app
 from shared.redis_keys import TRACES_STREAM
-from tests.chaos.test_chaos import wait_for
+from tests.support.chaos import start_orchestrator, wait_for
 from tests.support.fake_upstream import fake_upstream
 from tests.support.servers import free_port, serve_app
 from tests.support.settings import orch_settings
@@ -89,14 +86,10 @@ def test_sigkill_in_a_loop_while_spooling_loses_no_trace_a_client_got(fresh_redi
     table = ProcessTable(tmp_path / "run")
     with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["ok"]) as (strong, _):
         settings = orch_settings(weak, strong, fresh_redis.url, tmp_path / "spool.jsonl", port=free_port())
-        env = {"COWEST_HOME": str(tmp_path / "home")} | settings_env(
-            settings, "endpoints", "admin_key", "spool_path", "draft_policy", "port"
-        )
         url = f"http://127.0.0.1:{settings.port}"
 
         def start() -> None:
-            table.start("orchestrator", [sys.executable, "-m", "services.orchestrator.app"], env)
-            asyncio.run(wait_until_ready(table, {"orchestrator": lambda: http_ok(f"{url}/healthz")}, 60))
+            start_orchestrator(table, settings, tmp_path / "home")
 
         def client(stop: threading.Event) -> None:
             with httpx.Client(timeout=10) as http:

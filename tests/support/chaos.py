@@ -4,6 +4,7 @@ records what every request and feedback got, phase by phase, to compare with wha
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 
 from cowest.processes import ProcessTable, wait_until_ready
+from cowest.stack import http_ok, settings_env
+from services.orchestrator.config import OrchestratorSettings
 
 
 @dataclass
@@ -143,3 +146,24 @@ def write_table(rows: list[dict], path: Path | None) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return text
+
+
+def start_orchestrator(table: ProcessTable, settings: OrchestratorSettings, home: Path) -> str:
+    """`python -m services.orchestrator.app` with these settings, passed as `cowest up` passes them (its endpoints,
+    keys, spool, draft policy and port); returns its URL once it answers."""
+    fields = ("endpoints", "admin_key", "spool_path", "draft_policy", "port")
+    env = {"COWEST_HOME": str(home)} | settings_env(settings, *fields)
+    table.start("orchestrator", [sys.executable, "-m", "services.orchestrator.app"], env)
+    url = f"http://127.0.0.1:{settings.port}"
+    asyncio.run(wait_until_ready(table, {"orchestrator": lambda: http_ok(f"{url}/healthz")}, 60))
+    return url
+
+
+def wait_for(check, deadline_s: float, what: str):
+    """Poll `check()` every 0.5 s until it returns something other than None or False; that value."""
+    end = time.monotonic() + deadline_s
+    while (value := check()) is None or value is False:
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} not reached within {deadline_s} s")
+        time.sleep(0.5)
+    return value
