@@ -134,8 +134,8 @@ async def run(args) -> str:
             [
                 sys.executable,
                 "-c",
-                "import logging, uvicorn; from services.orchestrator.app import "
-                f"create_app; uvicorn.run(create_app(), port={orch_port}, log_level='warning', access_log=False)",
+                "import uvicorn; uvicorn.run('services.orchestrator.app:service_app', factory=True, "
+                f"workers={args.workers}, port={orch_port}, log_level='warning', access_log=False)",
             ],
             env,
             str(Path(__file__).resolve().parent.parent),
@@ -213,7 +213,9 @@ async def run(args) -> str:
         f"# Orchestrator overhead ({time.strftime('%Y-%m-%d')})",
         "",
         f"Command: `.venv/bin/python bench/orchestrator_overhead.py --requests {args.requests} "
-        f"--concurrency {args.concurrency}" + (" --litellm PATH" if args.litellm else "") + "`  ",
+        f"--concurrency {args.concurrency} --workers {args.workers}"
+        + (" --litellm PATH" if args.litellm else "")
+        + "`  ",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, no GPU; instant fake upstreams in their own "
         "processes; real Redis (trace XADD on every request); orchestrator in its own process.",
         "",
@@ -226,7 +228,7 @@ async def run(args) -> str:
         "",
         f"Collaboration / direct baseline (p50): {statistics.median(totals) / statistics.median(base):.2f}x. "
         f"Throughput at {args.concurrency} concurrent: {args.requests / conc_s:.0f} collaborations/s "
-        "(one orchestrator process).",
+        f"({args.workers} orchestrator worker process(es)).",
         "",
         "Per hop, against peers (same fake upstream, same run; the orchestrator makes two hops per collaboration,"
         " plus its Redis XADD):",
@@ -245,6 +247,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--out", default="bench/results/orchestrator_overhead.md")
+    ap.add_argument("--workers", type=int, default=1, help="orchestrator worker processes")
     ap.add_argument("--litellm", default=None, help="the litellm executable of a venv with litellm[proxy]")
     args = ap.parse_args()
     args.litellm_version = ""

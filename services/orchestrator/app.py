@@ -67,14 +67,24 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     return app
 
 
-def main() -> None:
-    settings = OrchestratorSettings()
+def service_app() -> FastAPI:
+    """The app as `python -m services.orchestrator.app` serves it, built in each worker process."""
     # sse-starlette ends every open stream the moment SIGTERM arrives; ours end on their own (the strong model's
     # stream, bounded by request_deadline_s), so let uvicorn's graceful shutdown drain them instead.
     AppStatus.disable_automatic_graceful_drain()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream call; the trace log has them
+    return create_app(OrchestratorSettings())
+
+
+def main() -> None:
+    settings = OrchestratorSettings()
+    # Several workers: each its own process with its own clients and spool slot, sharing the port.
+    app: Any = service_app() if settings.workers == 1 else "services.orchestrator.app:service_app"
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=settings.workers > 1,
+        workers=settings.workers if settings.workers > 1 else None,
         host=settings.host,
         port=settings.port,
         log_level="info",

@@ -19,6 +19,8 @@ from services.orchestrator.tracelog import TraceLog
 from shared import auth, redis_keys
 from shared.upstream import Upstream
 
+SPOOL_SLOTS = 64  # spool files a process may claim beside COWEST_ORCH_SPOOL_PATH: workers, and their restarts
+
 
 @dataclass
 class AppState:
@@ -75,6 +77,7 @@ class AppState:
             maxlen=settings.traces_maxlen,
             timeout_s=settings.redis_timeout_s,
             max_spool_bytes=settings.max_spool_bytes,
+            slots=SPOOL_SLOTS,  # one per worker process (COWEST_ORCH_WORKERS), and spares for restarted ones
         )
         collaborator = Collaborator(settings, weak, strong, aliases, log, metrics)
         directory = ModelDirectory(weak, strong)

@@ -7,7 +7,9 @@
   all later records until the spool is replayed, so the stream keeps the original order.
 - A background task replays the spool in order when Redis answers again; the spool outlives the
   process, so records spooled before a crash or restart are replayed by the next one.
-- The spool is one file per process (an exclusive lock), fsynced off the event loop, bounded
+- The spool is one file per process (an exclusive lock; with `slots`, a process takes the first free slot
+  `<stem>.<N><suffix>` beside the configured path, so several workers share one setting, and replays the spools
+  of slots whose process is gone), fsynced off the event loop, bounded
   (`max_spool_bytes`: beyond it records are dropped and counted), and crash-safe: a torn last line is ended
   before anything is appended, a write cut short (ENOSPC) is truncated away, trimming empties the file in
   place when everything was shipped (no free space needed: the disk may be full) and otherwise writes a new
@@ -48,7 +50,12 @@ LOG_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class SpoolInUse(RuntimeError):
-    """Another process holds this spool file: every replica needs its own (COWEST_ORCH_SPOOL_PATH)."""
+    """Another process holds this spool file (or every slot beside it): every replica needs its own."""
+
+
+def slot_path(spool_path: Path, slot: int) -> Path:
+    """Slot 0 is the configured path; slot N is `<stem>.N<suffix>` beside it."""
+    return spool_path if slot == 0 else spool_path.with_name(f"{spool_path.stem}.{slot}{spool_path.suffix}")
 
 
 class TraceLog:
@@ -62,9 +69,10 @@ class TraceLog:
         replay_interval_s: float = 1.0,
         remember: int = 10_000,
         max_spool_bytes: int = 256 * 2**20,
+        slots: int = 1,
     ):
         self.redis = redis
-        self.spool_path = spool_path
+        self.base_path, self.slots = spool_path, slots
         self.maxlen = maxlen
         self.timeout_s = timeout_s
         self.replay_interval_s = replay_interval_s
@@ -78,22 +86,24 @@ class TraceLog:
         self._remember = remember
         self.dropped = 0  # records neither in Redis nor in the spool (spool full or the disk failed): an alert
         self.rejected = 0  # spooled records Redis refused for good (moved to <spool>.rejected)
-        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-        self._owner = self._claim_spool()
+        spool_path.parent.mkdir(parents=True, exist_ok=True)
+        self.spool_path, self._owner = self._claim_spool()
         self._end_torn_line()
         self.backlog = self._count_spooled()
 
     # --- the spool file -------------------------------------------------------------------
     def _claim_spool(self):
-        """An exclusive lock on the spool for this process's life: two replicas appending to one file would
-        interleave and trim each other's records."""
-        owner = open(self.spool_path.with_name(self.spool_path.name + ".lock"), "a")
-        try:
-            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner.close()
-            raise SpoolInUse(f"{self.spool_path} is in use by another process: give each replica its own") from None
-        return owner
+        """An exclusive lock on a spool for this process's life (two processes appending to one file would
+        interleave and trim each other's records): the first free slot. Returns its path and the lock's file."""
+        for slot in range(self.slots):
+            path = slot_path(self.base_path, slot)
+            owner = open(path.with_name(path.name + ".lock"), "a")
+            try:
+                fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return path, owner
+            except BlockingIOError:
+                owner.close()
+        raise SpoolInUse(f"{self.base_path} ({self.slots} slot(s)) is in use by other processes: give each its own")
 
     def close(self) -> None:
         self._owner.close()  # releases the lock
@@ -268,11 +278,34 @@ class TraceLog:
         finally:
             os.close(dirfd)
 
+    async def adopt_orphans(self) -> int:
+        """Replay the spools of other slots whose process is gone (a worker that died, or was scaled away): their
+        lock is free. A live process's spool is left to it. Returns how many records were shipped."""
+        shipped = 0
+        for slot in range(self.slots):
+            path = slot_path(self.base_path, slot)
+            if path == self.spool_path or not path.exists() or not path.stat().st_size:
+                continue
+            try:
+                orphan = TraceLog(self.redis, path, maxlen=self.maxlen, timeout_s=self.timeout_s)
+            except SpoolInUse:
+                continue
+            try:
+                before = orphan.backlog
+                shipped += before - await orphan.replay()
+            finally:
+                orphan.close()
+        return shipped
+
     async def run_replayer(self) -> None:
+        passes = 0
         while True:
             stop_if_cancelled()
             await asyncio.sleep(self.replay_interval_s)
+            passes += 1
             try:
+                if self.slots > 1 and passes % 30 == 1:
+                    await self.adopt_orphans()
                 await self.replay()
             except Exception:  # noqa: BLE001 - the replayer must survive anything and try again
                 stop_if_cancelled()

@@ -81,3 +81,27 @@ async def test_a_record_redis_refuses_for_good_is_set_aside(private_redis, tmp_p
         log.close()
         await redis.delete("cowest:not-a-stream")
         await redis.aclose()
+
+
+async def test_workers_take_free_slots_and_a_dead_workers_spool_is_shipped_by_a_live_one(private_redis, tmp_path):
+    """Several worker processes share one COWEST_ORCH_SPOOL_PATH: each takes the first free slot, and a live one
+    replays the spool of a slot whose process is gone (else those records would wait for a worker that never
+    comes back)."""
+    base = tmp_path / "spool.jsonl"
+    live = TraceLog(redis_keys.connect(private_redis.url), base, slots=2)
+    dead = TraceLog(unreachable(), base, slots=2)
+    try:
+        assert (live.spool_path, dead.spool_path) == (base, tmp_path / "spool.1.jsonl")
+        with pytest.raises(SpoolInUse):
+            TraceLog(unreachable(), base, slots=2)  # both slots taken
+        for i in (10, 11, 12):
+            assert not await dead.log_trace(record(i))  # Redis away for this worker: spooled
+        assert await live.adopt_orphans() == 0  # its process is alive: its spool is its own
+        dead.close()  # the worker dies
+        assert await live.adopt_orphans() == 3
+        ids = [f["id"] for _, f in await live.redis.xrange(redis_keys.TRACES_STREAM)]
+        assert {"tr-spool-10", "tr-spool-11", "tr-spool-12"} <= set(ids)
+        assert (tmp_path / "spool.1.jsonl").read_text() == ""
+    finally:
+        live.close()
+        dead.close()

@@ -148,10 +148,10 @@ def write_table(rows: list[dict], path: Path | None) -> str:
     return text
 
 
-def start_orchestrator(table: ProcessTable, settings: OrchestratorSettings, home: Path) -> str:
+def start_orchestrator(table: ProcessTable, settings: OrchestratorSettings, home: Path, *extra: str) -> str:
     """`python -m services.orchestrator.app` with these settings, passed as `cowest up` passes them (its endpoints,
-    keys, spool, draft policy and port); returns its URL once it answers."""
-    fields = ("endpoints", "admin_key", "spool_path", "draft_policy", "port")
+    keys, spool, draft policy and port, and the `extra` fields named); returns its URL once it answers."""
+    fields = ("endpoints", "admin_key", "spool_path", "draft_policy", "port", *extra)
     env = {"COWEST_HOME": str(home)} | settings_env(settings, *fields)
     table.start("orchestrator", [sys.executable, "-m", "services.orchestrator.app"], env)
     url = f"http://127.0.0.1:{settings.port}"
