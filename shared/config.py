@@ -25,9 +25,11 @@ class CowestSettings(BaseSettings):
     home: Path = Field(default=Path("~/.cache/cowest"), description="Model cache, pid files and logs")
     profile: str = "default"
     # REDIS_URL is honoured too: it is the name every other tool uses.
+    # Not in repr: with an ACL user the URL holds its password (rediss://user:password@host).
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("COWEST_REDIS_URL", "REDIS_URL"),
+        repr=False,
     )
     # Where to look for model directories before any download: <local_models_dir>/<model key>/.
     local_models_dir: Path | None = None
@@ -71,8 +73,10 @@ class Endpoints(BaseSettings):
     strong_model: str = Field(default_factory=lambda: _profile_model("strong"))
     strong_api_key: SecretStr | None = Field(default=None, repr=False)
     weak_api_key: SecretStr | None = Field(default=None, repr=False)  # the weak vLLM server's --api-key
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("COWEST_REDIS_URL", "REDIS_URL", "redis_url")
+    redis_url: str = Field(  # not in repr: it may hold an ACL user's password
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("COWEST_REDIS_URL", "REDIS_URL", "redis_url"),
+        repr=False,
     )
 
     @field_validator("weak_url", "strong_url")

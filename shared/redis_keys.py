@@ -9,7 +9,7 @@ Domain names never contain ":" (shared/domains.py NAME_PATTERN), so the domain i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
@@ -127,3 +127,42 @@ def domain_of(key: str) -> str:
 def connect(url: str, **options: Any) -> Redis:
     """An asyncio client that returns `str` (options: timeouts, health checks)."""
     return Redis.from_url(url, decode_responses=True, **options)
+
+
+# --- ACL users: least privilege per service, from the names above -------------------------------------------
+# Commands every client needs: connect, authenticate, name itself, ping, run the log's Lua script.
+_BASE_COMMANDS = "-@all +@connection +client|setname +ping +evalsha +eval +script|load"
+
+
+def acl_rules(service: Literal["orchestrator", "trainer"]) -> str:
+    """The ACL rules (after `ACL SETUSER <name> on >password`) of each service's Redis user, so that a leaked
+    orchestrator credential can neither read the trainer's pairs nor touch adapters, and neither can flush,
+    reconfigure or read the whole keyspace. Commands run by Lua scripts are checked against the same rules."""
+    if service == "orchestrator":
+        reads = [ACTIVE_ADAPTER_PATTERN]
+        # Read and write (Redis counts XADD and SET as both): its streams, its id keys, the domain specs.
+        writes = [TRACES_STREAM, FEEDBACK_STREAM, logged("*"), feedback_given("*", "*"), DOMAIN_SPECS, ACTIVE_DOMAINS]
+        # No SCAN (it lists every key name): the one-time migration of pre-set aliases is skipped under this user.
+        commands = "+get +mget +smembers +sadd +set +xadd +hgetall +hset +multi +exec +discard +publish"
+        channels = [ADAPTER_CHANGED_CHANNEL, DOMAINS_CHANGED_CHANNEL]
+        return " ".join(
+            ["resetkeys", "resetchannels", _BASE_COMMANDS, commands, "+subscribe +unsubscribe"]
+            + [f"%R~{k}" for k in reads]
+            + [f"~{k}" for k in writes]
+            + [f"&{c}" for c in channels]
+        )
+    # The trainer owns the learning state: every cowest:* and adapter:* key, streams and consumer groups,
+    # locks and transactions; nothing outside those prefixes and nothing dangerous (FLUSHALL, CONFIG, KEYS, ...).
+    return " ".join(
+        [
+            "resetkeys",
+            "resetchannels",
+            _BASE_COMMANDS,
+            "+@read +@write +@stream +@hash +@set +@list +@string +@keyspace +@transaction +@pubsub +@scripting",
+            "-@dangerous",
+            "~cowest:*",
+            "~adapter:*",
+            "&cowest:*",
+            "&adapter:*",
+        ]
+    )

@@ -15,6 +15,7 @@ from cowest.cli.models import ProfileOpt
 from cowest.processes import StackError
 from cowest.provision import ModelPullError
 from cowest.stack import Stack
+from shared import redis_keys
 
 app = typer.Typer()
 
@@ -86,3 +87,15 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
             f"{s.memory_mib:.0f} MiB" if s.memory_mib else "-",
         )
     console.print(table)
+
+
+@app.command("redis-acl")
+def redis_acl(
+    service: str = typer.Argument(..., help="orchestrator or trainer"),
+    user: str = typer.Option("", help="the user name (default: the service's name)"),
+) -> None:
+    """Print the `ACL SETUSER` command of a service's least-privilege Redis user (add its password with
+    `>password` after `on`); give the service `COWEST_REDIS_URL=redis[s]://<user>:<password>@host:port/0`."""
+    if service not in ("orchestrator", "trainer"):
+        fail(f"unknown service {service!r}: orchestrator or trainer")
+    print(f"ACL SETUSER {user or service} on {redis_keys.acl_rules(service)}")  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
 from shared import redis_keys
 from shared.watch import watch
@@ -89,9 +90,12 @@ class AdapterAliases:
         keyspace SCAN on every replica every `refresh_s`). Aliases written before the set existed are found by
         one SCAN, the first time, and added to it."""
         if not self._migrated:
-            keys = [k async for k in self.redis.scan_iter(match=redis_keys.ACTIVE_ADAPTER_PATTERN, count=100)]
-            if legacy := [redis_keys.domain_of(k) for k in keys if k != redis_keys.ACTIVE_DOMAINS]:
-                await self.redis.sadd(redis_keys.ACTIVE_DOMAINS, *legacy)
+            try:
+                keys = [k async for k in self.redis.scan_iter(match=redis_keys.ACTIVE_ADAPTER_PATTERN, count=100)]
+                if legacy := [redis_keys.domain_of(k) for k in keys if k != redis_keys.ACTIVE_DOMAINS]:
+                    await self.redis.sadd(redis_keys.ACTIVE_DOMAINS, *legacy)
+            except NoPermissionError:  # the orchestrator's ACL user may not SCAN (redis_keys.acl_rules)
+                logger.info("no SCAN permission: aliases are read from %s only", redis_keys.ACTIVE_DOMAINS)
             self._migrated = True
         domains = sorted(await self.redis.smembers(redis_keys.ACTIVE_DOMAINS))
         values = await self.redis.mget([redis_keys.active_adapter(d) for d in domains]) if domains else []
