@@ -187,6 +187,10 @@ class Collaboration:
             return draft.text, f"strong_unavailable: {error}"
         if draft.text:
             raise CollaborationFailed("strong_unavailable", f"the strong model failed: {error}")
+        if draft.error is None:  # the weak model answered with nothing: no draft to fall back on
+            raise CollaborationFailed(
+                "strong_unavailable", f"the strong model failed ({error}) and the draft is empty"
+            )
         raise CollaborationFailed(
             "models_unavailable", f"both model servers are unavailable. weak: {draft.error}; strong: {error}"
         )

@@ -66,3 +66,13 @@ async def test_one_model_alone_and_a_given_draft():
 
 def json_of(messages: list[dict]) -> str:
     return " ".join(m["content"] for m in messages)
+
+
+async def test_an_empty_draft_with_the_strong_model_down_names_the_strong_model():
+    """Found by the chaos test: a weak model that drafted nothing, with the strong server down, was reported as
+    "both model servers are unavailable" (models_unavailable), blaming a server that had answered."""
+    collab, weak, _ = collaboration(strong_down=True)
+    weak.text = ""
+    with pytest.raises(CollaborationFailed) as failed:
+        await collab.run(ask())
+    assert failed.value.code == "strong_unavailable" and "draft is empty" in str(failed.value)

@@ -4,6 +4,7 @@ records what every request and feedback got, phase by phase, to compare with wha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ class Outcome:
     status: int | str  # the HTTP status, or the exception's name
     trace_id: str | None = None
     degraded: str | None = None
+    code: str | None = None  # the error code of a failed request (OpenAI error object)
     feedback: int | str | None = None  # the last feedback attempt's status (202: accepted)
 
     @property
@@ -97,6 +99,9 @@ class ChaosLoad:
                     if r.status_code == 200:
                         body = r.json()
                         out.trace_id, out.degraded = body["id"], body.get("degraded")
+                    else:
+                        with contextlib.suppress(ValueError, AttributeError):  # not an OpenAI error object
+                            out.code = (r.json().get("error") or {}).get("code")
                 except Exception as exc:  # noqa: BLE001 - every failure counts, none ends the load
                     out.status = type(exc).__name__
                     time.sleep(0.2)  # a refused connection fails at once: do not spin
@@ -129,7 +134,7 @@ class ChaosLoad:
     def reasons(self, phase: str) -> str:
         """Why requests of a phase were degraded or failed: `reason x count`, most common first."""
         why = Counter(
-            str(o.degraded if o.kind == "degraded" else o.status)
+            str(o.degraded if o.kind == "degraded" else f"{o.status} {o.code or ''}".strip())
             for o in self.outcomes
             if o.phase == phase and o.kind != "answered"
         )

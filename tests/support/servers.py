@@ -91,14 +91,20 @@ def weak_server_settings(**overrides) -> WeakServerSettings:
     return WeakServerSettings(port=free_port(), **overrides)
 
 
-def make_lora_adapter(base_dir: Path, out_dir: Path, seed: int, rank: int = 8) -> Path:
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+EVERY_LINEAR = (*ATTENTION, "gate_proj", "up_proj", "down_proj")  # what the SFT adapters train
+
+
+def make_lora_adapter(
+    base_dir: Path, out_dir: Path, seed: int, rank: int = 8, targets: tuple[str, ...] = ATTENTION
+) -> Path:
     """A peft LoRA adapter with random, non-zero lora_B (peft initialises B to zero = no-op adapter)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets))
     model = get_peft_model(base, config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -16,7 +16,7 @@ import pytest
 
 from services.weak_server.admin_client import VllmAdminClient
 from shared.prompts import weak_messages
-from tests.support.servers import ADAPTERS, running_vllm, weak_server_settings
+from tests.support.servers import ADAPTERS, EVERY_LINEAR, make_lora_adapter, running_vllm, weak_server_settings
 from tests.weak_server.parity import N_TOKENS
 
 pytestmark = pytest.mark.slow
@@ -205,3 +205,45 @@ async def test_seeded_sampling_does_not_kill_the_engine(lora_server, prompt_ids)
         first = await sample()
         assert first == await sample()  # same seed, same samples
         assert len({tuple(x) for x in first}) > 1  # and the n samples differ from each other
+
+
+def test_a_rank_16_adapter_on_every_linear_layer_matches_reference(tiny_models, tmp_path_factory, prompt_ids):
+    """The shape of the SFT adapters (rank 16 on attention and MLP: gate, up, down), which the rank-8 attention-only
+    adapters above leave unchecked: the plugin's per-slot ops on the MLP paths, alone and batched with base rows."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    path = make_lora_adapter(
+        tiny_models[BASE], tmp_path_factory.mktemp("r16") / "r16", seed=7, rank=16, targets=EVERY_LINEAR
+    )
+    base = AutoModelForCausalLM.from_pretrained(tiny_models[BASE], dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, path).eval()
+
+    def greedy(ids: list[int], adapter: bool) -> list[int]:
+        seq = torch.tensor([ids])
+        with torch.no_grad():
+            for _ in range(N_TOKENS):
+                if adapter:
+                    logits = model(input_ids=seq).logits
+                else:
+                    with model.disable_adapter():
+                        logits = model(input_ids=seq).logits
+                seq = torch.cat([seq, logits[0, -1].argmax().view(1, 1)], dim=1)
+        return seq[0, len(ids) :].tolist()
+
+    want = {(m, i): greedy(ids, m == "r16") for m in (BASE, "r16") for i, ids in enumerate(prompt_ids)}
+    assert all(want[("r16", i)] != want[(BASE, i)] for i in range(len(prompt_ids))), "the adapter changes nothing"
+
+    async def check(url: str) -> list[tuple[str, int]]:
+        async with VllmAdminClient(url) as admin:
+            await admin.load_lora_adapter("r16", str(path))
+        jobs = [(m, i) for _ in range(2) for m in (BASE, "r16") for i in range(len(prompt_ids))]
+        random.Random(1).shuffle(jobs)
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            outs = await asyncio.gather(*(generate(client, m, prompt_ids[i]) for m, i in jobs))
+        return [(m, i) for (m, i), out in zip(jobs, outs, strict=True) if out != want[(m, i)]]
+
+    with start_weak(tiny_models, tmp_path_factory) as url:
+        wrong = asyncio.run(check(url))
+    assert not wrong, f"{len(wrong)} requests differ from transformers+peft: {wrong}"
