@@ -129,18 +129,9 @@ async def run(args) -> str:
         "COWEST_ORCH_SPOOL_PATH": f"{work}/spool.jsonl",
         "COWEST_ORCH_DRAFT_POLICY": "always",  # both stages on every request, as for a domain with an adapter
     }
-    procs.append(
-        spawn(
-            [
-                sys.executable,
-                "-c",
-                "import uvicorn; uvicorn.run('services.orchestrator.app:service_app', factory=True, "
-                f"workers={args.workers}, port={orch_port}, log_level='warning', access_log=False)",
-            ],
-            env,
-            str(Path(__file__).resolve().parent.parent),
-        )
-    )
+    env |= {"COWEST_ORCH_WORKERS": str(args.workers), "COWEST_ORCH_ACCESS_LOG": "false", "COWEST_HOME": work}
+    # As a user runs it (`python -m services.orchestrator.app`), without the access log.
+    procs.append(spawn([sys.executable, "-m", "services.orchestrator.app"], env, str(Path(__file__).parents[1])))
     try:
         for port, path in ((weak_port, "/v1/models"), (strong_port, "/v1/models"), (orch_port, "/healthz")):
             await wait_up(f"http://127.0.0.1:{port}{path}")

@@ -21,6 +21,7 @@ class OrchestratorSettings(BaseSettings):
     # Worker processes (uvicorn), each with its own clients and spool slot. /metrics then reports the worker that
     # answered the scrape: for per-replica metrics, prefer one worker per container and more replicas.
     workers: int = Field(default=1, ge=1, le=32)
+    access_log: bool = True  # uvicorn's line per request
     # The weak and strong model servers and Redis (env COWEST_WEAK_URL, COWEST_STRONG_URL, ...; shared/config.py).
     endpoints: Endpoints = Field(default_factory=Endpoints)
     # Timeouts per stage (seconds) and the strong endpoint's retry policy.

@@ -3,10 +3,13 @@ request's trace reaches Redis once."""
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 
 from cowest.processes import ProcessTable
+from services.orchestrator.app import NoDelayConfig
 from services.orchestrator.tracelog import SpoolInUse, TraceLog
 from shared import redis_keys
 from tests.support.chaos import start_orchestrator, wait_for
@@ -14,9 +17,19 @@ from tests.support.fake_upstream import fake_upstream
 from tests.support.servers import free_port
 from tests.support.settings import orch_settings
 
-pytestmark = pytest.mark.slow
+
+def test_the_workers_listening_socket_disables_nagle():
+    """With several workers, uvicorn's own socket left Nagle's algorithm on: every response waited ~40 ms for a
+    delayed ACK (bench/results/orchestrator_overhead.md). Accepted connections inherit the listener's option."""
+    config = NoDelayConfig("services.orchestrator.app:service_app", factory=True, port=free_port(), workers=2)
+    sock = config.bind_socket()
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        sock.close()
 
 
+@pytest.mark.slow
 def test_two_workers_serve_one_port_each_with_its_own_spool(private_redis, tmp_path):
     table = ProcessTable(tmp_path / "run")
     spool = tmp_path / "spool.jsonl"
