@@ -172,4 +172,15 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(
     ):
         assert f"| {label} |" in text
     assert "## What the strong model does with the draft" in text and "## Paired differences" in text
+    # The report's numbers are the per-item files' (recomputed here by hand, not by the report's code), and no
+    # answer of the demo was degraded.
+    for label, name in (("Strong alone", "strong"), ("CoWest after DPO round 2", f"collab@{DOMAIN}-v3")):
+        rows = [json.loads(line) for line in (eval_dir / DOMAIN / f"{name}.jsonl").read_text().splitlines()]
+        em = 100 * sum(float(r.get("em", 0.0)) for r in rows) / len(rows)
+        degraded = sum(1 for r in rows if r.get("degraded"))
+        result_row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+        assert f"| {em:.1f} [" in result_row, (em, result_row)
+        cost_row = next(line for line in text.splitlines() if line.startswith(f"| {DOMAIN} | {label} |"))
+        assert [c.strip() for c in cost_row.split("|")[3:6]] == [str(len(rows)), "0", str(degraded)], cost_row
+        assert degraded == 0, f"{degraded} degraded answers in {name}"
     assert (tmp_path / "out" / "rounds.png").exists() and (tmp_path / "out" / "dpo_training.png").exists()

@@ -247,11 +247,23 @@ async def test_crashed_consumer_loses_nothing_and_duplicates_nothing(
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
             assert (await parts.redis.xpending(stream, TRAINER_GROUP))["pending"] == 0
         before = sorted(p.pair_id for p in await parts.store.pending_pairs(domain))
-        # A redelivery (at-least-once) must not duplicate pairs.
-        for _, fields in (await parts.redis.xrange(FEEDBACK_STREAM))[-6:]:
-            await parts.named_collector("B").handle(FEEDBACK_STREAM, fields)
+        # A redelivery (at-least-once) must not duplicate pairs, nor run the model calls again: counted, since the
+        # pair ids alone would match even without the guard.
+        calls: list[tuple] = []
+        feedback = parts.collab.feedback
+
+        async def counted(*args, **kwargs):
+            calls.append(args)
+            return await feedback(*args, **kwargs)
+
+        parts.collab.feedback = counted  # type: ignore[method-assign]
+        try:
+            for _, fields in (await parts.redis.xrange(FEEDBACK_STREAM))[-6:]:
+                await parts.named_collector("B").handle(FEEDBACK_STREAM, fields)
+        finally:
+            parts.collab.feedback = feedback  # type: ignore[method-assign]
         after = sorted(p.pair_id for p in await parts.store.pending_pairs(domain))
-        assert after == before and len(set(after)) == len(after)
+        assert after == before and len(set(after)) == len(after) and calls == []
 
         # A round whose training process dies changes nothing; the next run trains on the same pairs.
         parts.runner.job_overrides = {**FAST_JOB, "lora_r": 0}
