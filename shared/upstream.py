@@ -7,6 +7,7 @@ the pipeline degrades instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -76,8 +77,12 @@ class Upstream:
         retries: int = 0,
         retry_max_wait_s: float = 20.0,
         api_key: str | None = None,
+        deadline_s: float | None = None,
     ):
+        """`timeout_s` bounds each read; `deadline_s` bounds a whole `chat` call, retries and their waits
+        included (a server that drips a byte now and then never trips a read timeout)."""
         self.name = name
+        self.deadline_s = deadline_s
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.retry_max_wait_s = retry_max_wait_s
@@ -107,7 +112,14 @@ class Upstream:
         )
 
     async def chat(self, payload: dict, headers: dict[str, str] | None = None) -> dict:
-        """POST /chat/completions (non-streaming) with retries; returns the parsed body."""
+        """POST /chat/completions (non-streaming) with retries, within `deadline_s`; returns the parsed body."""
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await self._chat(payload, headers)
+        except TimeoutError:
+            raise UpstreamError(self.name, f"no answer within {self.deadline_s:g} s", kind="timeout") from None
+
+    async def _chat(self, payload: dict, headers: dict[str, str] | None) -> dict:
         async for attempt in self._retrying():
             with attempt:
                 response = await self._send(

@@ -24,10 +24,14 @@ class OrchestratorSettings(BaseSettings):
     access_log: bool = True  # uvicorn's line per request
     # The weak and strong model servers and Redis (env COWEST_WEAK_URL, COWEST_STRONG_URL, ...; shared/config.py).
     endpoints: Endpoints = Field(default_factory=Endpoints)
-    # Timeouts per stage (seconds) and the strong endpoint's retry policy.
+    # Timeouts (seconds): per read, and per stage with its retries (`*_deadline_s`); the strong endpoint's retries.
     connect_timeout_s: float = 3.0
-    weak_timeout_s: float = 120.0
+    weak_timeout_s: float = 120.0  # per read
     strong_timeout_s: float = 300.0
+    # Per stage, retries included: a slow weak model degrades to the strong one alone instead of eating the whole
+    # request deadline; a slow strong model falls back to the draft.
+    weak_deadline_s: float = 120.0
+    strong_deadline_s: float = 400.0
     strong_retries: int = 2
     retry_max_wait_s: float = 20.0
     # What to answer when the strong model fails after retries: the weak draft (flagged degraded) or 503.

@@ -52,6 +52,7 @@ class AppState:
             "weak",
             settings.endpoints.weak_url,
             timeout_s=settings.weak_timeout_s,
+            deadline_s=settings.weak_deadline_s,
             connect_timeout_s=settings.connect_timeout_s,
             api_key=settings.endpoints.weak_key(),
         )
@@ -59,6 +60,7 @@ class AppState:
             "strong",
             settings.endpoints.strong_url,
             timeout_s=settings.strong_timeout_s,
+            deadline_s=settings.strong_deadline_s,
             connect_timeout_s=settings.connect_timeout_s,
             retries=settings.strong_retries,
             retry_max_wait_s=settings.retry_max_wait_s,

@@ -77,3 +77,17 @@ def test_a_dripping_upstream_is_cut_at_the_request_deadline(private_redis, tmp_p
                 lines = [line for line in s.iter_lines() if line]
             assert time.monotonic() - t0 < 5, "the stream outlived the deadline"
             assert lines and (lines[-1] == "data: [DONE]" or '"error"' in lines[-1]), lines[-3:]
+
+
+def test_a_dripping_weak_model_is_cut_at_its_stage_deadline_and_the_strong_one_answers(private_redis, tmp_path):
+    """The weak stage has its own deadline (retries included): a weak server that never finishes costs the
+    request that deadline, not the whole request deadline, and the strong model answers alone."""
+    with fake_upstream("tiny-weak", ["drip"]) as (weak, _), fake_upstream("tiny-strong", ["ok"]) as (strong, _):
+        settings = orch_settings(
+            weak, strong, private_redis.url, tmp_path / "s.jsonl", weak_timeout_s=5.0, weak_deadline_s=1.0
+        )
+        with serve_app(create_app(settings)) as url:
+            t0 = time.monotonic()
+            body = httpx.post(f"{url}/v1/collaborate", json={"question": "q"}, timeout=30).json()
+            assert body["degraded"].startswith("weak_unavailable") and body["answer"] == "fake answer", body
+            assert time.monotonic() - t0 < 4
