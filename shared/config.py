@@ -62,7 +62,9 @@ class Endpoints(BaseSettings):
 
     One URL convention: a model server is named by its OpenAI base URL, ending in `/v1` (what every OpenAI
     client takes; added when missing). The weak vLLM server's admin API (LoRA load/unload, /health) lives at
-    the same server's root (`weak_root`). Model names default to the profile's (shared/catalog.py).
+    the same server's root (`weak_roots`). Model names default to the profile's (shared/catalog.py).
+    Several replicas of a model server (not behind one Service): their base URLs comma-separated; the
+    orchestrator balances over them and the trainer rolls adapters out to every weak one (`weak_roots`).
     """
 
     model_config = SettingsConfigDict(env_prefix="COWEST_", extra="ignore", populate_by_name=True)
@@ -81,13 +83,13 @@ class Endpoints(BaseSettings):
 
     @field_validator("weak_url", "strong_url")
     @classmethod
-    def _openai_base(cls, url: str) -> str:
-        url = url.rstrip("/")
-        return url if url.endswith("/v1") else f"{url}/v1"
+    def _openai_base(cls, urls: str) -> str:
+        bases = [u.strip().rstrip("/") for u in urls.split(",") if u.strip()]
+        return ",".join(u if u.endswith("/v1") else f"{u}/v1" for u in bases)
 
     @property
-    def weak_root(self) -> str:
-        return self.weak_url.removesuffix("/v1")
+    def weak_roots(self) -> list[str]:
+        return [u.removesuffix("/v1") for u in self.weak_url.split(",")]
 
     def strong_key(self) -> str | None:
         return self.strong_api_key.get_secret_value() if self.strong_api_key else None

@@ -70,10 +70,15 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class Upstream:
+    """One model server, or several replicas of it: `base_url` may list several base URLs, comma-separated.
+    Requests go round-robin to the replicas not marked down; a replica that refuses the connection is marked
+    down for `down_s` and the same request goes to the next one at once (no retry budget spent); a 429/5xx or
+    timeout is retried by the retry policy, on the next replica in turn."""
+
     def __init__(
         self,
         name: str,
-        base_url: str,
+        base_url: str | list[str],
         *,
         timeout_s: float,
         connect_timeout_s: float,
@@ -81,17 +86,22 @@ class Upstream:
         retry_max_wait_s: float = 20.0,
         api_key: str | None = None,
         deadline_s: float | None = None,
+        down_s: float = 5.0,
     ):
         """`timeout_s` bounds each read; `deadline_s` bounds a whole `chat` call, retries and their waits
         included (a server that drips a byte now and then never trips a read timeout)."""
         self.name = name
         self.deadline_s = deadline_s
-        self.base_url = base_url.rstrip("/")
+        urls = base_url.split(",") if isinstance(base_url, str) else base_url
+        self.targets = [u.strip().rstrip("/") for u in urls if u.strip()]
+        self.base_url = self.targets[0]
+        self.down_s = down_s
+        self._down_until: dict[str, float] = {}
+        self._turn = 0
         self.retries = retries
         self.retry_max_wait_s = retry_max_wait_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(
-            base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             transport=AiohttpTransport(max_connections=256),
@@ -140,10 +150,8 @@ class Upstream:
         """POST a streaming chat; yields parsed chunks. Retries only until the response starts."""
         async for attempt in self._retrying():
             with attempt:
-                request = self.client.build_request(
-                    "POST", "/chat/completions", json={**payload, "stream": True}, headers=headers
-                )
-                response = await self._send_request(request, stream=True)
+                body = {**payload, "stream": True}
+                response = await self._send("POST", "/chat/completions", json=body, headers=headers, stream=True)
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -171,13 +179,38 @@ class Upstream:
 
     async def proxy(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
         """Forward a raw request (pass-through models); the caller streams and closes the response."""
-        request = self.client.build_request(method, path, content=body, headers=headers)
-        return await self._send_request(request, stream=True, check=False)
+        return await self._send(method, path, content=body, headers=headers, stream=True, check=False)
 
-    async def _send(self, method: str, path: str, *, timeout: float | None = None, **kwargs) -> httpx.Response:
+    def _in_turn(self) -> list[str]:
+        """The replicas to try for one request: round-robin, those marked down last."""
+        if len(self.targets) == 1:
+            return self.targets
+        self._turn = (self._turn + 1) % len(self.targets)
+        order = self.targets[self._turn :] + self.targets[: self._turn]
+        now = time.monotonic()
+        return sorted(order, key=lambda t: self._down_until.get(t, 0.0) > now)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | None = None,
+        stream: bool = False,
+        check: bool = True,
+        **kwargs,
+    ) -> httpx.Response:
         extra: dict[str, Any] = {"timeout": timeout} if timeout else {}
-        request = self.client.build_request(method, path, **kwargs, **extra)
-        return await self._send_request(request)
+        targets = self._in_turn()
+        for i, target in enumerate(targets):
+            request = self.client.build_request(method, target + path, **kwargs, **extra)
+            try:
+                return await self._send_request(request, stream=stream, check=check)
+            except UpstreamError as exc:
+                if exc.kind != "unreachable" or i == len(targets) - 1:
+                    raise
+                self._down_until[target] = time.monotonic() + self.down_s
+        raise AssertionError("unreachable")
 
     async def _send_request(
         self, request: httpx.Request, *, stream: bool = False, check: bool = True

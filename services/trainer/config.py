@@ -30,6 +30,12 @@ class TrainerSettings(BaseSettings):
     # The domains this trainer learns (COWEST_TRAINER_DOMAINS=general,acme); None: every domain it sees.
     domains: Annotated[list[str] | None, NoDecode] = None
     adapters_dir: Path = Field(default_factory=lambda: CowestSettings().home_dir / "adapters")
+    # The weak vLLM replicas adapters are rolled out to (services/trainer/replicas.py), when they are not the ones
+    # listed in COWEST_WEAK_URL: their roots (COWEST_TRAINER_WEAK_REPLICAS=http://weak-0:8001,http://weak-1:8001),
+    # or "host:port" of a name that resolves to one address per replica (a Kubernetes headless Service behind
+    # which the orchestrators reach them by one URL).
+    weak_replicas: Annotated[list[str] | None, NoDecode] = None
+    weak_replicas_dns: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+:\d{1,5}$")
     # Collaborative feedback
     k_drafts: int = 4
     draft_temperature: float = 0.8
@@ -79,7 +85,7 @@ class TrainerSettings(BaseSettings):
     drain_s: float = 5.0  # how long the previous version stays loaded after the flip at least
     request_timeout_s: float = 300.0
 
-    @field_validator("domains", mode="before")
+    @field_validator("domains", "weak_replicas", mode="before")
     @classmethod
     def _split_csv(cls, value):
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value

@@ -1,11 +1,14 @@
-"""Hot-swap protocol over stock vLLM, against what users of runtime LoRA loading report going wrong: weights
-reloaded under a reused name (vLLM keys its prefix cache by name: stale outputs), a load that "succeeds" but
-leaves the base model answering, and adapters gone after a server restart.
+"""Hot-swap protocol over stock vLLM (one weak server or several replicas), against what users of runtime LoRA
+loading report going wrong: weights reloaded under a reused name (vLLM keys its prefix cache by name: stale
+outputs), a load that "succeeds" but leaves the base model answering, and adapters gone after a server restart.
 
 validate (sha256, base, rank) -> load under the new immutable name -> verify it is listed with the
 right parent and that it really changes the model (log-probs differ from the base) -> flip the
 domain's alias in Redis (orchestrators switch on the next request) -> keep `rollback_depth` older
 versions loaded, unload what is older once in-flight requests had `drain_s` to finish.
+With several weak replicas (`replicas.py`) the load and the verification run on every ready replica and the
+alias flips only when all of them have the version; a replica that goes away during the rollout is skipped
+(the version is there when it comes back: `reconcile`, or vLLM's filesystem resolver at its first request).
 The desired state lives in Redis (alias + history), so `reconcile` re-loads it after a vLLM restart.
 """
 
@@ -24,7 +27,8 @@ from redis.exceptions import LockError
 
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
-from services.weak_server.admin_client import VllmAdminClient, VllmAdminError
+from services.trainer.replicas import Admin, WeakReplicas
+from services.weak_server.admin_client import VllmAdminError
 from shared import redis_keys
 from shared.adapters import BASE_ADAPTER, get_active_adapter, set_active_adapter
 
@@ -35,16 +39,28 @@ WARMUP = [{"role": "user", "content": "Briefly, what is a good answer to a hard 
 
 class AdapterSwapper:
     def __init__(
-        self, settings: TrainerSettings, registry: AdapterRegistry, redis: Redis, admin: VllmAdminClient | None = None
+        self,
+        settings: TrainerSettings,
+        registry: AdapterRegistry,
+        redis: Redis,
+        admin: Admin | None = None,
+        replicas: WeakReplicas | None = None,
     ):
+        """`replicas` default to the settings' (`weak_replicas`, `weak_replicas_dns`, else the one weak server);
+        `admin` stands for a single replica (tests)."""
         self.settings, self.registry, self.redis = settings, registry, redis
-        self.admin = admin or VllmAdminClient(
-            settings.endpoints.weak_root, timeout=60, api_key=settings.endpoints.weak_key()
+        if admin is not None:
+            replicas = WeakReplicas(admins={"weak": admin})
+        self.replicas = replicas or WeakReplicas(
+            settings.weak_replicas or settings.endpoints.weak_roots,
+            dns=settings.weak_replicas_dns,
+            api_key=settings.endpoints.weak_key(),
         )
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}  # holders and waiters of each domain's lock
         self._retiring: set[asyncio.Task] = set()
-        self._unwanted: dict[str, float] = {}  # loaded versions no alias or history wants -> first seen (monotonic)
+        # (replica, loaded version no alias or history wants) -> first seen (monotonic)
+        self._unwanted: dict[tuple[str, str], float] = {}
         # Long past any drain (requests still on a version just rolled away from) and any reconcile pass.
         self.stale_after_s = max(30.0, 3 * settings.drain_s)
 
@@ -74,36 +90,64 @@ class AdapterSwapper:
     async def aclose(self) -> None:
         # A short-lived swapper (the CLI, the demo) still retires the versions its flip made old.
         await asyncio.gather(*self._retiring, return_exceptions=True)
-        await self.admin.aclose()
+        await self.replicas.aclose()
 
     async def loaded(self) -> set[str]:
-        return {c.id for c in await self.admin.adapters()}
+        """The adapters loaded on every ready replica (the intersection: what any request can be served with)."""
+        ready = await self.replicas.ready()
+        sets = [{c.id for c in await admin.adapters()} for admin in ready.values()]
+        return set.intersection(*sets) if sets else set()
 
     async def load_verified(self, name: str) -> None:
-        """Validate, load (if not yet loaded) and verify an adapter; raise AdapterError and unload on failure."""
+        """Validate an adapter, then load (if not yet loaded) and verify it on every ready replica; raise
+        AdapterError, unloaded everywhere, when one that is still up fails."""
         manifest = self.registry.validate(
             name, base_model_path=self.settings.base_model_dir, max_rank=self.settings.max_lora_rank
         )
-        if name not in await self.loaded():
+        ready = await self.replicas.ready()
+        if not ready:
+            raise AdapterError(f"no weak replica is ready to load {name}")
+        results = await asyncio.gather(
+            *(self._load_verified_on(admin, name) for admin in ready.values()), return_exceptions=True
+        )
+        failed = [(root, r) for root, r in zip(ready, results, strict=True) if isinstance(r, BaseException)]
+        still_up = [(root, r) for root, r in failed if await ready[root].ready()]
+        for root, error in failed:
+            if (root, error) not in still_up:  # it went away mid-rollout: brought up to date when it is back
+                logger.warning("weak replica %s went away while loading %s (%s): skipped", root, name, error)
+        if still_up or len(failed) == len(ready):
+            await self.unload(name)
+            root, error = (still_up or failed)[0]
+            if not isinstance(error, Exception):
+                raise error
+            raise AdapterError(f"{name} on {root}: {error}") from error
+        logger.info(
+            "adapter %s (round %s, %s pairs) loaded and verified on %d replica(s)",
+            name,
+            manifest.round,
+            manifest.pairs,
+            len(ready) - len(failed),
+        )
+
+    async def _load_verified_on(self, admin: Admin, name: str) -> None:
+        if name not in {c.id for c in await admin.adapters()}:
             try:
-                await self.admin.load_lora_adapter(name, str(self.registry.path(name)))
+                await admin.load_lora_adapter(name, str(self.registry.path(name)))
             except VllmAdminError as exc:
                 raise AdapterError(f"vLLM refused {name}: {exc.message}") from exc
         try:
-            cards = {c.id: c for c in await self.admin.models()}
+            cards = {c.id: c for c in await admin.models()}
             if cards.get(name) is None or cards[name].parent != self.settings.endpoints.weak_model:
                 raise AdapterError(f"{name} is not listed under {self.settings.endpoints.weak_model} after loading")
             # Greedy tokens may coincide after a short round; log-probs still move when the adapter is applied.
             base, tuned = await asyncio.gather(
-                self.admin.greedy_logprobs(self.settings.endpoints.weak_model, WARMUP),
-                self.admin.greedy_logprobs(name, WARMUP),
+                admin.greedy_logprobs(self.settings.endpoints.weak_model, WARMUP),
+                admin.greedy_logprobs(name, WARMUP),
             )
             if max((abs(a - b) for a, b in zip(base, tuned, strict=False)), default=0.0) < 1e-6:
                 raise AdapterError(f"{name} does not change the model's output: not applied, or a no-op adapter")
-        except (AdapterError, VllmAdminError, httpx.HTTPError) as exc:
-            await self.unload(name)
+        except (VllmAdminError, httpx.HTTPError) as exc:
             raise AdapterError(str(exc)) from exc
-        logger.info("adapter %s (round %s, %s pairs) loaded and verified", name, manifest.round, manifest.pairs)
 
     async def activate(self, domain: str, name: str) -> float:
         """Load, verify and make `name` the domain's active adapter. Returns load->flip seconds."""
@@ -165,37 +209,58 @@ class AdapterSwapper:
         async with self._lock(domain):
             history = await self.redis.lrange(redis_keys.adapter_history(domain), 0, -1)
             keep = set(history[: self.settings.rollback_depth + 1])
-            for name in await self.loaded():
-                if name.startswith(f"{domain}-v") and name not in keep:
-                    await self.unload(name)
+            for admin in (await self.replicas.ready()).values():
+                for card in await admin.adapters():
+                    if card.id.startswith(f"{domain}-v") and card.id not in keep:
+                        await self._unload_on(admin, card.id)
 
     async def unload(self, name: str) -> None:
+        """Unload from every replica that has it (one that is down has nothing loaded)."""
+        for admin in (await self.replicas.members()).values():
+            await self._unload_on(admin, name)
+
+    @staticmethod
+    async def _unload_on(admin: Admin, name: str) -> None:
         try:
-            await self.admin.unload_lora_adapter(name)
+            await admin.unload_lora_adapter(name)
         except (VllmAdminError, httpx.HTTPError):
             pass
 
     async def reconcile(self, domain: str) -> list[str]:
-        """Re-load the desired adapters (active + rollback depth) that vLLM lost, e.g. after a restart; unload
-        the domain's versions nobody wants (a candidate of a round whose trainer was killed, a version rolled
-        away from) once they have been unwanted for `stale_after_s` and no round of the domain is running."""
+        """Bring every ready replica to the desired set: re-load the adapters (active + rollback depth) a replica
+        lacks (after a restart, or one that joined); unload the domain's versions nobody wants (a candidate of a
+        round whose trainer was killed, a version rolled away from) once they have been unwanted for
+        `stale_after_s` and no round of the domain is running. Returns the versions re-loaded somewhere."""
         wanted = await self.redis.lrange(redis_keys.adapter_history(domain), 0, self.settings.rollback_depth)
         active = await get_active_adapter(self.redis, domain)
         if active and active not in wanted:
             wanted.insert(0, active)
-        loaded = await self.loaded()
-        missing = [n for n in wanted if n not in loaded]
-        for name in missing:
-            async with self._lock(domain):
-                await self.load_verified(name)
+        missing: list[str] = []
         now = time.monotonic()
-        unwanted = {n for n in loaded if n.startswith(f"{domain}-v") and n not in wanted}
-        self._unwanted = {n: t for n, t in self._unwanted.items() if n in unwanted or not n.startswith(f"{domain}-v")}
-        for name in unwanted:
-            since = self._unwanted.setdefault(name, now)
-            if now - since >= self.stale_after_s and not await self.redis.exists(redis_keys.round_lock(domain)):
-                async with self._lock(domain):
-                    await self.unload(name)
-                logger.warning("unloaded %s: loaded on vLLM, but neither active nor kept for rollback", name)
-                del self._unwanted[name]
+        for root, admin in (await self.replicas.ready()).items():
+            loaded = {c.id for c in await admin.adapters()}
+            for name in wanted:
+                if name not in loaded:
+                    self.registry.validate(
+                        name, base_model_path=self.settings.base_model_dir, max_rank=self.settings.max_lora_rank
+                    )
+                    async with self._lock(domain):
+                        try:
+                            await self._load_verified_on(admin, name)
+                        except AdapterError:
+                            await self._unload_on(admin, name)
+                            raise
+                    logger.info("reconcile: loaded %s on %s", name, root)
+                    missing += [name] if name not in missing else []
+            unwanted = {(root, n) for n in loaded if n.startswith(f"{domain}-v") and n not in wanted}
+            for key in [k for k in self._unwanted if k[0] == root and k[1].startswith(f"{domain}-v")]:
+                if key not in unwanted:
+                    del self._unwanted[key]
+            for key in unwanted:
+                since = self._unwanted.setdefault(key, now)
+                if now - since >= self.stale_after_s and not await self.redis.exists(redis_keys.round_lock(domain)):
+                    async with self._lock(domain):
+                        await self._unload_on(admin, key[1])
+                    logger.warning("unloaded %s from %s: neither active nor kept for rollback", key[1], root)
+                    del self._unwanted[key]
         return missing

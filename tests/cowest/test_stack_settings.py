@@ -24,7 +24,7 @@ def test_endpoints_survive_the_trip_through_the_environment(monkeypatch):
         monkeypatch.setenv(key, value)
     received = OrchestratorSettings().endpoints
     assert received == sent and TrainerSettings().endpoints == sent
-    assert received.weak_root == "http://10.0.0.5:9001" and received.strong_key() == "sk-test"
+    assert received.weak_roots == ["http://10.0.0.5:9001"] and received.strong_key() == "sk-test"
 
 
 def test_the_stack_points_both_services_at_its_own_servers(monkeypatch, tmp_path):

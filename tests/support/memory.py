@@ -12,6 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from services.weak_server.admin_client import ServedModel, VllmAdminError
 from shared.upstream import UpstreamError
 
@@ -123,14 +125,24 @@ class MemoryVllmAdmin:
         self.loaded: dict[str, str] = {}  # name -> path
         self.no_op, self.refuse = no_op or set(), refuse or set()
         self.calls: list[tuple[str, str]] = []
+        self.down = False  # a replica that stopped answering: every call raises ConnectError
+
+    def _answering(self) -> None:
+        if self.down:
+            raise httpx.ConnectError("connection refused")
+
+    async def ready(self) -> bool:
+        return not self.down
 
     async def adapters(self) -> list[ServedModel]:
+        self._answering()
         return [ServedModel(id=n, parent=self.base_model, root=p) for n, p in self.loaded.items()]
 
     async def models(self) -> list[ServedModel]:
         return [ServedModel(id=self.base_model), *await self.adapters()]
 
     async def load_lora_adapter(self, name: str, path: str) -> None:
+        self._answering()
         self.calls.append(("load", name))
         if name in self.refuse:
             raise VllmAdminError(400, f"cannot load {name}")
@@ -139,11 +151,13 @@ class MemoryVllmAdmin:
         self.loaded[name] = path
 
     async def unload_lora_adapter(self, name: str) -> None:
+        self._answering()
         self.calls.append(("unload", name))
         if self.loaded.pop(name, None) is None:
             raise VllmAdminError(404, f"the lora adapter '{name}' cannot be found")
 
     async def greedy_logprobs(self, model: str, messages: list[dict], max_tokens: int = 8) -> list[float]:
+        self._answering()
         shift = 0.0 if model == self.base_model or model in self.no_op else 0.5
         return [-1.0 - shift] * max_tokens
 

@@ -95,7 +95,7 @@ async def test_a_worse_candidate_is_rejected_and_never_served(tmp_path):
     r, redis, _ = runner(tmp_path, store, {"acme-v1": 0.0, None: 1.0})
     result = await r.run(DOMAIN)
     assert result.status == "rejected" and await redis.get(redis_keys.active_adapter(DOMAIN)) is None
-    assert store.counter == 2 and "acme-v1" not in r.swapper.admin.loaded
+    assert store.counter == 2 and "acme-v1" not in await r.swapper.loaded()
 
 
 async def test_a_failed_job_keeps_the_claim_and_the_round_number(tmp_path):
