@@ -52,6 +52,10 @@ class VllmServerSettings(BaseSettings):
     enable_lora: bool = False
     max_loras: int = 3  # current, candidate and rollback versions of an adapter at once
     max_lora_rank: int = 16
+    # vLLM's filesystem LoRA resolver (VLLM_LORA_RESOLVER_CACHE_DIR): a request naming an adapter this server has
+    # not loaded is served from <dir>/<name>/ when the trainer published it there (services/trainer/registry.py),
+    # so a replica started after a swap serves the active version at its first request. Created at launch.
+    lora_resolver_dir: Path | None = None
     cpu_fixes: bool = True  # the CPU plugin (services/weak_server/cpu_plugin/); off only to reproduce the bugs
     extra_args: list[str] = Field(default_factory=list)
     # Bearer key for the server's /v1 routes, LoRA loading included (passed as VLLM_API_KEY, not on the
@@ -102,6 +106,9 @@ class VllmServerSettings(BaseSettings):
         }
         if self.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if self.enable_lora and self.lora_resolver_dir:
+            self.lora_resolver_dir.mkdir(parents=True, exist_ok=True)  # vLLM refuses a resolver dir that is missing
+            env["VLLM_LORA_RESOLVER_CACHE_DIR"] = str(self.lora_resolver_dir)
         if self.api_key:
             env["VLLM_API_KEY"] = self.api_key.get_secret_value()
         return env

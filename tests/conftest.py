@@ -40,10 +40,16 @@ def tiny_models(cache_settings: CowestSettings) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def tiny_weak_server(tiny_models, tiny_adapters, tmp_path_factory) -> Iterator[str]:
-    """The tiny weak model on real vLLM (fp32, LoRA on, plugin on) with ADAPTERS loaded; shared by
-    every test module that needs a weak server, so the suite starts it once."""
-    server = weak_server_settings()
+def weak_resolver_dir(tmp_path_factory) -> Path:
+    """The session weak server's VLLM_LORA_RESOLVER_CACHE_DIR: adapters published here are served by name."""
+    return tmp_path_factory.mktemp("served-adapters")
+
+
+@pytest.fixture(scope="session")
+def tiny_weak_server(tiny_models, tiny_adapters, weak_resolver_dir, tmp_path_factory) -> Iterator[str]:
+    """The tiny weak model on real vLLM (fp32, LoRA on, plugin on, filesystem resolver on) with ADAPTERS loaded;
+    shared by every test module that needs a weak server, so the suite starts it once."""
+    server = weak_server_settings(lora_resolver_dir=weak_resolver_dir)
     with running_vllm(server, tiny_models["tiny-weak"], "tiny-weak", tmp_path_factory.mktemp("run-weak")) as url:
 
         async def load() -> None:

@@ -30,6 +30,12 @@ class TrainerSettings(BaseSettings):
     # The domains this trainer learns (COWEST_TRAINER_DOMAINS=general,acme); None: every domain it sees.
     domains: Annotated[list[str] | None, NoDecode] = None
     adapters_dir: Path = Field(default_factory=lambda: CowestSettings().home_dir / "adapters")
+    # Each version is published here before it is loaded (what every weak replica reads: its
+    # VLLM_LORA_RESOLVER_CACHE_DIR, on storage they share), and loaded from here. None: loaded from adapters_dir.
+    served_adapters_dir: Path | None = Field(default_factory=lambda: CowestSettings().home_dir / "served-adapters")
+    # The model argument the weak replicas were started with (`vllm serve <it>`), which vLLM's resolver compares
+    # with a published adapter's base; None: base_model_dir (the same path where they share the models volume).
+    weak_served_base: str | None = None
     # The weak vLLM replicas adapters are rolled out to (services/trainer/replicas.py), when they are not the ones
     # listed in COWEST_WEAK_URL: their roots (COWEST_TRAINER_WEAK_REPLICAS=http://weak-0:8001,http://weak-1:8001),
     # or "host:port" of a name that resolves to one address per replica (a Kubernetes headless Service behind

@@ -157,6 +157,24 @@ class AdapterRegistry:
         os.replace(staging, target)
         return manifest
 
+    def publish(self, name: str, served_dir: Path, served_base: str) -> Path:
+        """The version as vLLM's filesystem LoRA resolver reads it: `<served_dir>/<name>/`, a flat copy whose
+        adapter_config.json names the base model as the weak servers were started with it (the resolver serves
+        an adapter only when `base_model_name_or_path` equals the model argument of `vllm serve`, a path; the
+        training job's own path may differ). Written once (new dir + rename): a replica never reads half of one."""
+        target = served_dir / self.path(name).name
+        if target.is_dir():
+            return target
+        served_dir.mkdir(parents=True, exist_ok=True)
+        staging = served_dir / f".{name}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(self.path(name), staging)
+        config = json.loads((staging / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = served_base
+        (staging / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        os.replace(staging, target)
+        return target
+
     def update_metrics(self, name: str, metrics: dict[str, float]) -> AdapterManifest:
         manifest = self.get(name)
         manifest.metrics.update(metrics)

@@ -104,6 +104,7 @@ class AdapterSwapper:
         manifest = self.registry.validate(
             name, base_model_path=self.settings.base_model_dir, max_rank=self.settings.max_lora_rank
         )
+        self._publish(name)
         ready = await self.replicas.ready()
         if not ready:
             raise AdapterError(f"no weak replica is ready to load {name}")
@@ -129,10 +130,19 @@ class AdapterSwapper:
             len(ready) - len(failed),
         )
 
+    def _publish(self, name: str) -> None:
+        served = self.settings.served_adapters_dir
+        if served is not None:
+            self.registry.publish(name, served, str(self.settings.weak_served_base or self.settings.base_model_dir))
+
+    def _load_path(self, name: str) -> str:
+        served = self.settings.served_adapters_dir
+        return str(served / name if served is not None else self.registry.path(name))
+
     async def _load_verified_on(self, admin: Admin, name: str) -> None:
         if name not in {c.id for c in await admin.adapters()}:
             try:
-                await admin.load_lora_adapter(name, str(self.registry.path(name)))
+                await admin.load_lora_adapter(name, self._load_path(name))
             except VllmAdminError as exc:
                 raise AdapterError(f"vLLM refused {name}: {exc.message}") from exc
         try:
@@ -244,6 +254,7 @@ class AdapterSwapper:
                     self.registry.validate(
                         name, base_model_path=self.settings.base_model_dir, max_rank=self.settings.max_lora_rank
                     )
+                    self._publish(name)
                     async with self._lock(domain):
                         try:
                             await self._load_verified_on(admin, name)

@@ -60,6 +60,37 @@ def serve_app(app) -> Iterator[str]:
         loop.close()
 
 
+class VllmProcess:
+    """A real `vllm serve` process that a test starts, can SIGKILL and start again on the same port."""
+
+    def __init__(
+        self, server: VllmServerSettings, model_dir: Path, served_name: str, run_dir: Path, dtype: str = "float32"
+    ):
+        self.server, self.table, self.name = server, ProcessTable(run_dir), f"vllm-{server.port}"
+        self.argv = server.argv(model_dir, served_name, dtype)
+
+    @property
+    def url(self) -> str:
+        return self.server.base_url
+
+    def start(self, timeout: float = 300) -> str:
+        """Start and wait until it serves (a blocking call: from async code, through asyncio.to_thread)."""
+        self.table.start(self.name, self.argv, self.server.env(), port=self.server.port)
+
+        async def probe() -> bool:
+            async with VllmAdminClient(self.url, timeout=5) as client:
+                return await client.ready()
+
+        asyncio.run(wait_until_ready(self.table, {self.name: probe}, timeout))
+        return self.url
+
+    def kill(self) -> None:
+        self.table.kill(self.name)
+
+    def stop(self) -> None:
+        assert self.table.stop(self.name, timeout=20) in {"stopped", "killed", "not running"}
+
+
 @contextmanager
 def running_vllm(
     server: VllmServerSettings,
@@ -70,25 +101,17 @@ def running_vllm(
     timeout: float = 300,
 ) -> Iterator[str]:
     """A real `vllm serve` process for the duration of the block; yields its base URL."""
-    table = ProcessTable(run_dir)
-    name = f"vllm-{server.port}"
-    table.start(name, server.argv(model_dir, served_name, dtype), server.env(), port=server.port)
+    process = VllmProcess(server, model_dir, served_name, run_dir, dtype)
     try:
-
-        async def probe() -> bool:
-            async with VllmAdminClient(server.base_url, timeout=5) as client:
-                return await client.ready()
-
-        asyncio.run(wait_until_ready(table, {name: probe}, timeout))
-        yield server.base_url
+        yield process.start(timeout)
     finally:
-        outcome = table.stop(name, timeout=20)
-        assert outcome in {"stopped", "killed", "not running"}
+        process.stop()
 
 
 def weak_server_settings(**overrides) -> WeakServerSettings:
-    """Weak-server settings on a free port, as `cowest up` would launch them."""
-    return WeakServerSettings(port=free_port(), **overrides)
+    """Weak-server settings on a free port, as `cowest up` would launch them (no resolver dir unless given: the
+    default lies in the user's COWEST_HOME)."""
+    return WeakServerSettings(port=free_port(), **{"lora_resolver_dir": None, **overrides})
 
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -62,4 +62,6 @@ def trainer_settings(
     )
     if base_model_dir is not None:
         fields["base_model_dir"] = base_model_dir
+    if "adapters_dir" in overrides:  # published beside the test's registry, never in the user's COWEST_HOME
+        fields["served_adapters_dir"] = Path(overrides["adapters_dir"]).parent / "served-adapters"
     return TrainerSettings(**{**fields, **overrides})

@@ -57,3 +57,16 @@ def test_validate_rejects_corrupt_wrong_base_and_rank(tmp_path):
         reg.get("d-v9")
     with pytest.raises(AdapterError, match="not a versioned"):
         reg.path("latest")
+
+
+def test_publish_writes_a_flat_copy_naming_the_served_base_and_leaves_the_version_intact(tmp_path):
+    base = tmp_path / "base"
+    reg = AdapterRegistry(tmp_path / "adapters")
+    name = register(reg, tmp_path, base, "a").name
+    served = reg.publish(name, tmp_path / "served", "/models/tiny-weak")
+    assert served == tmp_path / "served" / name
+    assert json.loads((served / "adapter_config.json").read_text())["base_model_name_or_path"] == "/models/tiny-weak"
+    assert (served / "adapter_model.safetensors").read_bytes() == b"weights"
+    reg.validate(name, base_model_path=base, max_rank=16)  # the registry's own copy still matches its sha256
+    assert reg.publish(name, tmp_path / "served", "/models/tiny-weak") == served  # once: never rewritten under readers
+    assert not list((tmp_path / "served").glob(".*"))  # no staging left behind

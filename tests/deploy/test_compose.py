@@ -1,0 +1,81 @@
+"""docker-compose.yml, profile by profile (deploy/check.sh validates its schema): each profile starts Redis, the
+orchestrator, the trainer, the models job and one weak and one strong server under the names the others call;
+only the orchestrator publishes a port; everything but the models job sits on the internal network, which has no
+route out (the models job is on egress alone); the model servers read the adapters the trainer publishes. And
+the orchestrator image's lock pins nothing app.lock does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def enabled(profile: str) -> dict[str, dict]:
+    return {name: s for name, s in SERVICES.items() if "profiles" not in s or profile in s["profiles"]}
+
+
+def aliases(service: dict) -> set[str]:
+    networks = service.get("networks", [])
+    if isinstance(networks, list):
+        return set()
+    return {a for n in networks.values() for a in (n or {}).get("aliases", [])}
+
+
+def network_names(service: dict) -> set[str]:
+    networks = service.get("networks", [])
+    return set(networks if isinstance(networks, list) else networks)
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "gpu-api"])
+def test_each_profile_starts_the_whole_stack_under_the_names_it_calls(profile):
+    services = enabled(profile)
+    assert {"redis", "orchestrator", "trainer", "models"} <= set(services)
+    weak = [name for name, s in services.items() if "weak" in aliases(s)]
+    strong = [name for name, s in services.items() if "strong" in aliases(s)]
+    assert len(weak) == 1, weak
+    assert len(strong) == (0 if profile == "gpu-api" else 1), strong  # gpu-api: COWEST_STRONG_URL from the env
+    for name in weak + strong:
+        assert services[name]["depends_on"]["models"]["condition"] == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "gpu-api"])
+def test_only_the_orchestrator_is_published_and_the_rest_is_internal(profile):
+    services = enabled(profile)
+    assert [name for name, s in services.items() if s.get("ports")] == ["orchestrator"]
+    assert COMPOSE["networks"]["internal"]["internal"] is True
+    for name, service in services.items():
+        if name != "models":
+            assert "internal" in network_names(service), name
+    assert network_names(services["models"]) == {"egress"}  # downloads, and reaches nothing of the stack
+
+
+def test_weak_servers_read_the_adapters_the_trainer_publishes():
+    trainer_mount = next(v for v in SERVICES["trainer"]["volumes"] if v.startswith("served-adapters:"))
+    path = trainer_mount.split(":")[1]
+    for name in ("weak-cpu", "weak-gpu"):
+        assert any(v.startswith(f"served-adapters:{path}") for v in SERVICES[name]["volumes"]), name
+    assert SERVICES["weak-gpu"]["environment"]["VLLM_LORA_RESOLVER_CACHE_DIR"] == path
+    dockerfile = (ROOT / "deploy/docker/Dockerfile.vllm-cpu").read_text()
+    assert f"COWEST_WEAK_LORA_RESOLVER_DIR={path}" in dockerfile  # the CPU image's weak server reads the same dir
+
+
+def test_redis_keeps_its_data_and_requires_a_password():
+    redis = SERVICES["redis"]
+    assert "--appendonly yes" in " ".join(redis["command"]) and "--requirepass" in " ".join(redis["command"])
+    assert any(v.startswith("redis-data:") for v in redis["volumes"])
+
+
+def pins(lock: str) -> dict[str, str]:
+    lines = (ROOT / "requirements" / lock).read_text().splitlines()
+    return dict(line.lower().split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+
+
+def test_the_orchestrator_image_pins_only_app_lock_versions():
+    app, orchestrator = pins("app.lock"), pins("orchestrator.lock")
+    assert {name: (version, app.get(name)) for name, version in orchestrator.items() if app.get(name) != version} == {}
