@@ -82,18 +82,18 @@ class Stack:
         return f"http://{self.trainer.host}:{self.trainer.port}"
 
     def stack_endpoints(self, profile: str) -> Endpoints:
-        """Where this stack's parts are: its weak server, its strong server (unless an external one is set),
-        its Redis; model names from the profile."""
+        """Where this stack's parts are: its weak server, its strong server, its Redis, model names from the
+        profile — except what the environment sets explicitly (COWEST_WEAK_URL and COWEST_WEAK_API_KEY,
+        COWEST_STRONG_URL, COWEST_REDIS_URL, model names): the CLI inside a container of a compose or Kubernetes
+        deployment then reaches that deployment's servers, not this machine's ports."""
         chosen = get_profile(profile)
-        update = {
-            "weak_url": f"{self.servers['weak'].base_url}/v1",
-            "weak_model": chosen.weak,
-            "weak_api_key": self.weak_server_key(),
-            "redis_url": self.settings.redis_url,
-        }
+        explicit = self.endpoints.model_fields_set
+        update: dict[str, object] = {"weak_model": chosen.weak, "redis_url": self.settings.redis_url}
+        if "weak_url" not in explicit:
+            update |= {"weak_url": f"{self.servers['weak'].base_url}/v1", "weak_api_key": self.weak_server_key()}
         if not self.external_strong:
             update |= {"strong_url": f"{self.servers['strong'].base_url}/v1", "strong_model": chosen.strong}
-        return self.endpoints.model_copy(update=update)
+        return self.endpoints.model_copy(update={k: v for k, v in update.items() if k not in explicit})
 
     def weak_server_key(self) -> SecretStr:
         """The weak vLLM server's API key (its LoRA admin routes included): COWEST_WEAK_API_KEY, else generated."""

@@ -63,3 +63,17 @@ def test_every_service_setting_survives_the_trip_through_the_environment(monkeyp
         for key, value in settings_env(settings).items():
             monkeypatch.setenv(key, value)
         assert type(settings)() == settings
+
+
+def test_what_the_environment_sets_wins_over_the_local_stack(monkeypatch, tmp_path):
+    """The CLI inside a deployment's container (compose, Kubernetes) reaches that deployment's servers: the
+    compose smoke's `cowest sft` looked for a weak server on 127.0.0.1 before this."""
+    monkeypatch.setenv("COWEST_WEAK_URL", "http://weak:8001/v1")
+    monkeypatch.setenv("COWEST_WEAK_API_KEY", "sk-weak")
+    monkeypatch.setenv("COWEST_REDIS_URL", "redis://default:pw@redis:6379/0")
+    monkeypatch.delenv("COWEST_STRONG_URL", raising=False)
+    stack = Stack(CowestSettings(home=tmp_path))
+    ends = stack.trainer_settings("tiny").endpoints
+    assert ends.weak_roots == ["http://weak:8001"] and ends.weak_key() == "sk-weak"
+    assert ends.redis_url == "redis://default:pw@redis:6379/0"
+    assert ends.strong_url == f"{stack.servers['strong'].base_url}/v1"  # not set: the stack's own
