@@ -94,7 +94,6 @@ class Upstream:
         self.deadline_s = deadline_s
         urls = base_url.split(",") if isinstance(base_url, str) else base_url
         self.targets = [u.strip().rstrip("/") for u in urls if u.strip()]
-        self.base_url = self.targets[0]
         self.down_s = down_s
         self._down_until: dict[str, float] = {}
         self._turn = 0

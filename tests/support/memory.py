@@ -165,6 +165,20 @@ class MemoryVllmAdmin:
         pass
 
 
+def register_version(registry, trained: Path, *, domain: str, base_model_path: Path, round: int = 1) -> str:
+    """Register a trained adapter dir as the next DPO version of `domain` (base `tiny-weak`); its name."""
+    return registry.register(
+        trained,
+        domain=domain,
+        base_model="tiny-weak",
+        base_model_path=base_model_path,
+        parent=None,
+        round=round,
+        pairs=8,
+        kind="dpo",
+    ).name
+
+
 def write_adapter(directory: Path, base_model_dir: Path, rank: int = 8, seed: int = 0) -> Path:
     """The files of a LoRA adapter as the registry sees them (config + weights); not loadable by a real server."""
     directory.mkdir(parents=True, exist_ok=True)

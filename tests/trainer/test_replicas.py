@@ -24,6 +24,7 @@ from services.trainer.swap import AdapterSwapper
 from services.weak_server.admin_client import VllmAdminClient
 from shared import redis_keys
 from tests.support.fake_upstream import fake_upstream
+from tests.support.memory import register_version
 from tests.support.servers import VllmProcess, make_lora_adapter, serve_app, weak_server_settings
 from tests.support.settings import orch_settings, trainer_settings
 
@@ -116,8 +117,7 @@ async def test_a_rollout_over_replicas_under_load(private_redis, tiny_models, tm
 
         def version(seed: int) -> str:
             trained = make_lora_adapter(weak_dir, tmp_path / f"trained-{seed}", seed=seed)
-            kwargs = dict(domain=DOMAIN, base_model="tiny-weak", base_model_path=weak_dir, parent=None, kind="dpo")
-            return registry.register(trained, round=seed, pairs=8, **kwargs).name
+            return register_version(registry, trained, domain=DOMAIN, base_model_path=weak_dir, round=seed)
 
         v1, v2, v3, v4 = (version(s) for s in (11, 12, 13, 14))
         await swapper.activate(DOMAIN, v1)

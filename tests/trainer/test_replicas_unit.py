@@ -11,7 +11,7 @@ from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.replicas import WeakReplicas
 from services.trainer.swap import AdapterSwapper
 from shared import redis_keys
-from tests.support.memory import MemoryRedis, MemoryVllmAdmin, write_adapter
+from tests.support.memory import MemoryRedis, MemoryVllmAdmin, register_version, write_adapter
 from tests.support.settings import trainer_settings
 
 DOMAIN = "acme"
@@ -44,8 +44,7 @@ def setup(tmp_path):
 
     def register(seed: int) -> str:
         trained = write_adapter(tmp_path / f"t{seed}", base, seed=seed)
-        kwargs = dict(domain=DOMAIN, base_model="tiny-weak", base_model_path=base, parent=None, pairs=8, kind="dpo")
-        return registry.register(trained, round=seed, **kwargs).name
+        return register_version(registry, trained, domain=DOMAIN, base_model_path=base, round=seed)
 
     return swapper, redis, admins, register
 

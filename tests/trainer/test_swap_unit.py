@@ -11,7 +11,7 @@ import pytest
 from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.swap import AdapterSwapper
 from shared import redis_keys
-from tests.support.memory import MemoryRedis, MemoryVllmAdmin, write_adapter
+from tests.support.memory import MemoryRedis, MemoryVllmAdmin, register_version, write_adapter
 from tests.support.settings import trainer_settings
 
 DOMAIN = "acme"
@@ -36,16 +36,7 @@ def parts(tmp_path):
 
     def register(seed: int) -> str:
         trained = write_adapter(tmp_path / f"trained-{seed}", base, seed=seed)
-        return registry.register(
-            trained,
-            domain=DOMAIN,
-            base_model="tiny-weak",
-            base_model_path=base,
-            parent=None,
-            round=seed,
-            pairs=8,
-            kind="dpo",
-        ).name
+        return register_version(registry, trained, domain=DOMAIN, base_model_path=base, round=seed)
 
     return swapper, redis, admin, register
 

@@ -9,6 +9,7 @@ import pytest
 
 from services.trainer.registry import AdapterRegistry
 from services.weak_server.admin_client import VllmAdminClient
+from tests.support.memory import register_version
 from tests.support.servers import make_lora_adapter
 
 pytestmark = pytest.mark.slow
@@ -21,31 +22,22 @@ async def test_a_published_version_is_served_at_its_first_request(
 ):
     registry = AdapterRegistry(tmp_path / "adapters")
     trained = make_lora_adapter(tiny_models["tiny-weak"], tmp_path / "trained", seed=41)
-    manifest = registry.register(
-        trained,
-        domain="resolved",
-        base_model="tiny-weak",
-        base_model_path=tiny_models["tiny-weak"],
-        parent=None,
-        round=1,
-        pairs=1,
-        kind="dpo",
-    )
+    name = register_version(registry, trained, domain="resolved", base_model_path=tiny_models["tiny-weak"])
     async with VllmAdminClient(tiny_weak_server) as admin:
-        assert manifest.name not in {a.id for a in await admin.adapters()}
+        assert name not in {a.id for a in await admin.adapters()}
         async with httpx.AsyncClient(base_url=tiny_weak_server, timeout=120) as client:
-            body = {"model": manifest.name, "messages": PROMPT, "max_tokens": 4}
+            body = {"model": name, "messages": PROMPT, "max_tokens": 4}
             unpublished = await client.post("/v1/chat/completions", json=body)
             assert unpublished.status_code == 404  # nothing to resolve yet: an error, not the base model
-            registry.publish(manifest.name, weak_resolver_dir, str(tiny_models["tiny-weak"]))  # `vllm serve`'s model
+            registry.publish(name, weak_resolver_dir, str(tiny_models["tiny-weak"]))  # `vllm serve`'s model
             first = await client.post("/v1/chat/completions", json=body)
         assert first.status_code == 200, first.text
-        assert first.json()["model"] == manifest.name
+        assert first.json()["model"] == name
         try:
             base, tuned = (
                 await admin.greedy_logprobs("tiny-weak", PROMPT),
-                await admin.greedy_logprobs(manifest.name, PROMPT),
+                await admin.greedy_logprobs(name, PROMPT),
             )
             assert max(abs(a - b) for a, b in zip(base, tuned, strict=False)) > 1e-6  # the adapter is applied
         finally:
-            await admin.unload_lora_adapter(manifest.name)
+            await admin.unload_lora_adapter(name)
