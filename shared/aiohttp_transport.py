@@ -9,6 +9,12 @@ Exceptions are mapped to the httpx classes the callers classify (`shared/upstrea
 the pool timeout for one of `max_connections` is `PoolTimeout` (retrying would only queue more); a refused or
 failed connect is `ConnectError`, a slow one `ConnectTimeout`; a read that timed out is `ReadTimeout`; a
 connection lost or a malformed response is `ReadError`.
+
+A kept-alive connection the server closes just as a request is written to it (uvicorn, under vLLM and these
+services, closes one idle for 5 s) fails with nothing sent back. Idle connections are therefore dropped after 4 s,
+and a request that still hits that race on a reused connection is sent again once on a new one, POSTs included:
+every request this transport carries is a model-server inference, which changes nothing on the server (aiohttp
+itself resends only idempotent methods, RFC 9112 9.3.1).
 """
 
 from __future__ import annotations
@@ -34,6 +40,21 @@ def _mapped(exc: BaseException) -> httpx.TransportError:
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
+async def _on_reuse(session, ctx, params) -> None:
+    ctx.trace_request_ctx["reused"] = True
+
+
+_TRACE_REUSE = aiohttp.TraceConfig()
+_TRACE_REUSE.on_connection_reuseconn.append(_on_reuse)
+_TRACE_REUSE.freeze()
+
+
+def _stale_connection(exc: BaseException, ctx: dict) -> bool:
+    """A reused connection lost before any answer: the server had closed it (a connect failure is not this)."""
+    lost = isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
+    return lost and not isinstance(exc, aiohttp.ClientConnectorError) and ctx.get("reused", False)
+
+
 class _ResponseStream(httpx.AsyncByteStream):
     def __init__(self, response: aiohttp.ClientResponse, transport: AiohttpTransport):
         self._response, self._transport, self._closed = response, transport, False
@@ -56,7 +77,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """`httpx.AsyncClient(transport=AiohttpTransport(max_connections=256))`. Plain HTTP and HTTPS (the system's
     CA bundle, as httpx's default); proxies from the environment stay with httpx, which mounts its own."""
 
-    def __init__(self, *, max_connections: int = 100, keepalive_s: float = 15.0):
+    def __init__(self, *, max_connections: int = 100, keepalive_s: float = 4.0):
         self.max_connections, self.keepalive_s = max_connections, keepalive_s
         # A slot per request, held until its response is closed: the pool's bound, and its wait is httpx's pool
         # timeout (aiohttp's own limit and its connect timeout would not tell waiting from connecting).
@@ -69,7 +90,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=0, keepalive_timeout=self.keepalive_s, ssl=httpx.create_ssl_context()
             )
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, trust_env=False, trace_configs=[_TRACE_REUSE]
+            )
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -85,19 +108,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.PoolTimeout(f"no free connection within {timeout.get('pool')} s") from None
         self.in_use += 1
         try:
-            response = await self._session_now().request(
-                request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
-                data=body or None,
-                allow_redirects=False,
-                compress=None,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
-            )
+            response = await self._send(request, body, timeout)
         except BaseException as exc:
             self.give_back()
             if isinstance(exc, _ERRORS):
@@ -110,6 +121,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
         )
+
+    async def _send(self, request: httpx.Request, body: bytes, timeout: dict) -> aiohttp.ClientResponse:
+        for attempt in (1, 2):
+            ctx: dict = {}
+            try:
+                return await self._session_now().request(
+                    request.method,
+                    str(request.url),
+                    headers=request.headers.multi_items(),
+                    data=body or None,
+                    allow_redirects=False,
+                    compress=None,
+                    trace_request_ctx=ctx,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None,
+                        sock_connect=timeout.get("connect"),
+                        sock_read=timeout.get("read"),
+                    ),
+                )
+            except _ERRORS as exc:
+                if attempt == 2 or not _stale_connection(exc, ctx):
+                    raise
+        raise AssertionError("unreachable")
 
     def give_back(self) -> None:
         self.in_use -= 1
