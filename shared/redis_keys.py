@@ -35,11 +35,17 @@ def delivery_failures(stream: str) -> str:
 # --- adapters: the alias each domain serves, and its history (newest first) -----------------------
 ACTIVE_ADAPTER_PATTERN = "adapter:active:*"
 ACTIVE_DOMAINS = "adapter:active-domains"  # set: domains with an alias (read instead of a keyspace SCAN)
-ADAPTER_CHANGED_CHANNEL = "adapter:active:changed"  # {"domain", "adapter"} on every alias change
+ADAPTER_CHANGED_CHANNEL = "adapter:active:changed"  # {"domain", "adapter", "canary"} on every change of either
+CANARY_PATTERN = "adapter:canary:*"
 
 
 def active_adapter(domain: str) -> str:
     return f"adapter:active:{domain}"
+
+
+def canary(domain: str) -> str:
+    """JSON of a domain's canary (shared/adapters.py `Canary`): a candidate served to a share of the traffic."""
+    return f"adapter:canary:{domain}"
 
 
 def adapter_history(domain: str) -> str:
@@ -139,7 +145,7 @@ def acl_rules(service: Literal["orchestrator", "trainer"]) -> str:
     orchestrator credential can neither read the trainer's pairs nor touch adapters, and neither can flush,
     reconfigure or read the whole keyspace. Commands run by Lua scripts are checked against the same rules."""
     if service == "orchestrator":
-        reads = [ACTIVE_ADAPTER_PATTERN]
+        reads = [ACTIVE_ADAPTER_PATTERN, CANARY_PATTERN]
         # Read and write (Redis counts XADD and SET as both): its streams, its id keys, the domain specs.
         writes = [TRACES_STREAM, FEEDBACK_STREAM, logged("*"), feedback_given("*", "*"), DOMAIN_SPECS, ACTIVE_DOMAINS]
         # No SCAN (it lists every key name): the one-time migration of pre-set aliases is skipped under this user.

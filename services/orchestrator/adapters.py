@@ -5,6 +5,10 @@ subscribes to that channel, so a swap takes
 effect on the next request, and re-reads every key every `refresh_s` in case a message was missed
 (pub/sub is at-most-once; a change first seen by a re-read is counted in `missed` and logged). Requests
 read the dict: no Redis round-trip per request. While Redis is away the last known aliases stay in force.
+
+A domain's canary (shared/adapters.py `Canary`) is cached beside its alias and read the same ways; `pick` splits
+the domain's requests between the two. Canaries are not saved to disk: an orchestrator started while Redis is
+away serves the aliases alone until it reads Redis.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from shared import redis_keys
+from shared.adapters import Canary, parse_canary
 from shared.watch import watch
 
 logger = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ class AdapterAliases:
         self.source = "none"  # "redis" once read from Redis; "disk" while only the saved copy is known
         self._migrated = False
         self._active: dict[str, str] = {}
+        self._canary: dict[str, Canary] = {}
         self.missed = 0  # alias changes no notification delivered (seen first by a re-read after the first)
 
     def load_saved(self) -> bool:
@@ -72,8 +78,29 @@ class AdapterAliases:
     def get(self, domain: str) -> str | None:
         return self._active.get(domain)
 
+    def pick(self, domain: str, key: str) -> str | None:
+        """The version this request's draft uses: the canary's candidate for its share of keys, else the alias."""
+        canary = self._canary.get(domain)
+        if canary is not None and canary.serves(key):
+            return canary.adapter
+        return self._active.get(domain)
+
+    def canary(self, domain: str) -> Canary | None:
+        return self._canary.get(domain)
+
     def snapshot(self) -> dict[str, str]:
-        return dict(self._active)
+        """Domain -> alias, and the domains that only run a canary (beside the base model)."""
+        return {d: self._active.get(d, "") for d in set(self._active) | set(self._canary)}
+
+    def _set_canary(self, domain: str, canary: Canary | None) -> None:
+        if self._canary.get(domain) == canary:
+            return
+        if canary is None:
+            self._canary.pop(domain, None)
+            logger.info("canary of %s ended", domain)
+        else:
+            self._canary[domain] = canary
+            logger.info("canary of %s: %s on %.0f%% of requests", domain, canary.adapter, 100 * canary.weight)
 
     def _set(self, domain: str, adapter: str | None) -> None:
         if self._active.get(domain) == adapter:
@@ -98,8 +125,12 @@ class AdapterAliases:
                 logger.info("no SCAN permission: aliases are read from %s only", redis_keys.ACTIVE_DOMAINS)
             self._migrated = True
         domains = sorted(await self.redis.smembers(redis_keys.ACTIVE_DOMAINS))
-        values = await self.redis.mget([redis_keys.active_adapter(d) for d in domains]) if domains else []
-        fresh = {d: v for d, v in zip(domains, values, strict=True) if v}
+        keys = [redis_keys.active_adapter(d) for d in domains] + [redis_keys.canary(d) for d in domains]
+        values = await self.redis.mget(keys) if domains else []
+        fresh = {d: v for d, v in zip(domains, values[: len(domains)], strict=True) if v}
+        canaries = {d: c for d, v in zip(domains, values[len(domains) :], strict=True) if (c := parse_canary(v))}
+        for domain in set(self._canary) | set(canaries):
+            self._set_canary(domain, canaries.get(domain))
         for domain in set(self._active) | set(fresh):
             if self.source == "redis" and self._active.get(domain) != fresh.get(domain):
                 self.missed += 1
@@ -117,7 +148,10 @@ class AdapterAliases:
     def _apply(self, data) -> None:
         try:
             change = json.loads(data)
-            self._set(str(change["domain"]), change.get("adapter"))
+            domain = str(change["domain"])
+            canary = Canary.model_validate(change["canary"]) if change.get("canary") else None
+            self._set(domain, change.get("adapter"))
+            self._set_canary(domain, canary)
             self._save()
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
             logger.warning("ignoring malformed alias change: %r", data)

@@ -37,6 +37,12 @@ class Metrics:
             ["domain", "adapter"],
             registry=self.registry,
         )
+        self.draft_adapter = Counter(
+            "cowest_draft_adapter_requests",
+            "Drafts by the adapter version that wrote them (how a canary splits a domain's traffic)",
+            ["domain", "adapter"],
+            registry=self.registry,
+        )
         self.log_spool_bytes = Gauge(
             "cowest_log_spool_bytes",
             "Size of the local spool (alert well before COWEST_ORCH_MAX_SPOOL_BYTES)",

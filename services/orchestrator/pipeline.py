@@ -69,6 +69,7 @@ class Question:
     adapter: str | None = None  # override of the domain's active adapter; BASE_ADAPTER for none
     mode: Mode | None = None  # collab | weak | strong (one model alone); None: the draft policy decides
     draft: str | None = None  # a given draft to refine instead of the weak model's
+    user: str | None = None  # the end user (OpenAI `user`): keeps one user on one version during a canary
 
 
 @dataclass
@@ -148,10 +149,11 @@ class Collaborator:
         """The domains served now: the configured built-ins, registered specs, and any with an active adapter."""
         return sorted(set(self.settings.domains) | set(domain_specs.registered()) | set(self.aliases.snapshot()))
 
-    def resolve(self, q: Question) -> Ask:
-        """The collaboration request: the domain's active adapter unless the request names one; the mode the
-        request names, else the draft policy's (no draft for a domain without an adapter, by default)."""
-        active = self.aliases.get(q.domain)
+    def resolve(self, q: Question, ctx: RequestContext) -> Ask:
+        """The collaboration request: the domain's active adapter (or its canary's candidate, for the canary's
+        share of users or requests) unless the request names one; the mode the request names, else the draft
+        policy's (no draft for a domain without an adapter, by default)."""
+        active = self.aliases.pick(q.domain, q.user or ctx.trace_id)
         adapter = active if q.adapter is None else (None if q.adapter == BASE_ADAPTER else q.adapter)
         mode = q.mode
         if mode is None:
@@ -162,6 +164,8 @@ class Collaborator:
                 or self.settings.draft_policy == "always"
             )
             mode = "collab" if drafts_help else "strong"
+        if mode != "strong":
+            self.metrics.draft_adapter.labels(q.domain, adapter or BASE_ADAPTER).inc()
         return Ask(
             question=q.question,
             domain=q.domain,
@@ -177,7 +181,7 @@ class Collaborator:
 
     # --- whole requests -------------------------------------------------------------------
     async def run(self, q: Question, ctx: RequestContext) -> Outcome:
-        ask = self.resolve(q)
+        ask = self.resolve(q, ctx)
         done = await self.collab.run(ask, ctx.headers())
         self._observe("weak", q.domain, done.draft)
         self._observe("strong", q.domain, done.strong)
@@ -189,7 +193,7 @@ class Collaborator:
     async def draft(self, q: Question, ctx: RequestContext) -> Drafted:
         """The weak stage of a streamed request; never raises. An empty draft (no text, no error) when the
         request runs the strong model alone."""
-        ask = self.resolve(q)
+        ask = self.resolve(q, ctx)
         if ask.mode == "strong":
             return Drafted(ask, Stage())
         stage = await self.collab.draft(ask, ctx.headers())

@@ -138,6 +138,8 @@ class CollaborateRequest(RequestModel):
     weak: Sampling = Field(default_factory=Sampling)
     strong: Sampling = Field(default_factory=Sampling)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # An end-user id, as OpenAI's `user`: while a domain runs a canary, one user stays on one version.
+    user: str | None = Field(default=None, max_length=256)
 
     @model_validator(mode="after")
     def _one_question(self) -> CollaborateRequest:

@@ -181,6 +181,7 @@ class Serving:
             adapter=body.adapter,
             mode=body.mode,
             draft=body.draft,
+            user=body.user,
         )
         self._admit()
         try:
@@ -218,6 +219,7 @@ class Serving:
             history=history,
             strong=body.sampling().params(),
             metadata=body.metadata or {},
+            user=body.user,
         )
         chat_id = f"chatcmpl-{ctx.trace_id.removeprefix('tr-')}"
         self._admit()

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
+from services.trainer.canary import CanaryReleases
 from services.trainer.collab import CollabClient
 from services.trainer.collector import Collector
 from services.trainer.config import TrainerSettings
@@ -42,6 +43,13 @@ class TrainRequest(BaseModel):
     # Torch threads for this round's DPO job (default 1: vLLM holds the other core). A driver that
     # knows the servers are idle meanwhile, like the demo between its phases, may ask for 2.
     threads: int | None = Field(default=None, ge=1, le=64)
+
+
+class CanaryRequest(BaseModel):
+    adapter: str = Field(pattern=NAME_PATTERN)  # a registered version of the domain
+    weight: float | None = Field(
+        default=None, gt=0.0, lt=1.0
+    )  # share of requests; default COWEST_TRAINER_CANARY_WEIGHT
 
 
 class BuildItem(BaseModel):
@@ -94,8 +102,11 @@ class Trainer:
         self.registry = AdapterRegistry(settings.adapters_dir)
         self.collab = CollabClient(settings)
         self.swapper = AdapterSwapper(settings, self.registry, self.redis)
+        self.canaries = CanaryReleases(settings, self.redis, self.store, self.registry, self.swapper)
         self.collector = Collector(settings, self.redis, self.store, self.collab)
-        self.rounds = RoundRunner(settings, self.redis, self.store, self.registry, self.swapper, self.collab)
+        self.rounds = RoundRunner(
+            settings, self.redis, self.store, self.registry, self.swapper, self.collab, canaries=self.canaries
+        )
         self._last_scheduled: dict[str, float] = {}
         self.backoff = FailureBackoff(settings.failed_round_backoff_s)
         self._migrated = False
@@ -116,6 +127,7 @@ class Trainer:
             await asyncio.sleep(5)
             try:
                 for domain in await self.domains():
+                    await self.canaries.check(domain)
                     await self.swapper.check_live_regression(domain, self.store)
                     if await self.store.manual_rounds(domain) or self.backoff.blocked(domain, time.time()):
                         continue
@@ -212,6 +224,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
                 "active": active,
                 "heldout_items": len(await t.store.heldout(domain)),
                 "auto_rounds": not await t.store.manual_rounds(domain),
+                "canary": await t.canaries.status(domain),
             }
         return {"domains": domains, "processed_questions": t.collector.processed, **t.rounds.status()}
 
@@ -249,6 +262,37 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
         except AdapterError as exc:
             raise HTTPException(409, str(exc)) from exc
         return {"domain": domain, "active": previous}
+
+    @admin.get("/adapters/{domain}/canary")
+    async def canary(request: Request, domain: str = Path(pattern=NAME_PATTERN)) -> dict:
+        status = await trainer_of(request).canaries.status(domain)
+        if status is None:
+            raise HTTPException(404, f"{domain} runs no canary")
+        return status
+
+    @admin.post("/adapters/{domain}/canary")
+    async def start_canary(body: CanaryRequest, request: Request, domain: str = Path(pattern=NAME_PATTERN)) -> dict:
+        t = trainer_of(request)
+        if body.weight is None and not t.settings.canary_weight:
+            raise HTTPException(422, "give a weight: no default is configured (COWEST_TRAINER_CANARY_WEIGHT)")
+        try:
+            canary = await t.canaries.start(domain, body.adapter, body.weight)
+        except AdapterError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {"domain": domain, **canary.model_dump(exclude={"baseline"})}
+
+    @admin.post("/adapters/{domain}/canary/{decision}")
+    async def end_canary(
+        request: Request,
+        domain: str = Path(pattern=NAME_PATTERN),
+        decision: str = Path(pattern="^(promote|rollback)$"),
+    ) -> dict:
+        canaries = trainer_of(request).canaries
+        try:
+            verdict = await (canaries.promote(domain) if decision == "promote" else canaries.rollback(domain))
+        except AdapterError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {"domain": domain, **asdict(verdict)}
 
     app.include_router(admin)
     return app

@@ -88,6 +88,12 @@ class TrainerSettings(BaseSettings):
     # falls below its predecessor's by more than this, over at least `auto_rollback_min_feedback` scores.
     auto_rollback_threshold: float = 0.1
     auto_rollback_min_feedback: int = 20
+    # Canary (services/trainer/canary.py): a version that passed the gate first serves this share of the domain's
+    # requests beside the active one; 0 flips all traffic to it at once.
+    canary_weight: float = Field(default=0.0, ge=0.0, lt=1.0)
+    canary_min_feedback: int = 20  # live scores per version, given during the canary, before it is judged
+    canary_margin: float = 0.05  # promoted when its mean live score >= the active version's - margin; else rolled back
+    canary_max_s: float = 24 * 3600.0  # not enough feedback by then: promoted on the gate's evidence alone
     drain_s: float = 5.0  # how long the previous version stays loaded after the flip at least
     request_timeout_s: float = 300.0
 

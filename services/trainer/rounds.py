@@ -1,4 +1,5 @@
-"""One training round for a domain: pairs -> DPO job (own process) -> register -> gate -> swap.
+"""One training round for a domain: pairs -> DPO job (own process) -> register -> gate -> swap (or, with
+`canary_weight`, a canary that live feedback promotes or rolls back: canary.py).
 
 One round at a time per domain, across processes: a Redis lock with expiry. A round that dies
 midway leaves no trace in serving: the candidate is registered (immutable, versioned) but the alias
@@ -27,6 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
+from services.trainer.canary import CanaryReleases
 from services.trainer.collab import CollabClient
 from services.trainer.config import TrainerSettings
 from services.trainer.gate import GateRules, decide, score_version
@@ -35,7 +37,7 @@ from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.store import TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
 from shared import redis_keys
-from shared.adapters import get_active_adapter
+from shared.adapters import get_active_adapter, get_canary
 from shared.failpoints import failpoint
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ logger = logging.getLogger(__name__)
 class RoundResult:
     domain: str
     round: int
-    status: str  # promoted | rejected | skipped | failed
+    status: str  # promoted | canary (on a share of the traffic: canary.py) | rejected | skipped | failed
     detail: str = ""
     pairs: int = 0
     candidate: str | None = None
@@ -104,9 +106,11 @@ class RoundRunner:
         collab: CollabClient,
         job_overrides: dict | None = None,
         job_runner: Callable[[str, JobConfig], Awaitable[dict]] = run_job,
+        canaries: CanaryReleases | None = None,
     ):
         self.settings, self.redis, self.store, self.registry = settings, redis, store, registry
         self.swapper, self.collab = swapper, collab
+        self.canaries = canaries or CanaryReleases(settings, redis, store, registry, swapper)
         self.run_job = job_runner  # a training job in a child process (a fake in unit tests)
         self.job_overrides = {
             "max_steps": settings.dpo_max_steps,
@@ -148,6 +152,8 @@ class RoundRunner:
         return result
 
     async def _run_locked(self, domain: str, round_: int, force: bool, job: dict) -> RoundResult:
+        if (canary := await get_canary(self.redis, domain)) is not None:  # one candidate on live traffic at a time
+            return RoundResult(domain, round_, "skipped", f"the canary of {canary.adapter} is still being judged")
         # Exactly what this round trains on. Skipped rounds keep their claim: the counter does not move, so
         # the next try of this round number claims the newer pairs on top.
         pairs = await self.store.claim_pairs(domain, round_)
@@ -243,7 +249,12 @@ class RoundRunner:
             result.status, result.detail = "failed", "the round lock lapsed before the swap; another round may run"
             await self.swapper.unload(manifest.name)
             return result
-        if decision.passed:
+        if decision.passed and self.settings.canary_weight > 0:
+            self.current[domain] = f"starting the canary of {manifest.name}"
+            await self.canaries.start(domain, manifest.name)
+            result.status = "canary"
+            failpoint("round.promoted")
+        elif decision.passed:
             self.current[domain] = f"swapping to {manifest.name}"
             result.swap_seconds = await self.swapper.activate(domain, manifest.name)
             result.status = "promoted"

@@ -133,13 +133,17 @@ class TrainerStore:
         keys = [redis_keys.live_scores(domain), redis_keys.scored_feedback(feedback_id)]
         return bool(await self.redis.eval(_ADD_SCORE, 2, *keys, f"{name}:n", f"{name}:sum", score, TRACE_TTL_S))
 
-    async def live_score(self, domain: str, adapter: str | None) -> tuple[int, float | None]:
-        """(number of live scores, their mean) for one adapter version (None: the base model)."""
+    async def live_totals(self, domain: str, adapter: str | None) -> tuple[int, float]:
+        """(number of live scores, their sum) for one adapter version (None: the base model)."""
         n, total = await self.redis.hmget(
             redis_keys.live_scores(domain), f"{adapter or BASE_ADAPTER}:n", f"{adapter or BASE_ADAPTER}:sum"
         )
-        count = int(n or 0)
-        return count, (float(total) / count if count else None)
+        return int(n or 0), float(total or 0.0)
+
+    async def live_score(self, domain: str, adapter: str | None) -> tuple[int, float | None]:
+        """(number of live scores, their mean) for one adapter version (None: the base model)."""
+        count, total = await self.live_totals(domain, adapter)
+        return count, (total / count if count else None)
 
     async def set_manual_rounds(self, domain: str, manual: bool, ttl_s: int | None = None) -> None:
         """Pause (or resume) automatic rounds of a domain: a driver that wants one round per phase,

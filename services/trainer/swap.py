@@ -9,7 +9,8 @@ versions loaded, unload what is older once in-flight requests had `drain_s` to f
 With several weak replicas (`replicas.py`) the load and the verification run on every ready replica and the
 alias flips only when all of them have the version; a replica that goes away during the rollout is skipped
 (the version is there when it comes back: `reconcile`, or vLLM's filesystem resolver at its first request).
-The desired state lives in Redis (alias + history), so `reconcile` re-loads it after a vLLM restart.
+The desired state lives in Redis (alias + history + a running canary's candidate), so `reconcile` re-loads it
+after a vLLM restart. A canary (`canary.py` decides) is loaded and verified the same way before it gets traffic.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.replicas import Admin, WeakReplicas
 from services.weak_server.admin_client import VllmAdminError
 from shared import redis_keys
-from shared.adapters import BASE_ADAPTER, get_active_adapter, set_active_adapter
+from shared.adapters import BASE_ADAPTER, Canary, get_active_adapter, get_canary, set_active_adapter, set_canary
 
 logger = logging.getLogger(__name__)
 STATE_LOCK_S = 120  # a load + verify + flip takes seconds; the lock expires if its holder was killed
@@ -159,17 +160,55 @@ class AdapterSwapper:
         except (VllmAdminError, httpx.HTTPError) as exc:
             raise AdapterError(str(exc)) from exc
 
-    async def activate(self, domain: str, name: str) -> float:
-        """Load, verify and make `name` the domain's active adapter. Returns load->flip seconds."""
+    async def activate(self, domain: str, name: str, *, from_canary: bool = False) -> float:
+        """Load, verify and make `name` the domain's active adapter (ending any canary). Returns load->flip
+        seconds. `from_canary`: only while `name` is the domain's running canary (a promotion)."""
         async with self._lock(domain):
             t0 = time.perf_counter()
+            if from_canary and getattr(await get_canary(self.redis, domain), "adapter", None) != name:
+                raise AdapterError(f"{name} is not {domain}'s canary (any more)")
             await self.load_verified(name)
             await set_active_adapter(self.redis, domain, name, history="push")
             seconds = time.perf_counter() - t0
+        self._retire_later(domain)
+        return seconds
+
+    async def start_canary(self, domain: str, canary: Canary) -> Canary:
+        """Load and verify the candidate on every replica, then give it the canary's share of the traffic
+        (beside the active version, which the returned canary names)."""
+        async with self._lock(domain):
+            active = await get_active_adapter(self.redis, domain)
+            if canary.adapter == active:
+                raise AdapterError(f"{canary.adapter} is already {domain}'s active version")
+            await self.load_verified(canary.adapter)
+            canary = canary.model_copy(update={"active": active})
+            await set_canary(self.redis, domain, canary)
+            return canary
+
+    async def end_canary(self, domain: str, name: str) -> None:
+        """Take the candidate's share back to the active version (a rollback of the canary); it is unloaded
+        once its in-flight requests had `drain_s`."""
+        async with self._lock(domain):
+            if getattr(await get_canary(self.redis, domain), "adapter", None) != name:
+                raise AdapterError(f"{name} is not {domain}'s canary (any more)")
+            await set_canary(self.redis, domain, None)
+        self._retire_later(domain)
+
+    def _retire_later(self, domain: str) -> None:
         task = asyncio.get_running_loop().create_task(self._retire(domain))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
-        return seconds
+
+    async def _wanted(self, domain: str) -> list[str]:
+        """The versions every replica must have: the active one, the rollback depth, a running canary's."""
+        wanted = await self.redis.lrange(redis_keys.adapter_history(domain), 0, self.settings.rollback_depth)
+        for name in (
+            await get_active_adapter(self.redis, domain),
+            getattr(await get_canary(self.redis, domain), "adapter", None),
+        ):
+            if name and name not in wanted:
+                wanted.insert(0, name)
+        return wanted
 
     async def rollback(self, domain: str) -> str | None:
         """Point the domain back at the previous version (or the base model when there is none)."""
@@ -217,8 +256,7 @@ class AdapterSwapper:
         # Under the domain's lock: an activation in progress has loaded its version but not yet pushed it onto
         # the history, and must not see it unloaded (found by tests/trainer/test_swap_unit.py with drain_s=0).
         async with self._lock(domain):
-            history = await self.redis.lrange(redis_keys.adapter_history(domain), 0, -1)
-            keep = set(history[: self.settings.rollback_depth + 1])
+            keep = set(await self._wanted(domain))
             for admin in (await self.replicas.ready()).values():
                 for card in await admin.adapters():
                     if card.id.startswith(f"{domain}-v") and card.id not in keep:
@@ -237,14 +275,11 @@ class AdapterSwapper:
             pass
 
     async def reconcile(self, domain: str) -> list[str]:
-        """Bring every ready replica to the desired set: re-load the adapters (active + rollback depth) a replica
-        lacks (after a restart, or one that joined); unload the domain's versions nobody wants (a candidate of a
-        round whose trainer was killed, a version rolled away from) once they have been unwanted for
-        `stale_after_s` and no round of the domain is running. Returns the versions re-loaded somewhere."""
-        wanted = await self.redis.lrange(redis_keys.adapter_history(domain), 0, self.settings.rollback_depth)
-        active = await get_active_adapter(self.redis, domain)
-        if active and active not in wanted:
-            wanted.insert(0, active)
+        """Bring every ready replica to the desired set: re-load the adapters (active + rollback depth + a running
+        canary's) a replica lacks (after a restart, or one that joined); unload the domain's versions nobody wants
+        (a candidate of a round whose trainer was killed, a version rolled away from) once they have been unwanted
+        for `stale_after_s` and no round of the domain is running. Returns the versions re-loaded somewhere."""
+        wanted = await self._wanted(domain)
         missing: list[str] = []
         now = time.monotonic()
         for root, admin in (await self.replicas.ready()).items():

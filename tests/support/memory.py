@@ -215,11 +215,20 @@ class ScriptedUpstream:
 
 
 class MemoryTrainerStore:
-    """The part of `TrainerStore` a round uses: the round counter, pairs to claim, the gate's held-out items."""
+    """The part of `TrainerStore` a round and a canary use: the round counter, pairs to claim, the gate's
+    held-out items, live scores per version."""
 
     def __init__(self, pairs: list | None = None, heldout: list | None = None, round_: int = 1):
         self.pending, self.items, self.counter = list(pairs or []), list(heldout or []), round_
         self.claimed: dict[int, list] = defaultdict(list)
+        self.live: dict[str | None, tuple[int, float]] = {}
+
+    def score(self, adapter: str | None, score: float, times: int = 1) -> None:
+        n, total = self.live.get(adapter, (0, 0.0))
+        self.live[adapter] = (n + times, total + score * times)
+
+    async def live_totals(self, domain: str, adapter: str | None) -> tuple[int, float]:
+        return self.live.get(adapter, (0, 0.0))
 
     async def round(self, domain: str) -> int:
         return self.counter

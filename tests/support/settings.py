@@ -65,3 +65,12 @@ def trainer_settings(
     if "adapters_dir" in overrides:  # published beside the test's registry, never in the user's COWEST_HOME
         fields["served_adapters_dir"] = Path(overrides["adapters_dir"]).parent / "served-adapters"
     return TrainerSettings(**{**fields, **overrides})
+
+
+def unit_trainer_settings(tmp_path: Path, **overrides: Any) -> TrainerSettings:
+    """Trainer settings for the in-memory unit tests: no server behind the URLs, an empty base model directory
+    (`tmp_path/base-model`), the registry under `tmp_path/adapters`, no drain."""
+    base = tmp_path / "base-model"
+    base.mkdir(parents=True, exist_ok=True)
+    fields: dict[str, Any] = dict(base_model_dir=base, adapters_dir=tmp_path / "adapters", drain_s=0.0)
+    return trainer_settings("http://weak", "http://strong", "redis://unused", **{**fields, **overrides})

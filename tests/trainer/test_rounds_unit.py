@@ -12,7 +12,7 @@ from services.trainer.swap import AdapterSwapper
 from shared import redis_keys
 from shared.data.example import Example
 from tests.support.memory import MemoryRedis, MemoryTrainerStore, MemoryVllmAdmin, ScoredCollab, write_adapter
-from tests.support.settings import trainer_settings
+from tests.support.settings import unit_trainer_settings
 
 DOMAIN = "acme"
 
@@ -40,19 +40,8 @@ def heldout(n: int) -> list[Example]:
 
 
 def runner(tmp_path, store, scores, fail_job=False, **settings_overrides):
-    base = tmp_path / "base"
-    base.mkdir(parents=True, exist_ok=True)
-    settings = trainer_settings(
-        "http://weak",
-        "http://strong",
-        "redis://unused",
-        base_model_dir=base,
-        adapters_dir=tmp_path / "adapters",
-        drain_s=0.0,
-        min_pairs_per_round=4,
-        gate_min_items=4,
-        **settings_overrides,
-    )
+    settings = unit_trainer_settings(tmp_path, min_pairs_per_round=4, gate_min_items=4, **settings_overrides)
+    base = settings.base_model_dir
     registry, redis = AdapterRegistry(settings.adapters_dir), MemoryRedis()
     swapper = AdapterSwapper(settings, registry, redis, admin=MemoryVllmAdmin("tiny-weak"))
     jobs = []

@@ -12,24 +12,15 @@ from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.swap import AdapterSwapper
 from shared import redis_keys
 from tests.support.memory import MemoryRedis, MemoryVllmAdmin, register_version, write_adapter
-from tests.support.settings import trainer_settings
+from tests.support.settings import unit_trainer_settings
 
 DOMAIN = "acme"
 
 
 @pytest.fixture
 def parts(tmp_path):
-    base = tmp_path / "base-model"
-    base.mkdir()
-    settings = trainer_settings(
-        "http://weak",
-        "http://strong",
-        "redis://unused",
-        base_model_dir=base,
-        adapters_dir=tmp_path / "adapters",
-        drain_s=0.0,
-        rollback_depth=1,
-    )
+    settings = unit_trainer_settings(tmp_path, rollback_depth=1)
+    base = settings.base_model_dir
     registry = AdapterRegistry(settings.adapters_dir)
     redis, admin = MemoryRedis(), MemoryVllmAdmin("tiny-weak", no_op={"acme-v3"})
     swapper = AdapterSwapper(settings, registry, redis, admin=admin)
@@ -113,7 +104,9 @@ async def test_flip_and_history_change_in_one_transaction(parts):
     await swapper.activate(DOMAIN, v2)
     await swapper.rollback(DOMAIN)
     flips = [t for t in redis.transactions if "publish" in t]
-    assert flips == [["set", "sadd", "lpush", "publish"]] * 2 + [["set", "sadd", "lpop", "publish"]]
+    # the alias, the set of domains, the end of any canary, the history and the announcement: one MULTI each
+    promotion, rollback = ["set", "sadd", "delete", "lpush", "publish"], ["set", "sadd", "delete", "lpop", "publish"]
+    assert flips == [promotion] * 2 + [rollback]
 
 
 def test_a_torn_manifest_is_an_adapter_error_and_updates_are_atomic(parts):
