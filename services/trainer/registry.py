@@ -24,6 +24,7 @@ from shared.failpoints import failpoint
 
 logger = logging.getLogger(__name__)
 MANIFEST = "cowest-adapter.json"
+DESIRED_DIR = ".desired"  # in the served-adapters dir; services/weak_server/ready.py reads it (same name)
 CONTENT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -174,6 +175,14 @@ class AdapterRegistry:
         (staging / "adapter_config.json").write_text(json.dumps(config, indent=2))
         os.replace(staging, target)
         return target
+
+    @staticmethod
+    def publish_desired(served_dir: Path, domain: str, names: list[str]) -> None:
+        """The versions of `domain` every weak replica must hold (`<served_dir>/.desired/<domain>.json`): what a
+        replica's readiness check (services/weak_server/ready.py) loads before it takes traffic."""
+        target = served_dir / DESIRED_DIR / f"{domain}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(target, json.dumps(sorted(names)))
 
     def update_metrics(self, name: str, metrics: dict[str, float]) -> AdapterManifest:
         manifest = self.get(name)

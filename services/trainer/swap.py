@@ -170,6 +170,7 @@ class AdapterSwapper:
             await self.load_verified(name)
             await set_active_adapter(self.redis, domain, name, history="push")
             seconds = time.perf_counter() - t0
+            await self._record_desired(domain)
         self._retire_later(domain)
         return seconds
 
@@ -183,6 +184,7 @@ class AdapterSwapper:
             await self.load_verified(canary.adapter)
             canary = canary.model_copy(update={"active": active})
             await set_canary(self.redis, domain, canary)
+            await self._record_desired(domain)
             return canary
 
     async def end_canary(self, domain: str, name: str) -> None:
@@ -192,12 +194,19 @@ class AdapterSwapper:
             if getattr(await get_canary(self.redis, domain), "adapter", None) != name:
                 raise AdapterError(f"{name} is not {domain}'s canary (any more)")
             await set_canary(self.redis, domain, None)
+            await self._record_desired(domain)
         self._retire_later(domain)
 
     def _retire_later(self, domain: str) -> None:
         task = asyncio.get_running_loop().create_task(self._retire(domain))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    async def _record_desired(self, domain: str) -> None:
+        """Write the desired set where joining replicas read it before they report ready (with a shared
+        served-adapters directory; without one, replicas learn it only from reconcile)."""
+        if self.settings.served_adapters_dir is not None:
+            self.registry.publish_desired(self.settings.served_adapters_dir, domain, await self._wanted(domain))
 
     async def _wanted(self, domain: str) -> list[str]:
         """The versions every replica must have: the active one, the rollback depth, a running canary's."""
@@ -221,6 +230,7 @@ class AdapterSwapper:
             if previous:
                 await self.load_verified(previous)
             await set_active_adapter(self.redis, domain, previous, history="pop")
+            await self._record_desired(domain)
             self.registry.update_metrics(history[0], {"rolled_back_at": time.time()})
             logger.warning("%s rolled back from %s to %s", domain, history[0], previous or "the base model")
             return previous
@@ -280,6 +290,11 @@ class AdapterSwapper:
         (a candidate of a round whose trainer was killed, a version rolled away from) once they have been unwanted
         for `stale_after_s` and no round of the domain is running. Returns the versions re-loaded somewhere."""
         wanted = await self._wanted(domain)
+        if self.settings.served_adapters_dir is not None:
+            for name in wanted:  # published before a replica's readiness check asks for it
+                with contextlib.suppress(AdapterError, OSError):  # one not in this registry: loaded by hand
+                    self._publish(name)
+            self.registry.publish_desired(self.settings.served_adapters_dir, domain, wanted)
         missing: list[str] = []
         now = time.monotonic()
         for root, admin in (await self.replicas.ready()).items():

@@ -79,3 +79,15 @@ def pins(lock: str) -> dict[str, str]:
 def test_the_orchestrator_image_pins_only_app_lock_versions():
     app, orchestrator = pins("app.lock"), pins("orchestrator.lock")
     assert {name: (version, app.get(name)) for name, version in orchestrator.items() if app.get(name) != version} == {}
+
+
+def test_a_weak_server_is_healthy_only_with_the_desired_adapters():
+    """Both weak services' health check is services/weak_server/ready.py on the directory the trainer publishes
+    to; the GPU image has no project code, so the file is mounted from the repository."""
+    served = next(v for v in SERVICES["trainer"]["volumes"] if v.startswith("served-adapters:")).split(":")[1]
+    cpu, gpu = SERVICES["weak-cpu"]["healthcheck"]["test"], SERVICES["weak-gpu"]["healthcheck"]["test"]
+    assert cpu[:4] == ["CMD", "python3", "-m", "services.weak_server.ready"] and cpu[-2:] == ["--dir", served]
+    mount = next(v for v in SERVICES["weak-gpu"]["volumes"] if v.endswith("ready.py:ro"))
+    source, target, _ = mount.split(":")
+    assert (ROOT / source).resolve() == ROOT / "services/weak_server/ready.py"
+    assert gpu[:3] == ["CMD", "python3", target] and gpu[-2:] == ["--dir", served]

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from services.trainer.canary import Arm, CanaryReleases, judge
-from services.trainer.registry import AdapterError, AdapterRegistry
+from services.trainer.registry import DESIRED_DIR, AdapterError, AdapterRegistry
 from services.trainer.swap import AdapterSwapper
 from shared import redis_keys
 from shared.adapters import Canary, get_canary
@@ -86,11 +86,20 @@ async def test_a_canary_judged_on_its_own_period_is_promoted(releases):
 
 async def test_a_worse_canary_is_rolled_back_and_unloaded(releases):
     canaries, redis, admin, store, (v1, v2) = releases
+    served = canaries.settings.served_adapters_dir
+    assert served is not None
+
+    def desired() -> list[str]:  # what a joining replica loads before it is ready (services/weak_server/ready.py)
+        return json.loads((served / DESIRED_DIR / f"{DOMAIN}.json").read_text())
+
     await canaries.swapper.activate(DOMAIN, v1)
+    assert desired() == [v1]
     await canaries.start(DOMAIN, v2)
+    assert desired() == [v1, v2] and (served / v2 / "adapter_config.json").is_file()
     store.score(v1, 0.8, times=20)
     store.score(v2, 0.3, times=20)
     assert (await canaries.check(DOMAIN)).decision == "rollback"
+    assert desired() == [v1]
     assert await redis.get(redis_keys.active_adapter(DOMAIN)) == v1 and await get_canary(redis, DOMAIN) is None
     assert await redis.lrange(redis_keys.adapter_history(DOMAIN), 0, -1) == [v1]
     manifest = canaries.registry.get(v2)

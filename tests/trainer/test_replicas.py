@@ -7,7 +7,8 @@ Under two clients' steady load (one per orchestrator):
   and the version retired is unloaded only after both hold its successor;
 - a replica SIGKILLed before a swap: the swap goes on with the other, requests keep being answered; restarted
   empty, it serves the active version at its first request (resolver) and reconcile loads the rest;
-- a third replica started after the swap serves the active version at its first request."""
+- a third replica started after the swap is ready only once its readiness check loaded the desired set, and
+  serves the active version at its first request."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 from services.orchestrator.app import create_app
 from services.trainer.registry import AdapterRegistry
 from services.trainer.swap import AdapterSwapper
+from services.weak_server import ready
 from services.weak_server.admin_client import VllmAdminClient
 from shared import redis_keys
 from tests.support.fake_upstream import fake_upstream
@@ -176,6 +178,11 @@ async def test_a_rollout_over_replicas_under_load(private_redis, tiny_models, tm
         # The trainer finds the new replica as a headless Service's DNS would list it.
         fleet = settings.model_copy(update={"weak_replicas": [a.url, b.url, c.url]})
         swapper = AdapterSwapper(fleet, registry, redis)
+        # c's readiness check loads the desired set (the active version and the rollback depth) before it is
+        # ready; b takes its first request without it (the resolver), and reconcile brings it the rest.
+        assert await asyncio.to_thread(ready.check, ready.Server(c.url, None, 60), served) is None
+        async with VllmAdminClient(c.url) as admin:
+            assert {v3, v4} <= {m.id for m in await admin.adapters()}
         async with httpx.AsyncClient(timeout=120) as http:
             for fresh in (b, c):
                 body = {"model": v4, "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 4}

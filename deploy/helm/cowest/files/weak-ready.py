@@ -1,0 +1,1 @@
+../../../../services/weak_server/ready.py
