@@ -57,7 +57,11 @@ def start_redis(settings: CowestSettings, table: ProcessTable, report=lambda msg
     data_dir = settings.home_dir / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
     port = url.port or 6379
-    # Append-only persistence: the feedback log must survive a restart of this Redis.
+    # Append-only persistence: the feedback log must survive a restart of this Redis, and a crash of it. fsync
+    # `always`: Redis answers a write only once it is on disk (a barrier in its event loop, one fsync per loop
+    # turn for every client). With `everysec` an acknowledged write can be lost when the process dies: under disk
+    # pressure Redis postpones the write itself up to 2 s, and replies meanwhile (the chaos test lost a trace and
+    # its feedback that way once, Redis SIGKILLed on a busy CI machine).
     argv = [
         redis_server_binary(report),
         "--port",
@@ -68,6 +72,8 @@ def start_redis(settings: CowestSettings, table: ProcessTable, report=lambda msg
         str(data_dir),
         "--appendonly",
         "yes",
+        "--appendfsync",
+        "always",
         "--save",
         "",
         "--daemonize",

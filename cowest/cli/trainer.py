@@ -20,7 +20,7 @@ from cowest.stack import Stack
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
 from shared import auth, redis_keys
-from shared.adapters import get_active_adapter
+from shared.adapters import get_active_adapter, get_canary
 from shared.data import loaders
 from shared.data.synthetic import is_fact_card
 
@@ -44,7 +44,7 @@ def _trainer(settings: TrainerSettings):
 
 @adapters_app.command("list")
 def adapters_list(domain: str = typer.Option(None)) -> None:
-    """Every registered version, with the active one marked."""
+    """Every registered version, with the active one marked (*), and a canary's candidate with its share."""
     settings = _settings()
     registry = AdapterRegistry(settings.adapters_dir)
 
@@ -53,8 +53,11 @@ def adapters_list(domain: str = typer.Option(None)) -> None:
         try:
             table = Table("domain", "version", "kind", "round", "pairs", "parent", "active", "metrics")
             for d in [domain] if domain else registry.domains():
-                active = await get_active_adapter(redis, d)
+                active, canary = await get_active_adapter(redis, d), await get_canary(redis, d)
                 for m in registry.versions(d):
+                    mark = "*" if active == m.name else ""
+                    if canary is not None and canary.adapter == m.name:
+                        mark = f"canary {canary.weight:.0%}"
                     metrics = ", ".join(f"{k}={v:.3g}" for k, v in m.metrics.items() if isinstance(v, float))
                     table.add_row(
                         d,
@@ -63,7 +66,7 @@ def adapters_list(domain: str = typer.Option(None)) -> None:
                         str(m.round or "-"),
                         str(m.pairs or "-"),
                         m.parent or "-",
-                        "*" if active == m.name else "",
+                        mark,
                         metrics,
                     )
             console.print(table)

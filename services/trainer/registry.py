@@ -58,14 +58,16 @@ def content_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write-new + fsync + rename: a crash leaves the old file or the new one, never a torn one."""
+def _write_atomically(path: Path, text: str, crash_point: str | None = "registry.manifest_write") -> None:
+    """Write-new + fsync + rename: a crash leaves the old file or the new one, never a torn one. `crash_point`:
+    the failpoint between the write and the rename (the chaos tests kill the trainer there, in a manifest write)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    failpoint("registry.manifest_write")
+    if crash_point:
+        failpoint(crash_point)
     os.replace(tmp, path)
 
 
@@ -182,7 +184,7 @@ class AdapterRegistry:
         replica's readiness check (services/weak_server/ready.py) loads before it takes traffic."""
         target = served_dir / DESIRED_DIR / f"{domain}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(target, json.dumps(sorted(names)))
+        _write_atomically(target, json.dumps(sorted(names)), crash_point=None)  # not a manifest
 
     def update_metrics(self, name: str, metrics: dict[str, float]) -> AdapterManifest:
         manifest = self.get(name)

@@ -190,6 +190,11 @@ def test_each_part_sigkilled_under_load_loses_and_duplicates_nothing(tiny_models
         "feedback_duplicated": len(feedback) - len(set(feedback)),
         "trainer_catch_up_s": round(catch_up_s, 1),
     }
+    # Where anything went missing (empty when nothing did): the phase each lost trace or feedback started in.
+    stored_traces, stored_feedback = set(traces), set(feedback)
+    lost = [o.phase for o in load.outcomes if o.trace_id and o.trace_id not in stored_traces]
+    lost += [f"{o.phase} (feedback)" for o in load.outcomes if o.feedback == 202 and o.trace_id not in stored_feedback]
+    summary["lost_in"] = ", ".join(sorted(set(lost))) or "-"
     report = os.environ.get("COWEST_CHAOS_REPORT")
     text = write_table([{**r, "down_s": r.get("down_s", ""), "ready_s": r.get("ready_s", "")} for r in table], None)
     text += "\n" + write_table([summary], None)

@@ -1,4 +1,4 @@
-"""Redis decisions of `cowest up` that need no server: what is ours to start, and clear errors."""
+"""Redis decisions of `cowest up`: what is ours to start, clear errors, and the durability of the Redis it starts."""
 
 from __future__ import annotations
 
@@ -28,3 +28,13 @@ def test_missing_redis_server_without_root_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(redis_server.os, "geteuid", lambda: 1000)
     with pytest.raises(StackError, match="apt-get install redis-server.*or set REDIS_URL"):
         redis_server.redis_server_binary()
+
+
+def test_the_stacks_redis_acknowledges_only_writes_on_disk(fresh_redis):
+    """AOF with fsync `always`: with `everysec` Redis may answer a write it postponed, and a kill loses it."""
+    client = fresh_redis.client()
+    try:
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+    finally:
+        client.close()

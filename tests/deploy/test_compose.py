@@ -67,7 +67,8 @@ def test_weak_servers_read_the_adapters_the_trainer_publishes():
 
 def test_redis_keeps_its_data_and_requires_a_password():
     redis = SERVICES["redis"]
-    assert "--appendonly yes" in " ".join(redis["command"]) and "--requirepass" in " ".join(redis["command"])
+    command = " ".join(redis["command"])
+    assert "--appendonly yes --appendfsync always" in command and "--requirepass" in command  # durable when acked
     assert any(v.startswith("redis-data:") for v in redis["volumes"])
 
 

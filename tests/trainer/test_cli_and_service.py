@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from urllib.parse import urlparse
 
 import httpx
@@ -12,6 +14,8 @@ from typer.testing import CliRunner
 from cowest.cli import app
 from services.trainer.app import create_app
 from services.trainer.store import is_heldout
+from shared import redis_keys
+from shared.adapters import Canary, set_canary
 from tests.support.metrics import scored_by_length
 from tests.support.servers import TEST_HOME, serve_app
 from tests.support.settings import ADMIN, trainer_settings
@@ -63,6 +67,14 @@ def data_file(path, n: int) -> str:
     return str(path)
 
 
+async def with_redis(url: str, call) -> None:
+    redis = redis_keys.connect(url)
+    try:
+        await call(redis)
+    finally:
+        await redis.aclose()
+
+
 def test_sft_then_adapters_list_show_rollback(stack_env):
     domain = "clisft"
     result = runner.invoke(
@@ -87,6 +99,11 @@ def test_sft_then_adapters_list_show_rollback(stack_env):
     assert '"kind": "sft"' in shown.output and '"round": 0' in shown.output
     back = runner.invoke(app, ["adapters", "rollback", "--domain", domain])
     assert back.exit_code == 0 and "the base model" in back.output
+    canary = Canary(adapter=f"{domain}-v1", weight=0.1)
+    asyncio.run(with_redis(os.environ["COWEST_REDIS_URL"], lambda r: set_canary(r, domain, canary)))
+    listed = runner.invoke(app, ["adapters", "list", "--domain", domain])
+    assert "canary 10%" in listed.output, listed.output
+    asyncio.run(with_redis(os.environ["COWEST_REDIS_URL"], lambda r: set_canary(r, domain, None)))
     again = runner.invoke(app, ["adapters", "rollback", "--domain", domain])
     assert again.exit_code == 1 and "no adapter to roll back" in again.output
     assert "no adapter 'nope-v1'" in runner.invoke(app, ["adapters", "show", "nope-v1"]).output
