@@ -2,7 +2,8 @@
 
 - Every record is written with one Lua script that sets `redis_keys.logged(record id)` (NX) and only
   then XADDs: a record replayed twice (say, the process died after XADD but before trimming the
-  spool) is stored once.
+  spool) is stored once. A feedback's script also claims its (trace, source) in the same step: one feedback
+  per source, and never a claim whose record was lost.
 - When an XADD fails or times out, the record goes to the spool file (fsynced JSON lines) and so do
   all later records until the spool is replayed, so the stream keeps the original order.
 - A background task replays the spool in order when Redis answers again; the spool outlives the
@@ -45,6 +46,22 @@ if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[1]) then
 end
 return false
 """
+# A feedback: the claim of its (trace, source) and its XADD in one step, so that no crash can leave a claim
+# without its record (a client retrying after a lost answer would get 409 for a feedback that was never stored).
+# KEYS: stream, logged(feedback id), feedback_given(trace, source). ARGV: id TTL, MAXLEN, kind, feedback id,
+# fields. Returns 1 when stored now, 0 when this very feedback was stored before, -1 when another one holds the claim.
+FEEDBACK_ONCE = """
+local owner = redis.call('GET', KEYS[3])
+if owner and owner ~= ARGV[4] then
+  return -1
+end
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[1])
+if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[1]) then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 5))
+  return 1
+end
+return 0
+"""
 TRACE_KINDS = ("trace", "1")  # "1": ids logged before the kind was recorded
 LOG_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -78,6 +95,7 @@ class TraceLog:
         self.replay_interval_s = replay_interval_s
         self.max_spool_bytes = max_spool_bytes
         self._script = redis.register_script(XADD_ONCE)
+        self._feedback_script = redis.register_script(FEEDBACK_ONCE)
         # Held only while the spool is in use (appending, or trimming after a replay), never across a Redis call
         # of the normal path: concurrent requests XADD concurrently.
         self._lock = asyncio.Lock()
@@ -132,19 +150,32 @@ class TraceLog:
         self._recent[record.trace_id] = None
         while len(self._recent) > self._remember:
             self._recent.popitem(last=False)
-        return await self._append(TRACES_STREAM, record)
+        return bool(await self._append(TRACES_STREAM, record))  # never None: no claim
 
-    async def log_feedback(self, record: FeedbackRecord) -> bool:
-        return await self._append(FEEDBACK_STREAM, record)
+    async def log_feedback(self, record: FeedbackRecord) -> bool | None:
+        """As `_append`, and the one feedback its source may give on the trace: None (nothing written) when the
+        source already gave another one. Claim and record are one Redis step; while records wait in the spool
+        (or Redis is away) a duplicate is refused when Redis can tell, and otherwise left to the trainer, which
+        keeps the first per trace and source (the same key)."""
+        given = redis_keys.feedback_given(record.trace_id, record.source)
+        if self.backlog:
+            with contextlib.suppress(*LOG_ERRORS):
+                owner = await asyncio.wait_for(self.redis.get(given), self.timeout_s)
+                if owner is not None and owner != record.feedback_id:
+                    return None
+        return await self._append(FEEDBACK_STREAM, record, claim=given)
 
-    async def _append(self, stream: str, record: StreamRecord) -> bool:
-        """True when the record is in Redis, False when it waits in the spool (or was dropped: `dropped`).
-        Never raises: a served answer must not become a 500 because its log failed."""
+    async def _append(self, stream: str, record: StreamRecord, claim: str | None = None) -> bool | None:
+        """True when the record is in Redis, False when it waits in the spool (or was dropped: `dropped`), None
+        when `claim` (a feedback's key) is held by another record. Never raises: a served answer must not become
+        a 500 because its log failed."""
         fields = record.to_fields()
         if self.backlog == 0:
             try:
-                await self._xadd(stream, fields)
-                return True
+                if claim is None:
+                    await self._xadd(stream, fields)
+                    return True
+                return await self._xadd_claimed(stream, fields, claim)
             except LOG_ERRORS as exc:
                 logger.warning("Redis unavailable (%s): spooling to %s", exc, self.spool_path)
         async with self._lock:  # every later record follows into the spool until it is replayed: order kept
@@ -171,6 +202,12 @@ class TraceLog:
         args = [KEEP_IDS_S, self.maxlen, fields["kind"], *[x for kv in fields.items() for x in kv]]
         keys = [stream, logged(fields["id"])]
         await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout_s)
+
+    async def _xadd_claimed(self, stream: str, fields: dict[str, str], claim: str) -> bool | None:
+        args = [KEEP_IDS_S, self.maxlen, fields["kind"], fields["id"], *[x for kv in fields.items() for x in kv]]
+        keys = [stream, logged(fields["id"]), claim]
+        done = await asyncio.wait_for(self._feedback_script(keys=keys, args=args), self.timeout_s)
+        return None if done == -1 else True
 
     def _spool_line(self, line: str) -> None:
         """Append one line and fsync it; a write cut short (disk full) is truncated away, leaving no torn line."""
@@ -310,17 +347,6 @@ class TraceLog:
             except Exception:  # noqa: BLE001 - the replayer must survive anything and try again
                 stop_if_cancelled()
                 logger.exception("spool replay failed")
-
-    async def claim_feedback(self, trace_id: str, source: str, feedback_id: str) -> bool | None:
-        """Record that `source` gave feedback `feedback_id` on the trace: False when it already gave one, None
-        when Redis cannot tell (then the trainer, which checks the same key, keeps only the first)."""
-        try:
-            key = redis_keys.feedback_given(trace_id, source)
-            return bool(
-                await asyncio.wait_for(self.redis.set(key, feedback_id, nx=True, ex=KEEP_IDS_S), self.timeout_s)
-            )
-        except LOG_ERRORS:
-            return None
 
     # --- reading --------------------------------------------------------------------------
     async def trace_known(self, trace_id: str) -> bool | None:

@@ -5,14 +5,21 @@ it; the trainer, which may read records spooled while Redis was away, counts eac
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+from unittest.mock import AsyncMock
 
 import httpx
 import pytest
 
 from services.orchestrator.app import create_app
+from services.orchestrator.metrics import Metrics
+from services.orchestrator.protocol import FeedbackRequest
+from services.orchestrator.routes.feedback import feedback as feedback_route
+from services.orchestrator.tracelog import TraceLog
 from services.trainer.store import TrainerStore
 from shared import redis_keys
 from shared.data.example import Example
+from shared.records import FeedbackRecord
 from tests.support.fake_upstream import fake_upstream
 from tests.support.servers import serve_app
 from tests.support.settings import orch_settings
@@ -74,3 +81,31 @@ def test_feedback_names_a_trace_not_another_feedback(app_url):
     assert given.status_code == 202
     r = feedback(app_url, {"id": given.json()["id"], "score": 1.0})
     assert r.status_code == 404 and r.json()["error"]["code"] == "trace_not_found"
+
+
+async def test_a_feedback_cut_off_before_it_was_stored_can_be_sent_again(private_redis, tmp_path):
+    """A client whose feedback request died (orchestrator killed, connection lost) sends it again; the retry gets
+    202, or 409 only when the first attempt was stored. The chaos run lost a feedback this way: the handler
+    claimed (trace, source) in Redis, the process was killed before the XADD, and the retry was refused as a
+    duplicate. Here the handler dies where it appends the record; whatever it wrote before that stays."""
+
+    class Killed(BaseException):
+        """The process died here."""
+
+    redis = redis_keys.connect(private_redis.url)
+    log = TraceLog(redis, tmp_path / "spool.jsonl")
+    state = SimpleNamespace(log=log, metrics=Metrics())
+    body = FeedbackRequest(id="tr-cutoff-1", score=1.0, source="cutoff")
+    await redis.set(redis_keys.logged(body.id), "trace", ex=60)
+    append = log._append
+    try:
+        log._append = AsyncMock(side_effect=Killed)  # type: ignore[method-assign]
+        with pytest.raises(Killed):
+            await feedback_route(body, state)  # type: ignore[arg-type]
+        log._append = append  # type: ignore[method-assign]
+        receipt = await feedback_route(body, state)  # type: ignore[arg-type]
+        stored = [FeedbackRecord.from_fields(f) for _, f in await redis.xrange(redis_keys.FEEDBACK_STREAM)]
+        assert [r.feedback_id for r in stored if r.trace_id == body.id] == [receipt.id]
+    finally:
+        log.close()
+        await redis.aclose()

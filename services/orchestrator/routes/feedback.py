@@ -26,13 +26,12 @@ async def feedback(body: FeedbackRequest, state: AppState = Depends(get_state)) 
         correct_answer=body.correct_answer,
         comment=body.comment,
     )
-    if await state.log.claim_feedback(body.id, body.source, record.feedback_id) is False:
+    if await state.log.log_feedback(record) is None:
         raise APIError(
             409,
             f"{body.source!r} already gave feedback on trace {body.id!r}: one feedback per trace and source",
             param="id",
             code="feedback_exists",
         )
-    await state.log.log_feedback(record)
     state.metrics.log_backlog.set(state.log.backlog)
     return FeedbackResponse(id=record.feedback_id, trace_id=body.id)
