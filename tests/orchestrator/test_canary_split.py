@@ -10,6 +10,14 @@ from shared import redis_keys
 from shared.adapters import Canary, set_active_adapter, set_canary
 
 
+async def until(check, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no notification arrived")
+
+
 async def test_the_cache_follows_a_canary_and_splits_requests(private_redis):
     redis = redis_keys.connect(private_redis.url)
     notified, polled = AdapterAliases(redis_keys.connect(private_redis.url)), AdapterAliases(redis, refresh_s=3600)
@@ -18,10 +26,7 @@ async def test_the_cache_follows_a_canary_and_splits_requests(private_redis):
         await set_active_adapter(redis, "split", "split-v1")
         await asyncio.sleep(0.3)  # subscribed
         await set_canary(redis, "split", Canary(adapter="split-v2", weight=0.25, active="split-v1"))
-        for _ in range(50):
-            if notified.canary("split") is not None:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: notified.canary("split") is not None)
         await polled.refresh()  # the periodic re-read finds it too (a missed notification)
         for aliases in (notified, polled):
             assert aliases.get("split") == "split-v1" and aliases.canary("split").adapter == "split-v2"
@@ -29,7 +34,7 @@ async def test_the_cache_follows_a_canary_and_splits_requests(private_redis):
             assert set(picks) == {"split-v1", "split-v2"} and 0.22 < picks.count("split-v2") / 4000 < 0.28
             assert len({aliases.pick("split", "user-7") for _ in range(20)}) == 1
         await set_active_adapter(redis, "split", "split-v2")  # a promotion ends the canary everywhere
-        await asyncio.sleep(0.3)
+        await until(lambda: notified.canary("split") is None)
         await polled.refresh()
         for aliases in (notified, polled):
             assert aliases.canary("split") is None and aliases.pick("split", "tr-1") == "split-v2"
