@@ -78,8 +78,8 @@ class CanaryReleases:
         baseline = {}
         for adapter in (active, name):
             baseline[adapter or BASE_ADAPTER] = await self.store.live_totals(domain, adapter)
-        canary = Canary(adapter=name, weight=weight or self.settings.canary_weight, baseline=baseline)
-        canary = await self.swapper.start_canary(domain, canary)
+        canary = Canary(adapter=name, weight=weight or self.settings.canary_weight, active=active, baseline=baseline)
+        await self.swapper.start_canary(domain, canary)
         logger.info("%s: canary %s on %.0f%% of requests beside %s", domain, name, 100 * canary.weight, active)
         return canary
 

@@ -7,6 +7,7 @@ or one made for another base before it can reach vLLM.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -183,8 +184,12 @@ class AdapterRegistry:
         """The versions of `domain` every weak replica must hold (`<served_dir>/.desired/<domain>.json`): what a
         replica's readiness check (services/weak_server/ready.py) loads before it takes traffic."""
         target = served_dir / DESIRED_DIR / f"{domain}.json"
+        text = json.dumps(sorted(names))
+        with contextlib.suppress(OSError):
+            if target.read_text() == text:  # the reconcile loop asks every 10 s: no fsync when nothing changed
+                return
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(target, json.dumps(sorted(names)), crash_point=None)  # not a manifest
+        _write_atomically(target, text, crash_point=None)  # not a manifest
 
     def update_metrics(self, name: str, metrics: dict[str, float]) -> AdapterManifest:
         manifest = self.get(name)

@@ -174,18 +174,18 @@ class AdapterSwapper:
         self._retire_later(domain)
         return seconds
 
-    async def start_canary(self, domain: str, canary: Canary) -> Canary:
-        """Load and verify the candidate on every replica, then give it the canary's share of the traffic
-        (beside the active version, which the returned canary names)."""
+    async def start_canary(self, domain: str, canary: Canary) -> None:
+        """Load and verify the candidate on every replica, then give it the canary's share of the traffic, beside
+        `canary.active`, which must still be the domain's active version (its baseline was read for it)."""
         async with self._lock(domain):
             active = await get_active_adapter(self.redis, domain)
             if canary.adapter == active:
                 raise AdapterError(f"{canary.adapter} is already {domain}'s active version")
+            if canary.active != active:
+                raise AdapterError(f"{domain}'s active version changed to {active} meanwhile: start the canary again")
             await self.load_verified(canary.adapter)
-            canary = canary.model_copy(update={"active": active})
             await set_canary(self.redis, domain, canary)
             await self._record_desired(domain)
-            return canary
 
     async def end_canary(self, domain: str, name: str) -> None:
         """Take the candidate's share back to the active version (a rollback of the canary); it is unloaded

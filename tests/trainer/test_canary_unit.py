@@ -115,6 +115,9 @@ async def test_an_alias_change_ends_the_canary_and_by_hand_needs_one_running(rel
     await canaries.start(DOMAIN, v2)
     with pytest.raises(AdapterError, match="already"):
         await canaries.start(DOMAIN, v1)
+    stale = Canary(adapter=v2, weight=0.1, active=None)  # its baseline was read before v1 became active
+    with pytest.raises(AdapterError, match="changed to acme-v1 meanwhile"):
+        await canaries.swapper.start_canary(DOMAIN, stale)
     await canaries.swapper.rollback(DOMAIN)  # an operator's rollback of the alias
     assert await get_canary(redis, DOMAIN) is None
     assert json.loads(redis.published[-1][1])["canary"] is None
