@@ -35,6 +35,7 @@ from shared.data import loaders
 from shared.data.example import Example
 from shared.data.synthetic import is_fact_card
 from shared.domains import DomainSpec
+from shared.knowledge import Knowledge, derive_facts, domain_knowledge
 from shared.metrics import normalize
 from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
 
@@ -82,6 +83,7 @@ class DemoConfig:
 class DemoState:
     phases: list[dict] = field(default_factory=list)
     rounds: list[dict] = field(default_factory=list)
+    knowledge: dict = field(default_factory=dict)  # the knowledge step: source, statements, coverage, extraction
 
 
 def load_domain(cfg: DemoConfig) -> tuple[list[Example], list[Example]]:
@@ -113,6 +115,15 @@ def load_spec(cfg: DemoConfig, evaluation: list[Example]) -> DomainSpec | None:
                 f"questions: {leaked}"
             )
     return spec
+
+
+def true_facts(cfg: DemoConfig) -> set[str] | None:
+    """The statements a generated domain was built from (None for a domain whose true facts are unknown)."""
+    if cfg.domain == "synthetic" and not cfg.domain_dir:
+        from shared.data.synthetic import true_facts as synthetic_facts
+
+        return synthetic_facts(seed=cfg.seed, size=cfg.size)
+    return None
 
 
 def traffic_items(train: list[Example], cfg: DemoConfig) -> list[Example]:
@@ -159,18 +170,22 @@ class Demo:
                     "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.cfg).items()},
                     "command": self.cfg.command,
                     "phases": self.state.phases,
+                    "knowledge": self.state.knowledge,
                 },
                 indent=2,
             )
         )
         (self.domain_dir / "training.json").write_text(json.dumps(self.state.rounds, indent=2))
 
-    async def evaluate(self, examples: list[Example], mode: str, label: str, round_: int | None = None) -> dict:
+    async def evaluate(
+        self, examples: list[Example], mode: str, label: str, round_: int | None = None, lookup: bool | None = None
+    ) -> dict:
         run = EvalRun(
             self.cfg.domain,
             mode,
             label=label,
             round=round_,
+            lookup=lookup,
             concurrency=self.cfg.concurrency,
             weak_max_tokens=self.cfg.weak_max_tokens,
             strong_max_tokens=self.cfg.strong_max_tokens,
@@ -185,7 +200,53 @@ class Demo:
         self.say(f"   {label}: {meta['items']} items, {meta['errors']} errors, {meta['wall_s']:.0f}s")
         return meta
 
-    async def sft(self, train: list[Example]) -> str:
+    async def knowledge(self, train: list[Example], evaluation: list[Example]) -> Knowledge | None:
+        """The domain's knowledge for lookup (its knowledge file, else statements derived from the train split),
+        None when its spec puts the facts in the weights. Records how many evaluation questions it covers (every
+        fact statement of the gold rationale is in it) and, where the true facts are known, the extraction's
+        precision and recall."""
+        if domains.get(self.cfg.domain).knowledge.mechanism != "lookup":
+            self.say("   the domain's spec says `weights`: no lookup, the facts go into the adapter")
+            self.state.knowledge = {"mechanism": "weights"}
+            return None
+        knowledge = domain_knowledge(self.cfg.domain_dir, [e.model_dump() for e in train])
+        statements = {normalize(f) for f in knowledge.facts}
+        covered = [
+            e.id
+            for e in evaluation
+            if e.rationale and all(normalize(f) in statements for f in derive_facts([e.model_dump()]))
+        ]
+        info = {
+            "mechanism": "lookup",
+            "source": knowledge.source,
+            "facts": len(knowledge.facts),
+            "sha256": knowledge.sha256,
+            "covered": covered,
+            "coverage": len(covered) / max(1, sum(bool(e.rationale) for e in evaluation)),
+            "sample": list(knowledge.facts[:5]),
+        }
+        if truth := true_facts(self.cfg):
+            got = set(knowledge.facts)
+            info["extraction"] = {
+                "true": len(truth),
+                "precision": len(got & truth) / max(1, len(got)),
+                "recall": len(got & truth) / len(truth),
+            }
+        self.state.knowledge = info
+        origin = "from the domain's knowledge" if knowledge.source == "file" else "derived from the train split"
+        extraction = info.get("extraction")
+        self.say(
+            f"   {len(knowledge.facts)} fact statements {origin}, covering {info['coverage']:.0%} of the evaluation "
+            "questions"
+            + (
+                f"; extraction precision {extraction['precision']:.0%}, recall {extraction['recall']:.0%}"
+                if extraction
+                else ""
+            )
+        )
+        return knowledge
+
+    async def sft(self, train: list[Example], knowledge: Knowledge | None = None) -> str:
         registry = AdapterRegistry(self.trainer.adapters_dir)
         redis = redis_keys.connect(self.trainer.endpoints.redis_url)
         swapper = AdapterSwapper(self.trainer, registry, redis)
@@ -205,6 +266,7 @@ class Demo:
                 threads=self.cfg.train_threads,
                 epochs=self.cfg.sft_epochs,
                 stop_rows=stop or None,
+                knowledge=knowledge,
             )
         finally:
             await swapper.aclose()
@@ -347,9 +409,15 @@ class Demo:
         try:
             await self.store.set_manual_rounds(cfg.domain, True, ttl_s=PAUSE_TTL_S)
             await self.store.reset(cfg.domain)  # a fresh experiment: no pairs or gate items of an earlier run
-            await self.phase("SFT of the weak adapter", self.sft(train))
+            knowledge = await self.phase("knowledge: the domain's fact statements", self.knowledge(train, evaluation))
+            await self.phase("SFT of the weak adapter", self.sft(train, knowledge))
             await self.phase("evaluate weak alone", self.evaluate(evaluation, "weak", "Weak alone (SFT)"))
             await self.phase("evaluate strong alone", self.evaluate(evaluation, "strong", "Strong alone"))
+            if knowledge is not None:  # what a user would build instead: the strong model with the same lookup
+                await self.phase(
+                    "evaluate strong + retrieval",
+                    self.evaluate(evaluation, "strong", "Strong + retrieval", lookup=True),
+                )
             await self.phase(
                 "evaluate collaboration",
                 self.evaluate(evaluation, "collab", "Collaboration (SFT adapter, before DPO)", round_=0),

@@ -48,10 +48,14 @@ class EvalRun:
     concurrency: int = 8
     weak_max_tokens: int | None = None  # None: serving's limits
     strong_max_tokens: int | None = None
+    # Knowledge lookup (the request's `lookup`): None = the domain's way; True with mode strong = strong +
+    # retrieval; False with mode weak = the adapter without its lookup (the facts must be in its weights).
+    lookup: bool | None = None
 
     @property
     def run_id(self) -> str:
-        return self.mode if self.mode in ("strong", "oracle") else f"{self.mode}@{self.adapter or BASE}"
+        base = self.mode if self.mode in ("strong", "oracle") else f"{self.mode}@{self.adapter or BASE}"
+        return base if self.lookup is None else f"{base}{'+' if self.lookup else '-'}lookup"
 
 
 @dataclass
@@ -114,6 +118,8 @@ async def _ask(client: httpx.AsyncClient, run: EvalRun, adapter: str | None, ex:
         "strong": _sampling(run.strong_max_tokens),
         "metadata": {"source": "eval", "item": ex.id},
     }
+    if run.lookup is not None:
+        body["lookup"] = run.lookup
     if run.mode == "oracle":
         if not ex.rationale:
             raise ValueError("the oracle needs the example's gold rationale; this example has none")
@@ -131,6 +137,8 @@ async def _ask(client: httpx.AsyncClient, run: EvalRun, adapter: str | None, ex:
         "degraded": out["degraded"],
         "weak_tokens": _tokens(out["weak"].get("usage")),
         "strong_tokens": _tokens(out["strong"].get("usage")),
+        "facts": out.get("facts"),
+        "facts_missing": out.get("facts_missing"),
     }
 
 
@@ -250,6 +258,8 @@ def same_answer(answer: str, draft: str) -> bool:
 
 
 def default_label(run: EvalRun) -> str:
+    if run.mode == "strong" and run.lookup:
+        return "Strong + retrieval"
     return {
         "weak": f"Weak alone ({run.adapter or BASE})",
         "strong": "Strong alone",

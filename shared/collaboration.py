@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared.knowledge import KnowledgeCache, Lookup
 from shared.prompts import DraftFormat, get_domain, strong_alone_messages, strong_messages, weak_messages
 from shared.records import Usage
 from shared.upstream import Upstream, UpstreamError
@@ -62,6 +63,11 @@ class Ask:
     strong: dict[str, Any] = field(default_factory=dict)
     mode: Mode = "collab"
     draft: str | None = None  # a given draft to refine instead of the weak model's (e.g. a gold rationale)
+    # Knowledge lookup (shared/knowledge.py): None = the domain's way (drafts look up when its spec says
+    # `lookup`; the strong model alone never does); True / False force it. True with mode "strong" is
+    # strong + retrieval: the strong model alone, given the facts the weak model would get.
+    lookup: bool | None = None
+    facts: Lookup | None = None  # what the lookup returned (filled by `Collaboration.look_up`)
 
 
 @dataclass
@@ -132,16 +138,34 @@ async def _complete(upstream: Upstream, payload: dict, headers: dict[str, str] |
 
 class Collaboration:
     def __init__(
-        self, weak: Upstream, strong: Upstream, weak_model: str, strong_model: str, limits: Limits | None = None
+        self,
+        weak: Upstream,
+        strong: Upstream,
+        weak_model: str,
+        strong_model: str,
+        limits: Limits | None = None,
+        knowledge: KnowledgeCache | None = None,
     ):
         self.weak, self.strong = weak, strong
         self.weak_model, self.strong_model = weak_model, strong_model
         self.limits = limits or Limits()
+        self.knowledge = knowledge
+
+    async def look_up(self, ask: Ask) -> Lookup | None:
+        """Fill `ask.facts` from the knowledge the drafting adapter version was trained with (the domain's newest
+        for the base model), when the request or the domain's spec asks for a lookup. No knowledge published:
+        no lookup (the prompt is the plain one)."""
+        if ask.facts is None and self.knowledge is not None:
+            use = get_domain(ask.domain).knowledge
+            wanted = ask.lookup if ask.lookup is not None else use.mechanism == "lookup" and ask.mode != "strong"
+            if wanted and (index := await self.knowledge.index(ask.domain, ask.adapter)) is not None:
+                ask.facts = index.search(ask.question, use.top_k)
+        return ask.facts
 
     # --- requests -------------------------------------------------------------------------
     def draft_payload(self, ask: Ask, n: int | None = None) -> dict:
         """The weak model's chat request; `n` > 1 samples several drafts in one request (feedback)."""
-        messages = weak_messages(ask.question, ask.domain, ask.context, _draft_format(ask), ask.history)
+        messages = weak_messages(ask.question, ask.domain, ask.context, _draft_format(ask), ask.history, ask.facts)
         payload = {
             "model": ask.adapter or self.weak_model,
             "max_tokens": self.limits.weak_max_tokens,
@@ -156,7 +180,8 @@ class Collaboration:
         if draft:
             messages = strong_messages(ask.question, draft, ask.domain, ask.context, _draft_format(ask), ask.history)
         else:
-            messages = strong_alone_messages(ask.question, ask.domain, ask.context, ask.history)
+            facts = ask.facts if ask.lookup else None  # strong + retrieval only when asked for
+            messages = strong_alone_messages(ask.question, ask.domain, ask.context, ask.history, facts)
         return {
             "model": self.strong_model,
             "max_tokens": self.limits.strong_max_tokens,
@@ -168,10 +193,12 @@ class Collaboration:
     async def draft(self, ask: Ask, headers: dict[str, str] | None = None) -> Stage:
         """The weak model's draft; never raises (a failure is in `stage.error`)."""
         stage = Stage(model=self.weak_model, adapter=ask.adapter)
+        await self.look_up(ask)
         return await _complete(self.weak, self.draft_payload(ask), headers, stage)
 
     async def drafts(self, ask: Ask, n: int) -> list[str]:
         """`n` sampled drafts in one request (vLLM batches them); raises UpstreamError."""
+        await self.look_up(ask)
         body = await self.weak.chat(self.draft_payload(ask, n))
         return [c["message"]["content"] or "" for c in body["choices"]]
 
@@ -204,6 +231,7 @@ class Collaboration:
                 raise CollaborationFailed("weak_unavailable", f"the weak model failed: {draft.error}")
             return Outcome(draft, Stage(), draft.text, None)
         if ask.mode == "strong":
+            await self.look_up(ask)
             strong = await self.refine(ask, None, headers)
             if strong.error is not None:
                 raise CollaborationFailed("strong_unavailable", f"the strong model failed: {strong.error}")

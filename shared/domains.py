@@ -103,6 +103,22 @@ class Demonstration(BaseModel):
     answer: str = Field(min_length=1, max_length=500)
 
 
+class KnowledgeUse(BaseModel):
+    """How the weak model gets the domain's facts (shared/knowledge.py).
+
+    Args:
+        mechanism: `lookup` (the statements a BM25 lookup returns for the question are in the draft prompt, and
+            the adapter is trained on such prompts) or `weights` (no lookup: the facts must be in the adapter's
+            weights, the paper's way).
+        top_k: how many statements a lookup puts in the prompt.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mechanism: Literal["lookup", "weights"] = "lookup"
+    top_k: int = Field(default=3, ge=1, le=10)
+
+
 class DomainSpec(BaseModel):
     """One domain, as data.
 
@@ -120,6 +136,9 @@ class DomainSpec(BaseModel):
         draft_format: what the weak model drafts: `cot` (reasoning + answer, the paper's best), `knowledge`
             or `answer`.
         demonstrations: worked examples shown to the strong model before the question (at most 4).
+        knowledge: how the weak model gets the domain's facts (lookup in the domain's knowledge, or its weights);
+            the knowledge itself comes with the domain directory (`knowledge.jsonl` or `knowledge/`) or is
+            derived from the train split's rationales and contexts.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -133,6 +152,7 @@ class DomainSpec(BaseModel):
     metric: Metric = Field(default_factory=lambda: Metric(type="contains_or_f1"))
     draft_format: DraftFormat = DraftFormat.cot
     demonstrations: list[Demonstration] = Field(default_factory=list, max_length=4)
+    knowledge: KnowledgeUse = Field(default_factory=KnowledgeUse)
 
     @model_validator(mode="after")
     def _work_needs_answer_line(self) -> DomainSpec:

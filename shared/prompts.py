@@ -12,6 +12,7 @@ from __future__ import annotations
 from string import Template
 
 from shared.domains import DEFAULT_DOMAIN, Demonstration, DomainSpec, DraftFormat, get
+from shared.knowledge import Lookup
 
 __all__ = ["DEFAULT_DOMAIN", "DraftFormat", "get_domain", "strong_alone_messages", "strong_messages", "weak_messages"]
 
@@ -27,13 +28,19 @@ _DRAFT_KINDS = {
     DraftFormat.answer: "answer",
 }
 
-WEAK = Template("$task\n\n${context}Question: $question\n\n$instruction")
+WEAK = Template("$task\n\n${facts}${context}Question: $question\n\n$instruction")
+# Said after the draft instruction when the prompt carries looked-up facts: the weak model is trained on such
+# prompts to copy the facts about the question's own items and to say when none is about them.
+USE_FACTS = (
+    "Use only the facts above that are about the items in the question; if a fact you need is not there, "
+    "say which one is missing."
+)
 STRONG = Template(
     "$task\n\n${context}Question: $question\n\n"
     "A domain-specialised assistant drafted the following $draft_kind:\n---\n$draft\n---\n"
     "Using your own reasoning, briefly verify this draft and correct it if it is wrong. $answer_instruction"
 )
-STRONG_ALONE = Template("$task\n\n${context}Question: $question\n\n$answer_instruction")
+STRONG_ALONE = Template("$task\n\n${facts}${context}Question: $question\n\n$answer_instruction")
 
 Messages = list[dict[str, str]]
 
@@ -60,16 +67,32 @@ def _context(context: str | None) -> str:
     return f"Context:\n{context.strip()}\n\n" if context and context.strip() else ""
 
 
+def facts_block(lookup: Lookup | None) -> str:
+    """The looked-up statements as the prompt shows them ("" when the request made no lookup)."""
+    if lookup is None:
+        return ""
+    lines = [f"- {f}" for f in lookup.facts] or ["- none"]
+    if lookup.missing:
+        lines.append(f"No fact found about: {', '.join(lookup.missing)}.")
+    return "Facts found for this question:\n" + "\n".join(lines) + "\n\n"
+
+
 def _reply(demo: Demonstration, d: DomainSpec) -> str:
     return f"Work: {demo.work}\nAnswer: {demo.answer}" if d.work_line else f"Answer: {demo.answer}"
 
 
 def _strong_prompt(
-    d: DomainSpec, question: str, context: str | None, draft: str | None, draft_format: DraftFormat
+    d: DomainSpec,
+    question: str,
+    context: str | None,
+    draft: str | None,
+    draft_format: DraftFormat,
+    lookup: Lookup | None = None,
 ) -> str:
     if draft is None:
         return STRONG_ALONE.substitute(
             task=d.task,
+            facts=facts_block(lookup),
             context=_context(context),
             question=question.strip(),
             answer_instruction=_answer_instruction(d),
@@ -99,13 +122,17 @@ def weak_messages(
     context: str | None = None,
     draft_format: DraftFormat = DraftFormat.cot,
     history: Messages | None = None,
+    lookup: Lookup | None = None,
 ) -> Messages:
+    """The weak model's draft request; `lookup`: the facts a knowledge lookup returned (None: no lookup)."""
     d = get_domain(domain)
+    instruction = _DRAFT_INSTRUCTIONS[DraftFormat(draft_format)]
     prompt = WEAK.substitute(
         task=d.task,
+        facts=facts_block(lookup),
         context=_context(context),
         question=question.strip(),
-        instruction=_DRAFT_INSTRUCTIONS[DraftFormat(draft_format)],
+        instruction=f"{USE_FACTS} {instruction}" if lookup is not None else instruction,
     )
     return [*(history or []), {"role": "user", "content": prompt}]
 
@@ -124,8 +151,14 @@ def strong_messages(
 
 
 def strong_alone_messages(
-    question: str, domain: str | None = None, context: str | None = None, history: Messages | None = None
+    question: str,
+    domain: str | None = None,
+    context: str | None = None,
+    history: Messages | None = None,
+    lookup: Lookup | None = None,
 ) -> Messages:
+    """The strong model without a draft; with `lookup`, given the same looked-up facts the weak model would get
+    (strong + retrieval: what a user would build instead of a weak model)."""
     d = get_domain(domain)
-    prompt = _strong_prompt(d, question, context, None, DraftFormat.cot)
+    prompt = _strong_prompt(d, question, context, None, DraftFormat.cot, lookup)
     return [*_demonstrations(d, False, DraftFormat.cot), *(history or []), {"role": "user", "content": prompt}]

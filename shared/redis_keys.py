@@ -57,6 +57,20 @@ def adapter_history(domain: str) -> str:
 DOMAIN_SPECS = "cowest:domains"  # hash: domain name -> spec JSON
 DOMAINS_CHANGED_CHANNEL = "cowest:domains:changed"
 
+# --- knowledge: a domain's fact statements, versioned with the adapter trained on them (shared/knowledge.py) -----
+KNOWLEDGE_PATTERN = "cowest:knowledge:*"
+
+
+def knowledge(adapter: str) -> str:
+    """JSON of the knowledge an adapter version drafts with (written by the trainer before the version serves)."""
+    return f"cowest:knowledge:adapter:{adapter}"
+
+
+def domain_knowledge(domain: str) -> str:
+    """JSON of a domain's newest knowledge: drafts without an adapter, and strong + retrieval, look up there."""
+    return f"cowest:knowledge:domain:{domain}"
+
+
 # --- the trainer's state -------------------------------------------------------------------------------
 TRAINER_DOMAINS = "cowest:trainer:domains"  # set: every domain with trainer state (no keyspace SCAN per pass)
 ROUND_PATTERN = "cowest:round:*"
@@ -145,7 +159,7 @@ def acl_rules(service: Literal["orchestrator", "trainer"]) -> str:
     orchestrator credential can neither read the trainer's pairs nor touch adapters, and neither can flush,
     reconfigure or read the whole keyspace. Commands run by Lua scripts are checked against the same rules."""
     if service == "orchestrator":
-        reads = [ACTIVE_ADAPTER_PATTERN, CANARY_PATTERN]
+        reads = [ACTIVE_ADAPTER_PATTERN, CANARY_PATTERN, KNOWLEDGE_PATTERN]
         # Read and write (Redis counts XADD and SET as both): its streams, its id keys, the domain specs.
         writes = [TRACES_STREAM, FEEDBACK_STREAM, logged("*"), feedback_given("*", "*"), DOMAIN_SPECS, ACTIVE_DOMAINS]
         # No SCAN (it lists every key name): the one-time migration of pre-set aliases is skipped under this user.

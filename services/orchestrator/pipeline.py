@@ -27,6 +27,7 @@ from shared.adapters import BASE_ADAPTER
 from shared.collaboration import Ask, Collaboration, Mode, Stage, draft_degraded, parse_usage
 from shared.domains import DraftFormat
 from shared.domains import get as get_domain
+from shared.knowledge import KnowledgeCache
 from shared.records import TraceRecord, Usage
 from shared.upstream import Upstream, UpstreamError
 
@@ -70,6 +71,7 @@ class Question:
     mode: Mode | None = None  # collab | weak | strong (one model alone); None: the draft policy decides
     draft: str | None = None  # a given draft to refine instead of the weak model's
     user: str | None = None  # the end user (OpenAI `user`): keeps one user on one version during a canary
+    lookup: bool | None = None  # knowledge lookup: None = the domain's way (shared/collaboration.py `Ask.lookup`)
 
 
 @dataclass
@@ -143,7 +145,9 @@ class Collaborator:
     ):
         self.settings, self.aliases, self.log, self.metrics = settings, aliases, log, metrics
         ends = settings.endpoints
-        self.collab = Collaboration(weak, strong, ends.weak_model, ends.strong_model, settings.limits())
+        self.collab = Collaboration(
+            weak, strong, ends.weak_model, ends.strong_model, settings.limits(), KnowledgeCache(log.redis)
+        )
 
     def domains(self) -> list[str]:
         """The domains served now: the configured built-ins, registered specs, and any with an active adapter."""
@@ -177,6 +181,7 @@ class Collaborator:
             strong=q.strong,
             mode=mode,
             draft=q.draft,
+            lookup=q.lookup,
         )
 
     # --- whole requests -------------------------------------------------------------------
@@ -195,6 +200,7 @@ class Collaborator:
         request runs the strong model alone."""
         ask = self.resolve(q, ctx)
         if ask.mode == "strong":
+            await self.collab.look_up(ask)  # strong + retrieval, when asked for
             return Drafted(ask, Stage())
         stage = await self.collab.draft(ask, ctx.headers())
         self._observe("weak", q.domain, stage)

@@ -140,6 +140,10 @@ class CollaborateRequest(RequestModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     # An end-user id, as OpenAI's `user`: while a domain runs a canary, one user stays on one version.
     user: str | None = Field(default=None, max_length=256)
+    # Look the question up in the domain's knowledge and show the weak model what was found. Unset: the domain's
+    # way (its spec's `knowledge.mechanism`; the strong model alone never looks up). true with mode `strong`:
+    # strong + retrieval (the strong model alone, given the same facts).
+    lookup: bool | None = None
 
     @model_validator(mode="after")
     def _one_question(self) -> CollaborateRequest:
@@ -226,6 +230,10 @@ class CollaborateResponse(BaseModel):
     strong: StageInfo
     degraded: str | None = None
     latency_ms: float
+    # What the knowledge lookup gave the model (null: no lookup ran): the statements shown, and the question's
+    # names no statement mentions (the model was told the fact is missing).
+    facts: list[str] | None = None
+    facts_missing: list[str] | None = None
 
 
 class FeedbackRequest(RequestModel):

@@ -182,6 +182,7 @@ class Serving:
             mode=body.mode,
             draft=body.draft,
             user=body.user,
+            lookup=body.lookup,
         )
         self._admit()
         try:
@@ -198,6 +199,8 @@ class Serving:
             strong=stage_info(outcome.strong),
             degraded=outcome.degraded,
             latency_ms=outcome.latency_ms,
+            facts=outcome.ask.facts.facts if outcome.ask.facts else None,
+            facts_missing=outcome.ask.facts.missing if outcome.ask.facts else None,
         )
 
     # --- POST /v1/chat/completions ----------------------------------------------------------

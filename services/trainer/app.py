@@ -30,6 +30,7 @@ from shared import domains as domain_specs
 from shared.adapters import get_active_adapter
 from shared.data.example import Example
 from shared.domains import NAME_PATTERN
+from shared.knowledge import KnowledgeCache
 from shared.supervise import stop_if_cancelled, supervised
 from shared.watch import watch
 
@@ -100,7 +101,7 @@ class Trainer:
         self.redis = redis_keys.connect(settings.endpoints.redis_url)
         self.store = TrainerStore(self.redis)
         self.registry = AdapterRegistry(settings.adapters_dir)
-        self.collab = CollabClient(settings)
+        self.collab = CollabClient(settings, KnowledgeCache(self.redis))
         self.swapper = AdapterSwapper(settings, self.registry, self.redis)
         self.canaries = CanaryReleases(settings, self.redis, self.store, self.registry, self.swapper)
         self.collector = Collector(settings, self.redis, self.store, self.collab)

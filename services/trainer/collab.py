@@ -11,7 +11,7 @@ from services.trainer.config import TrainerSettings
 from services.trainer.evaluators import JUDGE_PROMPT, evaluate, parse_judge_score
 from services.trainer.pairs import ScoredDraft
 from shared.collaboration import Ask, Collaboration, Limits
-from shared.prompts import get_domain, weak_messages
+from shared.knowledge import KnowledgeCache
 from shared.upstream import Upstream
 
 GREEDY = {"temperature": 0}  # the gate and evaluation decode greedily: the same item gives the same answer
@@ -33,7 +33,8 @@ class Feedback:
 
 
 class CollabClient:
-    def __init__(self, settings: TrainerSettings):
+    def __init__(self, settings: TrainerSettings, knowledge: KnowledgeCache | None = None):
+        """`knowledge`: where drafts look their facts up (the adapter version's knowledge, as serving does)."""
         self.settings = settings
         ends = settings.endpoints
         key = ends.strong_key()
@@ -54,6 +55,7 @@ class CollabClient:
             ends.weak_model,
             ends.strong_model,
             Limits(weak_max_tokens=settings.draft_max_tokens, strong_max_tokens=settings.strong_max_tokens),
+            knowledge,
         )
 
     async def aclose(self) -> None:
@@ -69,9 +71,13 @@ class CollabClient:
         temperature: float,
         context: str | None = None,
         seed: int | None = None,
-    ) -> list[str]:
+    ) -> tuple[list[str], list[dict[str, str]]]:
+        """`n` sampled drafts and the weak prompt they answer (with the facts the lookup gave, if any): the DPO
+        pairs are trained on exactly that prompt."""
         sampling = {"temperature": temperature} | ({"seed": seed} if seed is not None else {})
-        return await self.collab.drafts(Ask(question, domain, adapter, context=context, weak=sampling), n)
+        ask = Ask(question, domain, adapter, context=context, weak=sampling)
+        drafts = await self.collab.drafts(ask, n)
+        return drafts, self.collab.draft_payload(ask)["messages"]
 
     async def refine(self, question: str, domain: str, draft: str | None, context: str | None = None) -> str:
         stage = await self.collab.refine(Ask(question, domain, context=context, strong=GREEDY), draft)
@@ -111,7 +117,7 @@ class CollabClient:
         seed: int | None = None,
     ) -> Feedback:
         s = self.settings
-        alone, drafts = await asyncio.gather(
+        alone, (drafts, prompt) = await asyncio.gather(
             self.refine(question, domain, None, context),
             self.drafts(question, domain, adapter, s.k_drafts, s.draft_temperature, context, seed),
         )
@@ -120,7 +126,6 @@ class CollabClient:
             evaluate(domain, question, alone, reference, self.judge),
             *(evaluate(domain, question, r, reference, self.judge) for r in refined),
         )
-        prompt = weak_messages(question, domain, context, get_domain(domain).draft_format)
         return Feedback(
             question,
             prompt,

@@ -22,9 +22,11 @@ from pydantic import BaseModel, Field
 from shared.adapters import versioned_name
 from shared.domains import NAME_PATTERN
 from shared.failpoints import failpoint
+from shared.knowledge import Knowledge
 
 logger = logging.getLogger(__name__)
 MANIFEST = "cowest-adapter.json"
+KNOWLEDGE = "knowledge.json"  # a version's knowledge (shared/knowledge.py), published with it
 DESIRED_DIR = ".desired"  # in the served-adapters dir; services/weak_server/ready.py reads it (same name)
 CONTENT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -46,6 +48,11 @@ class AdapterManifest(BaseModel):
     sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)
     created: float = Field(default_factory=time.time)
+    # The knowledge this version was trained to look up in (`knowledge.json` beside the weights): its sha256,
+    # how many statements, and where they came from. None: a version without lookup.
+    knowledge_sha256: str | None = None
+    knowledge_facts: int | None = None
+    knowledge_source: str | None = None
 
 
 def content_sha256(path: Path) -> str:
@@ -135,8 +142,10 @@ class AdapterRegistry:
         pairs: int | None,
         kind: str,
         metrics: dict[str, float] | None = None,
+        knowledge: Knowledge | None = None,
     ) -> AdapterManifest:
-        """Move a freshly trained adapter into the registry under the next version name."""
+        """Move a freshly trained adapter into the registry under the next version name, with the knowledge it
+        was trained to look up in (a DPO version inherits its parent's)."""
         version = self.next_version(domain)
         name = versioned_name(domain, version)
         target = self.domain_dir(domain) / name
@@ -144,6 +153,8 @@ class AdapterRegistry:
         staging = target.with_name(f".{name}.staging")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(trained_dir, staging)
+        if knowledge is not None:
+            _write_atomically(staging / KNOWLEDGE, knowledge.to_json(), crash_point=None)
         manifest = AdapterManifest(
             name=name,
             domain=domain,
@@ -156,6 +167,9 @@ class AdapterRegistry:
             kind=kind,
             sha256=content_sha256(staging),
             metrics=metrics or {},
+            knowledge_sha256=knowledge.sha256 if knowledge else None,
+            knowledge_facts=len(knowledge.facts) if knowledge else None,
+            knowledge_source=knowledge.source if knowledge else None,
         )
         _write_atomically(staging / MANIFEST, manifest.model_dump_json(indent=2))
         os.replace(staging, target)
@@ -190,6 +204,20 @@ class AdapterRegistry:
                 return
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(target, text, crash_point=None)  # not a manifest
+
+    def knowledge(self, name: str) -> Knowledge | None:
+        """The knowledge version `name` looks up in; None for a version without one. A file whose content does not
+        match the manifest's sha256 is refused (a stale or edited copy must not be served)."""
+        manifest, file = self.get(name), self.path(name) / KNOWLEDGE
+        if manifest.knowledge_sha256 is None:
+            return None
+        try:
+            knowledge = Knowledge.from_json(file.read_text())
+        except (OSError, ValueError, KeyError) as exc:
+            raise AdapterError(f"{name}: unreadable knowledge file ({exc.__class__.__name__})") from exc
+        if knowledge.sha256 != manifest.knowledge_sha256:
+            raise AdapterError(f"{name}: its knowledge does not match the manifest's sha256")
+        return knowledge
 
     def update_metrics(self, name: str, metrics: dict[str, float]) -> AdapterManifest:
         manifest = self.get(name)

@@ -218,6 +218,8 @@ class RoundRunner:
             pairs=len(pairs),
             kind="dpo",
             metrics={"final_loss": result.train["loss"][-1]} if result.train["loss"] else {},
+            # DPO trained on prompts with the parent's lookups: the candidate looks up in the same knowledge.
+            knowledge=self.registry.knowledge(active) if active and self._ours(active) else None,
         )
         result.candidate = manifest.name
         failpoint("round.registered")

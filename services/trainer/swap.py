@@ -30,6 +30,7 @@ from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.replicas import Admin, WeakReplicas
 from services.weak_server.admin_client import VllmAdminError
+from shared import knowledge as shared_knowledge
 from shared import redis_keys
 from shared.adapters import BASE_ADAPTER, Canary, get_active_adapter, get_canary, set_active_adapter, set_canary
 
@@ -106,6 +107,8 @@ class AdapterSwapper:
             name, base_model_path=self.settings.base_model_dir, max_rank=self.settings.max_lora_rank
         )
         self._publish(name)
+        if (knowledge := self.registry.knowledge(name)) is not None:  # before any request can draft with it
+            await shared_knowledge.publish(self.redis, name, knowledge)
         ready = await self.replicas.ready()
         if not ready:
             raise AdapterError(f"no weak replica is ready to load {name}")
@@ -168,6 +171,8 @@ class AdapterSwapper:
             if from_canary and getattr(await get_canary(self.redis, domain), "adapter", None) != name:
                 raise AdapterError(f"{name} is not {domain}'s canary (any more)")
             await self.load_verified(name)
+            if (knowledge := self.registry.knowledge(name)) is not None:  # base drafts, strong + retrieval
+                await self.redis.set(redis_keys.domain_knowledge(domain), knowledge.to_json())
             await set_active_adapter(self.redis, domain, name, history="push")
             seconds = time.perf_counter() - t0
             await self._record_desired(domain)

@@ -10,6 +10,7 @@ questions combine the same facts in new ways, so no eval question or answer is i
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from shared.data.example import Example
@@ -158,6 +159,18 @@ def generate(
             asked.add(items[-1].question)
             evaluation.append(items[-1])
     return {"train": train, "eval": evaluation[:eval_size] if eval_size else evaluation}
+
+
+def true_facts(seed: int = 0, size: int = 120) -> set[str]:
+    """The statements the company was generated from (each product's card and the policy): the ground truth
+    that facts derived from the train split are measured against."""
+    train = generate(seed=seed, size=size)["train"]
+    cards = {e.rationale for e in train if is_fact_card(e) and e.rationale}
+    policies = {m.group() for e in train for m in _POLICY.finditer(e.rationale or "")}
+    return cards | policies
+
+
+_POLICY = re.compile(r"[A-Z][a-z]+ Instruments policy: .*? cannot be returned\.")
 
 
 def is_fact_card(example: Example | dict) -> bool:

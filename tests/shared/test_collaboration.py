@@ -81,7 +81,7 @@ async def test_serving_evaluation_and_trainer_send_identical_requests(private_re
             gate = (last(weak), last(strong))
             await trainer.refine(QUESTION, DOMAIN, None)  # collaborative feedback's baseline: strong alone
             strong_alone = last(strong)
-            feedback_drafts = await trainer.drafts(QUESTION, DOMAIN, ADAPTER, n=4, temperature=0.8, seed=1)
+            feedback_drafts, _ = await trainer.drafts(QUESTION, DOMAIN, ADAPTER, n=4, temperature=0.8, seed=1)
         finally:
             await trainer.aclose()
 
