@@ -91,10 +91,8 @@ def load_domain(cfg: DemoConfig) -> tuple[list[Example], list[Example]]:
     if cfg.domain_dir:
         train = loaders.load_jsonl(cfg.domain_dir / "train.jsonl", cfg.domain)
         evaluation = loaders.load_jsonl(cfg.domain_dir / "eval.jsonl", cfg.domain)
-    elif cfg.domain == "synthetic":
-        from shared.data.synthetic import generate
-
-        splits = generate(seed=cfg.seed, size=cfg.size, eval_size=cfg.eval_size)
+    elif module := loaders.generated(cfg.domain):
+        splits = module.generate(seed=cfg.seed, size=cfg.size, eval_size=cfg.eval_size)
         train, evaluation = splits["train"], splits["eval"]
     else:
         train, evaluation = loaders.load(cfg.domain, "train"), loaders.load(cfg.domain, "eval")
@@ -119,11 +117,8 @@ def load_spec(cfg: DemoConfig, evaluation: list[Example]) -> DomainSpec | None:
 
 def true_facts(cfg: DemoConfig) -> set[str] | None:
     """The statements a generated domain was built from (None for a domain whose true facts are unknown)."""
-    if cfg.domain == "synthetic" and not cfg.domain_dir:
-        from shared.data.synthetic import true_facts as synthetic_facts
-
-        return synthetic_facts(seed=cfg.seed, size=cfg.size)
-    return None
+    module = None if cfg.domain_dir else loaders.generated(cfg.domain)
+    return module.true_facts(seed=cfg.seed, size=cfg.size) if module else None
 
 
 def traffic_items(train: list[Example], cfg: DemoConfig) -> list[Example]:

@@ -57,16 +57,25 @@ class FactRecall:
     items: int
     recall: float
     complete: float
+    needed_complete: float | None = None  # drafts stating every value of the facts the question needs
 
     def row(self) -> str:
-        return f"{self.items} | {100 * self.recall:.0f} | {100 * self.complete:.0f}"
+        needed = f"{100 * self.needed_complete:.0f}" if self.needed_complete is not None else "-"
+        return f"{self.items} | {100 * self.recall:.0f} | {100 * self.complete:.0f} | {needed}"
 
 
 def facts_recalled(rows: list[dict]) -> FactRecall | None:
-    values = [r["fact_recall"] for r in rows if not r.get("error") and r.get("fact_recall") is not None]
+    rows = [r for r in rows if not r.get("error")]
+    values = [r["fact_recall"] for r in rows if r.get("fact_recall") is not None]
     if not values:
         return None
-    return FactRecall(len(values), sum(values) / len(values), sum(v == 1.0 for v in values) / len(values))
+    needed = [r["needed_fact_recall"] for r in rows if r.get("needed_fact_recall") is not None]
+    return FactRecall(
+        len(values),
+        sum(values) / len(values),
+        sum(v == 1.0 for v in values) / len(values),
+        sum(v == 1.0 for v in needed) / len(needed) if needed else None,
+    )
 
 
 def by_kind(rows: list[dict]) -> dict[str, list[dict]]:
@@ -134,10 +143,11 @@ def markdown(domain: str, runs: list[tuple[str, str, int | None, list[dict]]]) -
             "",
             "Fact recall: the share of the gold rationale's numbers and names (those the question does not "
             "give) that the weak model's draft states, on evaluation questions it was not trained on; "
-            "complete: drafts that state all of them.",
+            "complete: drafts that state all of them (computed values included); needed facts complete: drafts "
+            "that state every value of the fact statements the question needs, whatever they then compute.",
             "",
-            "| Method | Kind | Items | Fact recall (%) | Complete (%) |",
-            "|---|---|---|---|---|",
+            "| Method | Kind | Items | Fact recall (%) | Complete (%) | Needed facts complete (%) |",
+            "|---|---|---|---|---|---|",
         ]
         for label, fr in recall:
             lines.append(f"| {label} | all | {fr.row()} |")

@@ -33,6 +33,7 @@ from services.trainer.evaluators import metric_for
 from shared import domains
 from shared.adapters import BASE_ADAPTER as BASE
 from shared.data.example import Example
+from shared.knowledge import derive_facts
 from shared.metrics import exact_match, fact_recall, final_answer, first_label, normalize, token_f1
 
 MODES = ("weak", "strong", "collab", "oracle")
@@ -230,6 +231,7 @@ async def evaluate(
                             row["answer_is_draft"] = same_answer(row["answer"], row["draft"])
                             if ex.rationale and run.mode != "oracle":
                                 row["fact_recall"] = fact_recall(row["draft"], ex.rationale, ex.question)
+                                row["needed_fact_recall"] = needed_fact_recall(row["draft"], ex)
                     except (httpx.HTTPError, KeyError, ValueError) as exc:
                         row["error"] = _describe(exc)
                     row["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -244,6 +246,14 @@ async def evaluate(
         meta["errors"] = sum(1 for r in rows if r.get("error"))
         meta_path.write_text(json.dumps(meta, indent=2))
         return meta
+
+
+def needed_fact_recall(draft: str, ex: Example) -> float | None:
+    """Share of the values of the facts the question needs (the fact statements of its gold rationale, numbers and
+    names the question does not give) that the draft states: did the weak model retrieve the fact, whatever it
+    then computed. `fact_recall` also counts the rationale's computed values."""
+    facts = derive_facts([ex.model_dump()])
+    return fact_recall(draft, " ".join(facts), ex.question) if facts else None
 
 
 def latest(rows: list[dict], ids: set[str] | None = None) -> list[dict]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from evaluation import diagnostics
 from evaluation.harness import latest, read_results
+from evaluation.headline import domain_headline, write_headline
 from shared import domains as domain_specs
 from shared.metrics import bootstrap_ci, macro_f1, normalize
 
@@ -47,6 +48,7 @@ class RunSummary:
     strong_tokens: int = 0
     degraded: int = 0
     rows: list[dict] = field(default_factory=list, repr=False)  # the per-item rows (diagnostics)
+    lookup: bool | None = None  # the run's knowledge lookup (None: the domain's way)
 
     def metric(self, name: str) -> Metric | None:
         return next((m for m in self.metrics if m.name == name), None)
@@ -69,6 +71,7 @@ def summarize(rows: list[dict], meta: dict) -> RunSummary:
         len(rows),
         len(rows) - len(ok),
         meta.get("wall_s", 0.0),
+        lookup=meta.get("lookup"),
     )
     if labelled:  # label tasks: accuracy and macro-F1 (an error or no label counts as wrong)
         golds = [normalize(r["gold"] if isinstance(r["gold"], str) else r["gold"][0]) for r in rows]
@@ -204,6 +207,8 @@ def markdown(summaries: list[RunSummary], eval_dir: Path, plots: list[str]) -> s
                     f"{t.get('steps', '-')} | {_f(t.get('seconds_per_step'))} | {_f(loss[0])} | {_f(loss[-1])} | "
                     f"{_f(margin[-1])} | {gate} | {r.get('candidate') or '-'} |"
                 )
+        if demo and (k := demo.get("knowledge")):
+            lines += ["", f"## Knowledge: {d}", ""] + knowledge_lines(k)
         if demo:
             lines += [
                 "",
@@ -219,6 +224,24 @@ def markdown(summaries: list[RunSummary], eval_dir: Path, plots: list[str]) -> s
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def knowledge_lines(k: dict) -> list[str]:
+    """The knowledge step of a demo: where the statements came from, how many, what they cover, how well they were
+    extracted where the true facts are known, and a sample."""
+    if k.get("mechanism") != "lookup":
+        return ["The domain's spec keeps the facts in the adapter's weights: no lookup."]
+    origin = "the domain's knowledge file" if k["source"] == "file" else "derived from the train split"
+    lines = [
+        f"{k['facts']} fact statements, {origin}; they hold every needed fact of {100 * k['coverage']:.0f}% of the "
+        "evaluation questions (the ceiling of any lookup)."
+    ]
+    if x := k.get("extraction"):
+        lines.append(
+            f"Extraction against the {x['true']} statements the domain was generated from: precision "
+            f"{100 * x['precision']:.0f}%, recall {100 * x['recall']:.0f}%."
+        )
+    return lines + ["", "Sample:", ""] + [f"- {_cell(s, 300)}" for s in k.get("sample", [])]
 
 
 def _cell(text: str, limit: int = 160) -> str:
@@ -327,4 +350,14 @@ def write_report(
     prefix = f"{out.stem}-" if out.stem != "report" else ""
     plots = plot(summaries, eval_dir, out.parent, prefix) if with_plots else []
     out.write_text(f"# {title}\n\n{preamble}\n" + markdown(summaries, eval_dir, plots))
+    write_headline(
+        out.with_suffix(".json"),
+        {
+            d: domain_headline(
+                [(s.label, s.mode, s.round, s.lookup, s.rows) for s in summaries if s.domain == d],
+                _json(eval_dir / d / "demo.json"),  # type: ignore[arg-type]
+            )
+            for d in dict.fromkeys(s.domain for s in summaries)
+        },
+    )
     return out, summaries

@@ -66,7 +66,8 @@ _ENTITY = re.compile(r"\b(?:[A-Z][a-zA-Z]+|[A-Z]{1,4}-?\d+[A-Za-z0-9-]*|\d+[A-Z]
 
 def tokens(text: str) -> list[str]:
     """Lower-case word tokens without stop words; codes ("KA-214") and hyphenated names stay one token."""
-    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
+    words = (t.removesuffix("'s") for t in _TOKEN.findall(text.lower().replace("\u2019", "'")))  # possessives
+    return [t for t in words if t not in _STOPWORDS]
 
 
 def sentences(text: str) -> list[str]:

@@ -32,10 +32,10 @@ def _examples(
 ) -> list[Example]:
     if data:
         return loaders.load_jsonl(data, domain)[:limit]
-    if domain == "synthetic":
-        from shared.data.synthetic import generate
-
-        return generate(seed=seed, size=size, eval_size=eval_size)["train" if split == "train" else "eval"][:limit]
+    if module := loaders.generated(domain):
+        return module.generate(seed=seed, size=size, eval_size=eval_size)["train" if split == "train" else "eval"][
+            :limit
+        ]
     return loaders.load(domain, split, limit)
 
 

@@ -123,8 +123,25 @@ def ethics_deontology(split: str) -> list[Example]:
         ]
 
 
+def generated(domain: str):
+    """The module of a generated domain (`generate(seed, size, eval_size)`, `true_facts(seed, size)`), or None."""
+    if domain == "synthetic":
+        from shared.data import synthetic as module
+    elif domain == "islands":
+        from shared.data import islands as module
+    else:
+        return None
+    return module
+
+
 def synthetic(split: str, seed: int = 0, size: int = 120) -> list[Example]:
     from shared.data.synthetic import generate
+
+    return generate(seed=seed, size=size)[split]
+
+
+def islands(split: str, seed: int = 0, size: int = 240) -> list[Example]:
+    from shared.data.islands import generate
 
     return generate(seed=seed, size=size)[split]
 
@@ -135,6 +152,7 @@ DOMAINS: dict[str, Callable[[str], list[Example]]] = {
     "ethics": ethics,
     "ethics-deontology": ethics_deontology,
     "synthetic": synthetic,
+    "islands": islands,
 }
 
 

@@ -40,7 +40,15 @@ def acme():
 
 
 def test_builtin_domains_are_specs_in_the_same_format():
-    assert set(domains.BUILTIN) == {"general", "ifqa", "pubmedqa", "ethics", "ethics-deontology", "synthetic"}
+    assert set(domains.BUILTIN) == {
+        "general",
+        "ifqa",
+        "pubmedqa",
+        "ethics",
+        "ethics-deontology",
+        "synthetic",
+        "islands",
+    }
     for name, spec in domains.BUILTIN.items():
         assert parse_spec(json.loads(spec.model_dump_json()), name=name) == spec
     assert domains.get("pubmedqa").metric.labels == ["yes", "no", "maybe"]
