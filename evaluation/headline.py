@@ -20,7 +20,7 @@ from shared.data import loaders
 
 
 def _em(rows: list[dict] | None) -> float | None:
-    rows = [r for r in rows or [] if not r.get("error")]
+    """An item that failed counts as wrong (as in the report's table)."""
     return round(100 * sum(bool(r.get("correct")) for r in rows) / len(rows), 1) if rows else None
 
 

@@ -93,7 +93,7 @@ def generate(
     questions (never in train), `eval_size` of them when given."""
     rng = random.Random(seed)
     names: set[str] = set()
-    places = []
+    places: list[dict] = []
     while len(places) < islands:
         name = _name(rng)
         if name in names:

@@ -9,11 +9,13 @@ rationale in the train split only and never appears in an evaluation item.
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import random
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from shared.config import REPO_ROOT
 from shared.data.example import Example
@@ -123,15 +125,11 @@ def ethics_deontology(split: str) -> list[Example]:
         ]
 
 
-def generated(domain: str):
+def generated(domain: str) -> ModuleType | None:
     """The module of a generated domain (`generate(seed, size, eval_size)`, `true_facts(seed, size)`), or None."""
-    if domain == "synthetic":
-        from shared.data import synthetic as module
-    elif domain == "islands":
-        from shared.data import islands as module
-    else:
+    if domain not in ("synthetic", "islands"):
         return None
-    return module
+    return importlib.import_module(f"shared.data.{domain}")
 
 
 def synthetic(split: str, seed: int = 0, size: int = 120) -> list[Example]:

@@ -83,3 +83,35 @@ def test_fact_recall_counts_the_rationales_facts_the_question_does_not_give():
     assert (fr.items, fr.recall, fr.complete) == (2, 0.75, 0.5)
     text = "\n".join(markdown("synthetic", [("Weak", "weak", None, rows)]))
     assert "| Weak | all | 2 | 75 | 50 |" in text and "| Weak | total | 1 | 50 | 0 |" in text
+
+
+def test_the_headline_json_has_the_figures_later_runs_compare():
+    from evaluation.headline import domain_headline
+
+    def rows(mode, right, needed=None):
+        return [
+            {"id": f"q{i}", "domain": "synthetic", "mode": mode, "correct": i < right}
+            | ({"needed_fact_recall": 1.0 if i < needed else 0.5} if needed is not None else {})
+            for i in range(10)
+        ]
+
+    runs = [
+        ("Weak", "weak", None, None, rows("weak", 4, needed=8)),
+        ("Strong", "strong", None, None, rows("strong", 2)),
+        ("Strong + retrieval", "strong", None, True, rows("strong", 5)),
+        ("Collab", "collab", 0, None, rows("collab", 6)),
+        ("After", "collab", 1, None, rows("collab", 7)),
+    ]
+    demo = {"knowledge": {"covered": [f"q{i}" for i in range(5)], "coverage": 0.5}}
+    h = domain_headline(runs, demo)
+    assert (h["n"], h["weak"], h["strong"], h["strong_retrieval"], h["collab"], h["after_dpo"]) == (
+        10,
+        40.0,
+        20.0,
+        50.0,
+        60.0,
+        70.0,
+    )
+    assert h["collab_minus_weak"][0] == 20.0 and h["after_dpo_minus_collab"][0] == 10.0
+    assert (h["recall_complete"], h["recall_any"], h["coverage"], h["generated"]) == (100.0, 80.0, 50.0, True)
+    assert h["default_mode"] == "collab" and h["oracle"] is None
