@@ -205,6 +205,10 @@ class Demo:
             self.state.knowledge = {"mechanism": "weights"}
             return None
         knowledge = domain_knowledge(self.cfg.domain_dir, [e.model_dump() for e in train])
+        if not knowledge.facts:
+            self.say("   no fact statement in the domain's knowledge or train split: no lookup")
+            self.state.knowledge = {"mechanism": "lookup", "facts": 0}
+            return None
         statements = {normalize(f) for f in knowledge.facts}
         covered = [
             e.id

@@ -138,16 +138,30 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(
     assert state.rounds[1]["active_before"] == f"{DOMAIN}-v2"  # round 2 starts from round 1's adapter
     phases = [p["phase"] for p in state.phases]
     assert (
-        phases[:4]
-        == ["SFT of the weak adapter", "evaluate weak alone", "evaluate strong alone", "evaluate collaboration"]
+        phases[:6]
+        == [
+            "knowledge: the domain's fact statements",
+            "SFT of the weak adapter",
+            "evaluate weak alone",
+            "evaluate strong alone",
+            "evaluate strong + retrieval",
+            "evaluate collaboration",
+        ]
         and phases[-1] == "round 2: evaluate collaboration"
     )
+    # The knowledge step: the train rationales' 14 statements (the eval codes are in none of them), versioned with
+    # every adapter: the SFT version's, inherited by both DPO versions.
+    assert state.knowledge["facts"] == 14 and state.knowledge["coverage"] == 0.0
+    versions = [f"{DOMAIN}-v1", f"{DOMAIN}-v2", f"{DOMAIN}-v3"]
+    stored = [fresh_redis.client().get(f"cowest:knowledge:adapter:{v}") for v in versions]
+    assert all(stored) and len({s for s in stored}) == 1
 
     # Every evaluation ran through the serving path against the version it names, with no errors.
     metas = {p.name: json.loads(p.read_text()) for p in (eval_dir / DOMAIN).glob("*.meta.json")}
     assert set(metas) == {
         f"weak@{DOMAIN}-v1.meta.json",
         "strong.meta.json",
+        "strong+lookup.meta.json",
         "oracle.meta.json",
         f"collab@{DOMAIN}-v1.meta.json",
         f"collab@{DOMAIN}-v2.meta.json",

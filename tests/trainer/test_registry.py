@@ -70,3 +70,27 @@ def test_publish_writes_a_flat_copy_naming_the_served_base_and_leaves_the_versio
     reg.validate(name, base_model_path=base, max_rank=16)  # the registry's own copy still matches its sha256
     assert reg.publish(name, tmp_path / "served", "/models/tiny-weak") == served  # once: never rewritten under readers
     assert not list((tmp_path / "served").glob(".*"))  # no staging left behind
+
+
+def test_a_version_keeps_the_knowledge_it_was_trained_on_and_refuses_an_edited_copy(tmp_path):
+    from shared.knowledge import Knowledge
+
+    base, reg = tmp_path / "base", AdapterRegistry(tmp_path / "adapters")
+    knowledge = Knowledge(("The Orla reservoir holds 120 ML.", "The Zeel plant opened in 1999."), "file")
+    m = reg.register(
+        fake_adapter(tmp_path / "k", base),
+        domain="d",
+        base_model="m",
+        base_model_path=base,
+        parent=None,
+        round=0,
+        pairs=None,
+        kind="sft",
+        knowledge=knowledge,
+    )
+    assert (m.knowledge_sha256, m.knowledge_facts, m.knowledge_source) == (knowledge.sha256, 2, "file")
+    assert reg.knowledge(m.name) == knowledge
+    assert reg.knowledge(register(reg, tmp_path, base, "plain").name) is None  # a version without lookup
+    (reg.path(m.name) / "knowledge.json").write_text(Knowledge(("The Orla reservoir holds 95 ML.",)).to_json())
+    with pytest.raises(AdapterError, match="does not match"):
+        reg.knowledge(m.name)
