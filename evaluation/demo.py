@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from evaluation.harness import EvalRun, evaluate
+from evaluation.steps import choose_default_mode, knowledge_step, true_facts
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterRegistry
 from services.trainer.sft import hold_out, train_sft_adapter
@@ -35,8 +36,9 @@ from shared.data import loaders
 from shared.data.example import Example
 from shared.data.synthetic import is_fact_card
 from shared.domains import DomainSpec
-from shared.knowledge import Knowledge, derive_facts, domain_knowledge
+from shared.knowledge import Knowledge
 from shared.metrics import normalize
+from shared.modes import LABELS, DefaultMode
 from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
 
 PAUSE_TTL_S = 3 * 3600  # longer than any one phase
@@ -84,6 +86,7 @@ class DemoState:
     phases: list[dict] = field(default_factory=list)
     rounds: list[dict] = field(default_factory=list)
     knowledge: dict = field(default_factory=dict)  # the knowledge step: source, statements, coverage, extraction
+    default_mode: dict = field(default_factory=dict)  # the measured default (shared/modes.py DefaultMode)
 
 
 def load_domain(cfg: DemoConfig) -> tuple[list[Example], list[Example]]:
@@ -115,12 +118,6 @@ def load_spec(cfg: DemoConfig, evaluation: list[Example]) -> DomainSpec | None:
     return spec
 
 
-def true_facts(cfg: DemoConfig) -> set[str] | None:
-    """The statements a generated domain was built from (None for a domain whose true facts are unknown)."""
-    module = None if cfg.domain_dir else loaders.generated(cfg.domain)
-    return module.true_facts(seed=cfg.seed, size=cfg.size) if module else None
-
-
 def traffic_items(train: list[Example], cfg: DemoConfig) -> list[Example]:
     """The train questions replayed as live traffic: real questions (the synthetic domain's fact cards are
     SFT material, not questions users ask), a seeded sample of `traffic_limit`."""
@@ -146,6 +143,7 @@ class Demo:
         self.say, self.progress = say, progress
         self.state = DemoState()
         self.domain_dir = eval_dir / cfg.domain
+        self.selection_dir = eval_dir.parent / "selection"  # train items the default mode is chosen on
 
     # --- phases -----------------------------------------------------------------------------
     async def phase(self, name: str, coro):
@@ -166,6 +164,7 @@ class Demo:
                     "command": self.cfg.command,
                     "phases": self.state.phases,
                     "knowledge": self.state.knowledge,
+                    "default_mode": self.state.default_mode,
                 },
                 indent=2,
             )
@@ -196,52 +195,10 @@ class Demo:
         return meta
 
     async def knowledge(self, train: list[Example], evaluation: list[Example]) -> Knowledge | None:
-        """The domain's knowledge for lookup (its knowledge file, else statements derived from the train split),
-        None when its spec puts the facts in the weights. Records how many evaluation questions it covers (every
-        fact statement of the gold rationale is in it) and, where the true facts are known, the extraction's
-        precision and recall."""
-        if domains.get(self.cfg.domain).knowledge.mechanism != "lookup":
-            self.say("   the domain's spec says `weights`: no lookup, the facts go into the adapter")
-            self.state.knowledge = {"mechanism": "weights"}
-            return None
-        knowledge = domain_knowledge(self.cfg.domain_dir, [e.model_dump() for e in train])
-        if not knowledge.facts:
-            self.say("   no fact statement in the domain's knowledge or train split: no lookup")
-            self.state.knowledge = {"mechanism": "lookup", "facts": 0}
-            return None
-        statements = {normalize(f) for f in knowledge.facts}
-        covered = [
-            e.id
-            for e in evaluation
-            if e.rationale and all(normalize(f) in statements for f in derive_facts([e.model_dump()]))
-        ]
-        info = {
-            "mechanism": "lookup",
-            "source": knowledge.source,
-            "facts": len(knowledge.facts),
-            "sha256": knowledge.sha256,
-            "covered": covered,
-            "coverage": len(covered) / max(1, sum(bool(e.rationale) for e in evaluation)),
-            "sample": list(knowledge.facts[:5]),
-        }
-        if truth := true_facts(self.cfg):
-            got = set(knowledge.facts)
-            info["extraction"] = {
-                "true": len(truth),
-                "precision": len(got & truth) / max(1, len(got)),
-                "recall": len(got & truth) / len(truth),
-            }
-        self.state.knowledge = info
-        origin = "from the domain's knowledge" if knowledge.source == "file" else "derived from the train split"
-        extraction = info.get("extraction")
-        self.say(
-            f"   {len(knowledge.facts)} fact statements {origin}, covering {info['coverage']:.0%} of the evaluation "
-            "questions"
-            + (
-                f"; extraction precision {extraction['precision']:.0%}, recall {extraction['recall']:.0%}"
-                if extraction
-                else ""
-            )
+        cfg = self.cfg
+        truth = true_facts(cfg.domain, cfg.domain_dir, cfg.seed, cfg.size)
+        knowledge, self.state.knowledge = knowledge_step(
+            cfg.domain, cfg.domain_dir, train, evaluation, truth, self.say
         )
         return knowledge
 
@@ -250,9 +207,7 @@ class Demo:
         redis = redis_keys.connect(self.trainer.endpoints.redis_url)
         swapper = AdapterSwapper(self.trainer, registry, redis)
         try:
-            rows, stop = hold_out(
-                [e.model_dump() for e in train], self.cfg.sft_stop_rows, lambda r: not is_fact_card(r)
-            )
+            rows, stop = self.split_for_sft(train)
             result = await train_sft_adapter(
                 rows,
                 self.cfg.domain,
@@ -282,6 +237,26 @@ class Demo:
             )
         )
         return result.adapter
+
+    def split_for_sft(self, train: list[Example]) -> tuple[list[dict], list[dict]]:
+        """(SFT rows, training questions held out from SFT): the stop rule's rows, and the items the default mode is
+        chosen on (training questions the adapter never saw; evaluation items are never used to choose)."""
+        return hold_out([e.model_dump() for e in train], self.cfg.sft_stop_rows, lambda r: not is_fact_card(r))
+
+    async def choose_mode(self, train: list[Example], adapter: str, knowledge: Knowledge | None) -> DefaultMode:
+        held = {r["id"] for r in self.split_for_sft(train)[1]}
+        record = await choose_default_mode(
+            self.orchestrator_url,
+            self.trainer.endpoints.redis_url,
+            [e for e in train if e.id in held],
+            adapter,
+            knowledge is not None,
+            self.selection_dir,
+            self.cfg.concurrency,
+        )
+        self.state.default_mode = record.model_dump()
+        self.say(f"   default mode: {LABELS[record.choice]} ({record.reason})")
+        return record
 
     async def traffic(self, items: list[Example], round_: int) -> list[str]:
         """Each question through /v1/collaborate, then its gold answer as feedback (what the product's
@@ -402,6 +377,7 @@ class Demo:
             await self.register(spec)
         if self.domain_dir.exists():  # results of an earlier demo on this domain name other adapter versions
             shutil.rmtree(self.domain_dir)
+        shutil.rmtree(self.selection_dir / cfg.domain, ignore_errors=True)
         self.say(f"{cfg.domain}: {len(train)} train, {len(evaluation)} eval examples")
         redis = redis_keys.connect(self.trainer.endpoints.redis_url)
         self.store = TrainerStore(redis)
@@ -409,7 +385,11 @@ class Demo:
             await self.store.set_manual_rounds(cfg.domain, True, ttl_s=PAUSE_TTL_S)
             await self.store.reset(cfg.domain)  # a fresh experiment: no pairs or gate items of an earlier run
             knowledge = await self.phase("knowledge: the domain's fact statements", self.knowledge(train, evaluation))
-            await self.phase("SFT of the weak adapter", self.sft(train, knowledge))
+            adapter = await self.phase("SFT of the weak adapter", self.sft(train, knowledge))
+            await self.phase(
+                "choose the default mode on training questions held out from SFT",
+                self.choose_mode(train, adapter, knowledge),
+            )
             await self.phase("evaluate weak alone", self.evaluate(evaluation, "weak", "Weak alone (SFT)"))
             await self.phase("evaluate strong alone", self.evaluate(evaluation, "strong", "Strong alone"))
             if knowledge is not None:  # what a user would build instead: the strong model with the same lookup

@@ -54,6 +54,10 @@ def domain_headline(runs: list[tuple[str, str, int | None, bool | None, list[dic
     rounds = sorted((r, rows) for _, m, r, _, rows in runs if m == "collab" and r)
     after = rounds[-1][1] if rounds else None
     knowledge = (demo or {}).get("knowledge") or {}
+    # The measured default (chosen on training questions): its rows are the chosen mode's run on the same items
+    # (the same requests); without a measurement a domain with an adapter serves the collaboration.
+    choice = ((demo or {}).get("default_mode") or {}).get("choice", "collab")
+    default_rows = {"weak": weak, "strong_retrieval": strong_retrieval, "collab": collab}.get(choice)
     covered = set(knowledge.get("covered") or [])
     n = max((len(rows) for *_, rows in runs), default=0)
     return {
@@ -62,9 +66,8 @@ def domain_headline(runs: list[tuple[str, str, int | None, bool | None, list[dic
         "strong": _em(strong),
         "strong_retrieval": _em(strong_retrieval),
         "collab": _em(collab),
-        # Until a per-domain mode is chosen on the train split, a domain with an adapter serves the collaboration.
-        "default": _em(collab),
-        "default_mode": "collab",
+        "default": _em(default_rows),
+        "default_mode": choice,
         "oracle": _em(find("oracle")),
         "after_dpo": _em(after),
         "collab_minus_weak": _diff(collab, weak),

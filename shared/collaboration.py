@@ -68,6 +68,7 @@ class Ask:
     # strong + retrieval: the strong model alone, given the facts the weak model would get.
     lookup: bool | None = None
     facts: Lookup | None = None  # what the lookup returned (filled by `Collaboration.look_up`)
+    why: str | None = None  # why this mode ran (the request's choice, the domain's measured default, the policy)
 
 
 @dataclass

@@ -71,6 +71,10 @@ def domain_knowledge(domain: str) -> str:
     return f"cowest:knowledge:domain:{domain}"
 
 
+# --- each domain's default mode, measured on training questions (shared/modes.py) ----------------------------
+DEFAULT_MODES = "cowest:modes"  # hash: domain -> DefaultMode JSON
+
+
 # --- the trainer's state -------------------------------------------------------------------------------
 TRAINER_DOMAINS = "cowest:trainer:domains"  # set: every domain with trainer state (no keyspace SCAN per pass)
 ROUND_PATTERN = "cowest:round:*"
@@ -159,7 +163,7 @@ def acl_rules(service: Literal["orchestrator", "trainer"]) -> str:
     orchestrator credential can neither read the trainer's pairs nor touch adapters, and neither can flush,
     reconfigure or read the whole keyspace. Commands run by Lua scripts are checked against the same rules."""
     if service == "orchestrator":
-        reads = [ACTIVE_ADAPTER_PATTERN, CANARY_PATTERN, KNOWLEDGE_PATTERN]
+        reads = [ACTIVE_ADAPTER_PATTERN, CANARY_PATTERN, KNOWLEDGE_PATTERN, DEFAULT_MODES]
         # Read and write (Redis counts XADD and SET as both): its streams, its id keys, the domain specs.
         writes = [TRACES_STREAM, FEEDBACK_STREAM, logged("*"), feedback_given("*", "*"), DOMAIN_SPECS, ACTIVE_DOMAINS]
         # No SCAN (it lists every key name): the one-time migration of pre-set aliases is skipped under this user.

@@ -28,6 +28,7 @@ from shared.collaboration import Ask, Collaboration, Mode, Stage, draft_degraded
 from shared.domains import DraftFormat
 from shared.domains import get as get_domain
 from shared.knowledge import KnowledgeCache
+from shared.modes import DefaultModes
 from shared.records import TraceRecord, Usage
 from shared.upstream import Upstream, UpstreamError
 
@@ -148,6 +149,7 @@ class Collaborator:
         self.collab = Collaboration(
             weak, strong, ends.weak_model, ends.strong_model, settings.limits(), KnowledgeCache(log.redis)
         )
+        self.modes = DefaultModes(log.redis)
 
     def domains(self) -> list[str]:
         """The domains served now: the configured built-ins, registered specs, and any with an active adapter."""
@@ -159,8 +161,12 @@ class Collaborator:
         policy's (no draft for a domain without an adapter, by default)."""
         active = self.aliases.pick(q.domain, q.user or ctx.trace_id)
         adapter = active if q.adapter is None else (None if q.adapter == BASE_ADAPTER else q.adapter)
-        mode = q.mode
-        if mode is None:
+        mode, lookup, why = q.mode, q.lookup, "the request's mode"
+        measured = self.modes.for_version(q.domain, adapter) if q.draft is None else None
+        if mode is None and measured is not None:
+            mode, why = measured.mode, f"the domain's measured default ({measured.reason})"
+            lookup = measured.lookup if lookup is None else lookup
+        elif mode is None:
             drafts_help = (
                 active is not None
                 or q.adapter is not None
@@ -168,6 +174,11 @@ class Collaborator:
                 or self.settings.draft_policy == "always"
             )
             mode = "collab" if drafts_help else "strong"
+            why = (
+                "an adapter drafts for this domain (no measured default for its version)"
+                if drafts_help
+                else "no adapter for this domain yet: a draft would only cost (draft policy)"
+            )
         if mode != "strong":
             self.metrics.draft_adapter.labels(q.domain, adapter or BASE_ADAPTER).inc()
         return Ask(
@@ -181,11 +192,13 @@ class Collaborator:
             strong=q.strong,
             mode=mode,
             draft=q.draft,
-            lookup=q.lookup,
+            lookup=lookup,
+            why=why,
         )
 
     # --- whole requests -------------------------------------------------------------------
     async def run(self, q: Question, ctx: RequestContext) -> Outcome:
+        await self.modes.refresh()
         ask = self.resolve(q, ctx)
         done = await self.collab.run(ask, ctx.headers())
         self._observe("weak", q.domain, done.draft)
@@ -198,6 +211,7 @@ class Collaborator:
     async def draft(self, q: Question, ctx: RequestContext) -> Drafted:
         """The weak stage of a streamed request; never raises. An empty draft (no text, no error) when the
         request runs the strong model alone."""
+        await self.modes.refresh()
         ask = self.resolve(q, ctx)
         if ask.mode == "strong":
             await self.collab.look_up(ask)  # strong + retrieval, when asked for

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from shared.domains import DomainSpec
+from shared.modes import DefaultMode
 from shared.prompts import DraftFormat
 from shared.records import Usage
 
@@ -224,6 +225,7 @@ class CollaborateResponse(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     domain: str
     mode: Literal["collab", "weak", "strong"]  # the path that ran
+    mode_reason: str | None = None  # why: the request's mode, the domain's measured default, or the draft policy
     answer: str
     draft: str | None = None
     weak: StageInfo
@@ -284,6 +286,11 @@ class DomainInfo(BaseModel):
     builtin: bool
     active_adapter: str | None = None
     spec: DomainSpec
+    # The mode a request without one gets (with the active adapter) and why; `default_mode_measured`: the
+    # measurement behind it (shared/modes.py), when the active version was measured.
+    default_mode: Literal["collab", "weak", "strong"] | None = None
+    default_mode_reason: str | None = None
+    default_mode_measured: DefaultMode | None = None
 
 
 class DomainList(BaseModel):

@@ -92,6 +92,7 @@ def _extension(ctx: RequestContext, drafted: Drafted) -> dict:
     return {
         "trace_id": ctx.trace_id,
         "mode": drafted.ask.mode,
+        "mode_reason": drafted.ask.why,
         "draft": drafted.draft.text,
         "degraded": drafted.degraded,
         "weak": stage_info(drafted.draft).model_dump(),
@@ -193,6 +194,7 @@ class Serving:
             id=ctx.trace_id,
             domain=domain,
             mode=outcome.ask.mode,
+            mode_reason=outcome.ask.why,
             answer=outcome.answer,
             draft=outcome.draft.text if body.return_draft else None,
             weak=stage_info(outcome.draft),

@@ -138,10 +138,11 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(
     assert state.rounds[1]["active_before"] == f"{DOMAIN}-v2"  # round 2 starts from round 1's adapter
     phases = [p["phase"] for p in state.phases]
     assert (
-        phases[:6]
+        phases[:7]
         == [
             "knowledge: the domain's fact statements",
             "SFT of the weak adapter",
+            "choose the default mode on training questions held out from SFT",
             "evaluate weak alone",
             "evaluate strong alone",
             "evaluate strong + retrieval",
@@ -152,6 +153,16 @@ async def test_demo_loop_sft_eval_traffic_two_dpo_rounds_and_report(
     # The knowledge step: the train rationales' 14 statements (the eval codes are in none of them), versioned with
     # every adapter: the SFT version's, inherited by both DPO versions.
     assert state.knowledge["facts"] == 14 and state.knowledge["coverage"] == 0.0
+    # The default mode was chosen on training questions held out from SFT, never on the evaluation items, for v1.
+    chosen = state.default_mode
+    assert chosen["adapter"] == f"{DOMAIN}-v1" and set(chosen["scores"]) == {"weak", "collab", "strong_retrieval"}
+    eval_ids = {json.loads(line)["id"] for line in (cfg.domain_dir / "eval.jsonl").read_text().splitlines()}
+    selection = [
+        json.loads(line)
+        for p in (eval_dir.parent / "selection" / DOMAIN).glob("*.jsonl")
+        for line in p.read_text().splitlines()
+    ]
+    assert selection and not {r["id"] for r in selection} & eval_ids
     versions = [f"{DOMAIN}-v1", f"{DOMAIN}-v2", f"{DOMAIN}-v3"]
     stored = [fresh_redis.client().get(f"cowest:knowledge:adapter:{v}") for v in versions]
     assert all(stored) and len({s for s in stored}) == 1

@@ -19,13 +19,28 @@ admin_router = APIRouter(dependencies=[Depends(require_admin_key)])  # writes: t
 
 
 def _info(state: AppState, name: str) -> DomainInfo:
+    active = state.aliases.get(name)
+    measured = state.collaborator.modes.for_version(name, active)
+    if measured is not None:
+        mode, why = measured.mode, measured.reason
+    elif active is not None or state.settings.draft_policy == "always":
+        mode, why = "collab", "an adapter drafts for this domain (no measured default for its version)"
+    else:
+        mode, why = "strong", "no adapter for this domain yet (draft policy)"
     return DomainInfo(
-        name=name, builtin=name in domains.BUILTIN, active_adapter=state.aliases.get(name), spec=domains.get(name)
+        name=name,
+        builtin=name in domains.BUILTIN,
+        active_adapter=active,
+        spec=domains.get(name),
+        default_mode=mode,
+        default_mode_reason=why,
+        default_mode_measured=measured,
     )
 
 
 @router.get("/v1/domains", response_model=DomainList)
 async def list_domains(state: AppState = Depends(get_state)) -> DomainList:
+    await state.collaborator.modes.refresh()
     return DomainList(data=[_info(state, name) for name in state.known_domains()])
 
 
@@ -33,6 +48,7 @@ async def list_domains(state: AppState = Depends(get_state)) -> DomainList:
 async def get_domain(name: str, state: AppState = Depends(get_state)) -> DomainInfo:
     if name not in state.known_domains():
         raise APIError(404, f"unknown domain {name!r}", param="name", code="domain_not_found")
+    await state.collaborator.modes.refresh()
     return _info(state, name)
 
 
