@@ -144,6 +144,7 @@ class Demo:
         self.state = DemoState()
         self.domain_dir = eval_dir / cfg.domain
         self.selection_dir = eval_dir.parent / "selection"  # train items the default mode is chosen on
+        self.held_out: list[Example] = []  # training questions held out from SFT (set by `sft`)
 
     # --- phases -----------------------------------------------------------------------------
     async def phase(self, name: str, coro):
@@ -208,6 +209,7 @@ class Demo:
         swapper = AdapterSwapper(self.trainer, registry, redis)
         try:
             rows, stop = self.split_for_sft(train)
+            self.held_out = [e for e in train if e.id in {r["id"] for r in stop}]
             result = await train_sft_adapter(
                 rows,
                 self.cfg.domain,
@@ -243,12 +245,11 @@ class Demo:
         chosen on (training questions the adapter never saw; evaluation items are never used to choose)."""
         return hold_out([e.model_dump() for e in train], self.cfg.sft_stop_rows, lambda r: not is_fact_card(r))
 
-    async def choose_mode(self, train: list[Example], adapter: str, knowledge: Knowledge | None) -> DefaultMode:
-        held = {r["id"] for r in self.split_for_sft(train)[1]}
+    async def choose_mode(self, adapter: str, knowledge: Knowledge | None) -> DefaultMode:
         record = await choose_default_mode(
             self.orchestrator_url,
             self.trainer.endpoints.redis_url,
-            [e for e in train if e.id in held],
+            self.held_out,
             adapter,
             knowledge is not None,
             self.selection_dir,
@@ -388,7 +389,7 @@ class Demo:
             adapter = await self.phase("SFT of the weak adapter", self.sft(train, knowledge))
             await self.phase(
                 "choose the default mode on training questions held out from SFT",
-                self.choose_mode(train, adapter, knowledge),
+                self.choose_mode(adapter, knowledge),
             )
             await self.phase("evaluate weak alone", self.evaluate(evaluation, "weak", "Weak alone (SFT)"))
             await self.phase("evaluate strong alone", self.evaluate(evaluation, "strong", "Strong alone"))

@@ -252,12 +252,6 @@ class KnowledgeCache:
         self._by_sha: dict[str, FactIndex] = {}
         self._by_key: dict[str, tuple[float, str | None]] = {}  # key -> (read at, sha or None)
 
-    def add(self, key: str, knowledge: Knowledge) -> FactIndex:
-        """Put knowledge in the cache directly (tests, and processes that built it themselves)."""
-        index = self._index(knowledge)
-        self._by_key[key] = (float("inf"), knowledge.sha256)
-        return index
-
     def _index(self, knowledge: Knowledge) -> FactIndex:
         sha = knowledge.sha256
         if sha not in self._by_sha:

@@ -33,6 +33,7 @@ from services.weak_server.admin_client import VllmAdminError
 from shared import knowledge as shared_knowledge
 from shared import redis_keys
 from shared.adapters import BASE_ADAPTER, Canary, get_active_adapter, get_canary, set_active_adapter, set_canary
+from shared.knowledge import Knowledge
 
 logger = logging.getLogger(__name__)
 STATE_LOCK_S = 120  # a load + verify + flip takes seconds; the lock expires if its holder was killed
@@ -100,9 +101,10 @@ class AdapterSwapper:
         sets = [{c.id for c in await admin.adapters()} for admin in ready.values()]
         return set.intersection(*sets) if sets else set()
 
-    async def load_verified(self, name: str) -> None:
-        """Validate an adapter, then load (if not yet loaded) and verify it on every ready replica; raise
-        AdapterError, unloaded everywhere, when one that is still up fails."""
+    async def load_verified(self, name: str) -> Knowledge | None:
+        """Validate an adapter, publish its knowledge, then load (if not yet loaded) and verify it on every ready
+        replica; raise AdapterError, unloaded everywhere, when one that is still up fails. Returns the version's
+        knowledge (None: it drafts without a lookup)."""
         manifest = self.registry.validate(
             name, base_model_path=self.settings.base_model_dir, max_rank=self.settings.max_lora_rank
         )
@@ -133,6 +135,7 @@ class AdapterSwapper:
             manifest.pairs,
             len(ready) - len(failed),
         )
+        return knowledge
 
     def _publish(self, name: str) -> None:
         served = self.settings.served_adapters_dir
@@ -170,8 +173,7 @@ class AdapterSwapper:
             t0 = time.perf_counter()
             if from_canary and getattr(await get_canary(self.redis, domain), "adapter", None) != name:
                 raise AdapterError(f"{name} is not {domain}'s canary (any more)")
-            await self.load_verified(name)
-            if (knowledge := self.registry.knowledge(name)) is not None:  # base drafts, strong + retrieval
+            if (knowledge := await self.load_verified(name)) is not None:  # base drafts, strong + retrieval
                 await self.redis.set(redis_keys.domain_knowledge(domain), knowledge.to_json())
             await set_active_adapter(self.redis, domain, name, history="push")
             seconds = time.perf_counter() - t0
