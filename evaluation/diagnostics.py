@@ -25,12 +25,17 @@ class KeepFixBreak:
     break_: int
     both_wrong: int
     echo: int  # answers equal to the draft's answer
+    # Drafts that state every value of the facts the question needs yet answer wrong, and how many of those the
+    # strong model fixed: the part of "fix" a checker (not a knower) can reach.
+    facts_right_wrong: int = 0
+    facts_right_fixed: int = 0
 
     def row(self) -> str:
         n = max(1, self.items)
+        checked = f"{self.facts_right_fixed} of {self.facts_right_wrong}" if self.facts_right_wrong else "-"
         return (
             f"{self.items} | {100 * self.keep / n:.0f} | {100 * self.fix / n:.0f} | {100 * self.break_ / n:.0f} | "
-            f"{100 * self.both_wrong / n:.0f} | {100 * self.echo / n:.0f}"
+            f"{100 * self.both_wrong / n:.0f} | {100 * self.echo / n:.0f} | {checked}"
         )
 
 
@@ -49,6 +54,8 @@ def keep_fix_break(rows: list[dict]) -> KeepFixBreak | None:
         count[(True, False)],
         count[(False, False)],
         sum(bool(r.get("answer_is_draft")) for r in rows),
+        sum(1 for r in rows if r.get("needed_fact_recall") == 1.0 and not r["draft_correct"]),
+        sum(1 for r in rows if r.get("needed_fact_recall") == 1.0 and not r["draft_correct"] and r.get("correct")),
     )
 
 
@@ -122,10 +129,11 @@ def markdown(domain: str, runs: list[tuple[str, str, int | None, list[dict]]]) -
             "Shares of items (%). keep: draft right, answer right; fix: draft wrong, answer right; break: draft "
             "right, answer wrong; echo: the answer is the draft's answer. Collaboration beats the weak model "
             "alone exactly when fix > break; the oracle row (the gold rationale as the draft) is the ceiling "
-            "for any weak model with this strong model.",
+            "for any weak model with this strong model. Facts right, answer wrong: drafts that state every value "
+            "of the facts the question needs but answer wrong, and how many of them the strong model fixed.",
             "",
-            "| Method | Kind | Items | Keep | Fix | Break | Both wrong | Echo |",
-            "|---|---|---|---|---|---|---|---|",
+            "| Method | Kind | Items | Keep | Fix | Break | Both wrong | Echo | Facts right, answer wrong: fixed |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for label, kfb in table:
             lines.append(f"| {label} | all | {kfb.row()} |")
@@ -156,7 +164,7 @@ def markdown(domain: str, runs: list[tuple[str, str, int | None, list[dict]]]) -
                 if sub := facts_recalled(group):
                     lines.append(f"| {label} | {kind} | {sub.row()} |")
     weak = next((rows for _, mode, _, rows in runs if mode == "weak"), None)
-    strong = next((rows for _, mode, _, rows in runs if mode == "strong"), None)
+    strongs = [(label, rows) for label, mode, _, rows in runs if mode == "strong"]
     collab = sorted(
         ((rnd or 0, label, rows) for label, mode, rnd, rows in runs if mode == "collab"), key=lambda x: x[0]
     )
@@ -165,8 +173,8 @@ def markdown(domain: str, runs: list[tuple[str, str, int | None, list[dict]]]) -
         first_label, first = collab[0][1], collab[0][2]
         if weak:
             diffs.append(paired_diff(f"{first_label} - weak alone", first, weak))
-        if strong:
-            diffs.append(paired_diff(f"{first_label} - strong alone", first, strong))
+        for strong_label, strong in strongs:  # strong alone, and strong + retrieval where it ran
+            diffs.append(paired_diff(f"{first_label} - {strong_label}", first, strong))
         for _, label, rows in collab[1:]:
             diffs.append(paired_diff(f"{label} - {first_label}", rows, first))
             if weak:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared import calculator
 from shared.knowledge import KnowledgeCache, Lookup
 from shared.prompts import DraftFormat, get_domain, strong_alone_messages, strong_messages, weak_messages
 from shared.records import Usage
@@ -204,8 +205,12 @@ class Collaboration:
         return [c["message"]["content"] or "" for c in body["choices"]]
 
     async def refine(self, ask: Ask, draft: str | None, headers: dict[str, str] | None = None) -> Stage:
-        """The strong model given the draft (alone when `draft` is None); never raises."""
-        return await _complete(self.strong, self.strong_payload(ask, draft), headers, Stage(model=self.strong_model))
+        """The strong model given the draft (alone when `draft` is None), its Calc line computed where the domain
+        has a calculator; never raises."""
+        stage = await _complete(self.strong, self.strong_payload(ask, draft), headers, Stage(model=self.strong_model))
+        if stage.text and get_domain(ask.domain).calculator:
+            stage.text = calculator.apply(stage.text)[0]
+        return stage
 
     def fallback(self, draft: Stage, error: str) -> tuple[str, str]:
         """(answer, degraded reason) when the strong stage failed; raises when nothing is left."""

@@ -100,6 +100,7 @@ class Demonstration(BaseModel):
     context: str | None = Field(default=None, max_length=20000)
     draft: str = Field(min_length=1, max_length=4000)
     work: str = Field(min_length=1, max_length=1000)
+    calc: str | None = Field(default=None, max_length=300)  # the reply's Calc line, for a domain with a calculator
     answer: str = Field(min_length=1, max_length=500)
 
 
@@ -139,6 +140,9 @@ class DomainSpec(BaseModel):
         knowledge: how the weak model gets the domain's facts (lookup in the domain's knowledge, or its weights);
             the knowledge itself comes with the domain directory (`knowledge.jsonl` or `knowledge/`) or is
             derived from the train split's rationales and contexts.
+        calculator: the strong model writes its computation as one expression on a `Calc:` line (between the
+            Work and Answer lines) and a safe evaluator's value replaces the answer's number (shared/calculator.py):
+            the strong stage's arithmetic tool, for domains whose answers are computed.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -153,12 +157,23 @@ class DomainSpec(BaseModel):
     draft_format: DraftFormat = DraftFormat.cot
     demonstrations: list[Demonstration] = Field(default_factory=list, max_length=4)
     knowledge: KnowledgeUse = Field(default_factory=KnowledgeUse)
+    calculator: bool = False
 
     @model_validator(mode="after")
     def _work_needs_answer_line(self) -> DomainSpec:
         if self.work_line and not self.answer_line:
             raise ValueError("work_line needs answer_line (the Work line comes before the Answer line)")
+        if self.calculator and not self.work_line:
+            raise ValueError("calculator needs work_line (the Calc line comes between the Work and Answer lines)")
         return self
+
+    @property
+    def demonstrations_copy_drafts(self) -> bool:
+        """Every worked example answers what its draft answered: they teach the strong model to copy drafts
+        (a 1.5B model echoed 85% of drafts with such examples), not to check them."""
+        return bool(self.demonstrations) and all(
+            normalize(final_answer(d.draft)) == normalize(d.answer) for d in self.demonstrations
+        )
 
     @property
     def display_name(self) -> str:
@@ -182,10 +197,17 @@ def parse_spec(data: dict, *, name: str | None = None) -> DomainSpec:
         if data.setdefault("name", name) != name:
             raise SpecError(f"the spec names domain {data['name']!r} but it is registered as {name!r}")
     try:
-        return DomainSpec.model_validate(data)
+        spec = DomainSpec.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
         raise SpecError(f"invalid domain spec: {problems}") from exc
+    if spec.demonstrations_copy_drafts:
+        logger.warning(
+            "domain %r: every demonstration's answer equals its draft's; show a corrected draft, or the strong model "
+            "learns to copy",
+            spec.name,
+        )
+    return spec
 
 
 def read_spec_file(path: Path, *, name: str | None = None) -> DomainSpec:

@@ -38,7 +38,14 @@ USE_FACTS = (
 STRONG = Template(
     "$task\n\n${context}Question: $question\n\n"
     "A domain-specialised assistant drafted the following $draft_kind:\n---\n$draft\n---\n"
-    "Using your own reasoning, briefly verify this draft and correct it if it is wrong. $answer_instruction"
+    "$check $answer_instruction"
+)
+CHECK = "Using your own reasoning, briefly verify this draft and correct it if it is wrong."
+# With a calculator: the draft is trusted for its facts only (the specialist knows them; its arithmetic and its
+# conclusions are what a 135M model gets wrong), and the strong model redoes the computation through the tool.
+CHECK_WITH_CALCULATOR = (
+    "Take the facts about the question's items from this draft, but do not trust its calculation or its answer: "
+    "decide yourself which facts and which operations the question needs."
 )
 STRONG_ALONE = Template("$task\n\n${facts}${context}Question: $question\n\n$answer_instruction")
 
@@ -51,6 +58,13 @@ def get_domain(name: str | None) -> DomainSpec:
 
 
 def _answer_instruction(d: DomainSpec) -> str:
+    if d.calculator:
+        return (
+            "Reply in exactly three lines: 'Work: <the facts you use, on one line>', 'Calc: <the calculation as one "
+            "arithmetic expression over those numbers (+ - * / and floor(), round() where the question wants whole "
+            "numbers), or none when the answer is not computed>' and 'Answer: <final answer>', where the final answer "
+            f"is {d.answer_format}. A calculator evaluates the Calc line and its value replaces your answer's number."
+        )
     if d.work_line:
         return (
             "Reply in exactly two lines: 'Work: <the facts you use and the one calculation or comparison, "
@@ -78,6 +92,8 @@ def facts_block(lookup: Lookup | None) -> str:
 
 
 def _reply(demo: Demonstration, d: DomainSpec) -> str:
+    if d.calculator:
+        return f"Work: {demo.work}\nCalc: {demo.calc or 'none'}\nAnswer: {demo.answer}"
     return f"Work: {demo.work}\nAnswer: {demo.answer}" if d.work_line else f"Answer: {demo.answer}"
 
 
@@ -103,6 +119,7 @@ def _strong_prompt(
         question=question.strip(),
         draft_kind=_DRAFT_KINDS[DraftFormat(draft_format)],
         draft=draft.strip(),
+        check=CHECK_WITH_CALCULATOR if d.calculator else CHECK,
         answer_instruction=_answer_instruction(d),
     )
 

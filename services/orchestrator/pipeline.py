@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -22,6 +23,7 @@ from services.orchestrator.adapters import AdapterAliases
 from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.metrics import Metrics
 from services.orchestrator.tracelog import TraceLog
+from shared import calculator
 from shared import domains as domain_specs
 from shared.adapters import BASE_ADAPTER
 from shared.collaboration import Ask, Collaboration, Mode, Stage, draft_degraded, parse_usage
@@ -101,6 +103,25 @@ class Drafted:
     @property
     def degraded(self) -> str | None:
         return draft_degraded(self.draft)
+
+
+class _HeldAnswer:
+    """A streamed reply whose `Answer:` line waits for the calculator: text before that line streams as it comes,
+    the rest goes out once, computed, when the stream ends."""
+
+    def __init__(self) -> None:
+        self.text, self.sent = "", 0
+
+    def add(self, delta: str) -> str:
+        self.text += delta
+        answer = re.search(r"^[ \t*]*Answer:", self.text, re.M | re.I)
+        safe = answer.start() if answer else self.text.rfind("\n") + 1
+        out, self.sent = self.text[self.sent : max(safe, self.sent)], max(safe, self.sent)
+        return out
+
+    def finish(self) -> str:
+        self.text = calculator.apply(self.text)[0]
+        return self.text[self.sent :]
 
 
 # What `Collaborator.stream` yields.
@@ -229,6 +250,8 @@ class Collaborator:
         degraded = drafted.degraded
         t0 = time.perf_counter()
         payload = self.collab.strong_payload(ask, draft.text) | {"stream_options": {"include_usage": True}}
+        # With a calculator the Answer line is held back until the Calc line's value can replace its number.
+        held = _HeldAnswer() if get_domain(q.domain).calculator else None
         try:
             try:
                 async for chunk in self.collab.strong.stream_chat(payload, ctx.headers()):
@@ -236,7 +259,11 @@ class Collaborator:
                     for choice in chunk.get("choices") or []:
                         if text := (choice.get("delta") or {}).get("content"):
                             parts.append(text)
-                            yield Delta(text)
+                            if out := (held.add(text) if held else text):
+                                yield Delta(out)
+                if held and (rest := held.finish()):
+                    parts[:] = [held.text]
+                    yield Delta(rest)
             except UpstreamError as exc:
                 logger.warning("%s", exc)
                 strong.error = exc.public

@@ -45,15 +45,23 @@ def test_the_report_sections_name_each_comparison():
             "synthetic",
             [
                 ("Weak", "weak", None, weak),
-                ("Strong", "strong", None, strong),
+                ("Strong alone", "strong", None, strong),
+                ("Strong + retrieval", "strong", None, strong),
                 ("Collab", "collab", 0, collab),
                 ("Round 1", "collab", 1, after),
             ],
         )
     )
-    assert "| Collab | all | 10 | 50 | 20 | 0 | 30 | 0 |" in text and "| Collab | compare |" in text
-    for label in ("Collab - weak alone", "Collab - strong alone", "Round 1 - Collab", "Round 1 - weak alone"):
+    assert "| Collab | all | 10 | 50 | 20 | 0 | 30 | 0 | - |" in text and "| Collab | compare |" in text
+    labels = ("Collab - weak alone", "Collab - Strong alone", "Collab - Strong + retrieval", "Round 1 - Collab")
+    for label in (*labels, "Round 1 - weak alone"):
         assert f"| {label} |" in text
+
+
+def test_a_checker_is_credited_for_drafts_that_had_every_fact_but_the_wrong_answer():
+    rows = [row(i, False, i < 2) | {"needed_fact_recall": 1.0 if i < 3 else 0.5} for i in range(6)]
+    kfb = keep_fix_break(rows)
+    assert (kfb.facts_right_wrong, kfb.facts_right_fixed) == (3, 2) and kfb.row().endswith("| 2 of 3")
 
 
 def test_an_answer_that_repeats_the_drafts_answer_is_an_echo():

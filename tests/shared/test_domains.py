@@ -164,3 +164,16 @@ def test_a_demonstration_that_is_an_evaluation_question_is_a_leak(tmp_path):
 def test_spec_round_trips_through_its_json():
     spec = DomainSpec(name="x", task="t", answer_format="f")
     assert parse_spec(json.loads(spec.model_dump_json(exclude_none=True)), name="x") == spec
+
+
+def test_a_spec_whose_demonstrations_all_copy_their_drafts_is_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="shared.domains"):
+        spec = parse_spec(dict(SPEC), name="acme")  # its one example answers "hinge", as its draft did
+    assert spec.demonstrations_copy_drafts and "show a corrected draft" in caplog.text
+    caplog.clear()
+    corrected = dict(SPEC, demonstrations=[dict(SPEC["demonstrations"][0], answer="latch")])
+    with caplog.at_level("WARNING", logger="shared.domains"):
+        assert not parse_spec(corrected, name="acme").demonstrations_copy_drafts
+    assert "corrected draft" not in caplog.text
+    for name in ("islands", "synthetic"):  # the built-in generated domains show corrected drafts
+        assert not domains.get(name).demonstrations_copy_drafts, name
