@@ -60,10 +60,11 @@ def get_domain(name: str | None) -> DomainSpec:
 def _answer_instruction(d: DomainSpec) -> str:
     if d.calculator:
         return (
-            "Reply in exactly three lines: 'Work: <the facts you use, on one line>', 'Calc: <the calculation as one "
-            "arithmetic expression over those numbers (+ - * / and floor(), round() where the question wants whole "
-            "numbers), or none when the answer is not computed>' and 'Answer: <final answer>', where the final answer "
-            f"is {d.answer_format}. A calculator evaluates the Calc line and its value replaces your answer's number."
+            "Reply in exactly three lines: 'Work: <the facts you use, on one line>', 'Calc: <the calculation that "
+            "gives the answer's number, as one arithmetic expression over those numbers (+ - * / and floor(), round() "
+            "where the question wants whole numbers); none only when the answer is a name>' and 'Answer: <final "
+            f"answer>', where the final answer is {d.answer_format}. Do not add or multiply in your head: a "
+            "calculator evaluates the Calc line and its value replaces your answer's number."
         )
     if d.work_line:
         return (
