@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 from simpleeval import SimpleEval
 
-__all__ = ["Calculation", "apply", "evaluate"]
+__all__ = ["ANSWER_START", "Calculation", "apply", "evaluate"]
 
 _CALC_LINE = re.compile(r"^[ \t*]*Calc:[ \t*]*(?P<expr>.*?)[ \t]*$", re.M | re.I)
 _ANSWER_LINE = re.compile(r"^(?P<head>[ \t*]*Answer:[ \t*]*)(?P<answer>.*?)[ \t]*$", re.M | re.I)
+ANSWER_START = re.compile(r"^[ \t*]*Answer:", re.M | re.I)  # where a reply's answer line begins
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _FUNCTIONS = {"floor": math.floor, "ceil": math.ceil, "round": round, "min": min, "max": max, "abs": abs}
 MAX_EXPRESSION = 300  # characters: one calculation, not a program

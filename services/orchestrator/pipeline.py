@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -114,7 +113,7 @@ class _HeldAnswer:
 
     def add(self, delta: str) -> str:
         self.text += delta
-        answer = re.search(r"^[ \t*]*Answer:", self.text, re.M | re.I)
+        answer = calculator.ANSWER_START.search(self.text)
         safe = answer.start() if answer else self.text.rfind("\n") + 1
         out, self.sent = self.text[self.sent : max(safe, self.sent)], max(safe, self.sent)
         return out
