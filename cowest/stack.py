@@ -114,11 +114,16 @@ class Stack:
     def trainer_settings(self, profile: str | None = None) -> TrainerSettings:
         """The trainer's view of this stack (the CLI's trainer commands use it too)."""
         profile = profile or self.profile()
+        spec = get_profile(profile)
+        # The embedded strong server's capacity, unless COWEST_TRAINER_CONCURRENCY says otherwise or the strong
+        # model is an external endpoint (a hosted API serves many requests at once).
+        keep = "concurrency" in self.trainer.model_fields_set or self.external_strong
         return self.trainer.model_copy(
             update={
                 "endpoints": self.stack_endpoints(profile),
                 "admin_key": self.admin_key(),
-                "base_model_dir": self.settings.models_dir / get_profile(profile).weak,
+                "base_model_dir": self.settings.models_dir / spec.weak,
+                "concurrency": self.trainer.concurrency if keep else spec.strong_in_flight,
             }
         )
 
@@ -194,7 +199,9 @@ class Stack:
             self.table.start(
                 "trainer",
                 [sys.executable, "-m", "services.trainer.app"],
-                self.service_env(self.trainer_settings(profile), "endpoints", "base_model_dir", "admin_key"),
+                self.service_env(
+                    self.trainer_settings(profile), "endpoints", "base_model_dir", "admin_key", "concurrency"
+                ),
                 port=self.trainer.port,
                 model=None,
                 extra={"profile": profile, "url": self.trainer_url},

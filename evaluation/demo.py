@@ -73,7 +73,10 @@ class DemoConfig:
     # The servers are idle while the demo trains (it sends nothing meanwhile): two torch threads, not one
     # (DPO 14 s/step instead of 22: bench/dpo_step.py --threads 1|2, back to back).
     train_threads: int = 2
-    concurrency: int = 8
+    concurrency: int = 8  # requests in flight where only the weak model answers (vLLM batches them)
+    # ... and where the strong model answers too (None: the trainer's, which the stack sizes to the embedded
+    # strong server: `Profile.strong_in_flight`).
+    strong_concurrency: int | None = None
     dpo_steps: int = 40  # at most, per round: the trainer sizes the steps from the pairs (epochs)
     weak_max_tokens: int | None = None  # None: serving's limits (a synthetic rationale is ~160 tokens of 256)
     strong_max_tokens: int | None = None
@@ -145,6 +148,7 @@ class Demo:
         self.domain_dir = eval_dir / cfg.domain
         self.selection_dir = eval_dir.parent / "selection"  # train items the default mode is chosen on
         self.held_out: list[Example] = []  # training questions held out from SFT (set by `sft`)
+        self.strong_concurrency = cfg.strong_concurrency or trainer.concurrency
 
     # --- phases -----------------------------------------------------------------------------
     async def phase(self, name: str, coro):
@@ -181,7 +185,7 @@ class Demo:
             label=label,
             round=round_,
             lookup=lookup,
-            concurrency=self.cfg.concurrency,
+            concurrency=self.cfg.concurrency if mode == "weak" else self.strong_concurrency,
             weak_max_tokens=self.cfg.weak_max_tokens,
             strong_max_tokens=self.cfg.strong_max_tokens,
         )
@@ -253,7 +257,7 @@ class Demo:
             adapter,
             knowledge is not None,
             self.selection_dir,
-            self.cfg.concurrency,
+            self.strong_concurrency,
         )
         self.state.default_mode = record.model_dump()
         self.say(f"   default mode: {LABELS[record.choice]} ({record.reason})")
@@ -262,7 +266,7 @@ class Demo:
     async def traffic(self, items: list[Example], round_: int) -> list[str]:
         """Each question through /v1/collaborate, then its gold answer as feedback (what the product's
         users send when they correct an answer)."""
-        sem = asyncio.Semaphore(self.cfg.concurrency)
+        sem = asyncio.Semaphore(self.strong_concurrency)
         ids: list[str] = []
         async with httpx.AsyncClient(base_url=self.orchestrator_url, timeout=600) as client:
 

@@ -58,6 +58,11 @@ class Profile:
     # flags at start-up: `engine`). The weak model is always on vLLM (runtime LoRA). Measured side by side
     # in bench/results/strong_engine.md.
     strong_engine: str = "vllm"
+    # Requests the embedded strong server serves at once within the clients' 300 s read timeout: the 1.5B model
+    # decodes on one core and its prompts run ~2,000 tokens at 18-25 tokens/s, so 8 cold requests in flight
+    # timed out and degraded to the draft on AVX2 and on AMX machines of this kind. The trainer and the demo send
+    # the strong model no more than this many at a time.
+    strong_in_flight: int = 8
 
     @property
     def engine(self) -> str:
@@ -126,7 +131,13 @@ PROFILES: dict[str, Profile] = {
         # The strong model that reasons with a draft: given the gold rationale as the draft it answered 24 of 24
         # training questions right (the 0.5B 20 of 24, and it breaks right drafts the 1.5B keeps):
         # bench/results/strong_prompts.md. Its engine follows the CPU (`Profile.engine`).
-        Profile("default", weak="SmolLM2-135M-Instruct", strong="Qwen2.5-Coder-1.5B-Instruct", strong_engine="auto"),
+        Profile(
+            "default",
+            weak="SmolLM2-135M-Instruct",
+            strong="Qwen2.5-Coder-1.5B-Instruct",
+            strong_engine="auto",
+            strong_in_flight=2,
+        ),
         # The 0.5B strong model: about 3x cheaper per token, for a quick look at the loop, not for results.
         Profile("fast", weak="SmolLM2-135M-Instruct", strong="Qwen2.5-Coder-0.5B-Instruct"),
         Profile("tiny", weak="tiny-weak", strong="tiny-strong"),

@@ -135,7 +135,7 @@ def demo(
     dpo_steps: int = typer.Option(
         None, help="most DPO steps per round (the trainer sizes them from the pairs) [default: 40]"
     ),
-    concurrency: int = typer.Option(None, help="requests in flight [default: 8]"),
+    concurrency: int = typer.Option(None, help="requests in flight where only the weak model answers [default: 8]"),
     report_out: Path = typer.Option(None, "--report", help="default COWEST_HOME/report/report.md"),
 ) -> None:
     """The closed loop: SFT -> eval -> collaborative feedback over the train split -> DPO rounds -> eval -> report.

@@ -48,6 +48,23 @@ def test_an_external_strong_endpoint_is_kept(monkeypatch, tmp_path):
     assert (ends.strong_url, ends.strong_model) == ("https://api.example.com/v1", "big-model")
 
 
+def test_the_trainer_sends_the_embedded_strong_server_no_more_than_it_serves_in_time(monkeypatch, tmp_path):
+    """8 cold requests in flight to the one-core 1.5B strong server ran past the read timeout and degraded."""
+    monkeypatch.delenv("COWEST_STRONG_URL", raising=False)
+    monkeypatch.delenv("COWEST_TRAINER_CONCURRENCY", raising=False)
+    trainer = Stack(CowestSettings(home=tmp_path)).trainer_settings("default")
+    assert trainer.concurrency == 2
+    for key, value in Stack(CowestSettings(home=tmp_path)).service_env(trainer, "concurrency").items():
+        monkeypatch.setenv(key, value)
+    assert TrainerSettings().concurrency == 2  # what the trainer process reads
+    monkeypatch.setenv("COWEST_TRAINER_CONCURRENCY", "5")
+    assert Stack(CowestSettings(home=tmp_path)).trainer_settings("default").concurrency == 5  # the user's word wins
+    monkeypatch.delenv("COWEST_TRAINER_CONCURRENCY")
+    monkeypatch.setenv("COWEST_STRONG_URL", "https://api.example.com/v1")
+    monkeypatch.setenv("COWEST_STRONG_MODEL", "big-model")
+    assert Stack(CowestSettings(home=tmp_path)).trainer_settings("default").concurrency == 8  # a hosted API
+
+
 def test_status_never_prints_a_redis_password():
     from cowest.stack import redacted
 

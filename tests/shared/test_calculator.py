@@ -37,11 +37,31 @@ def test_the_calc_value_replaces_the_answers_number_and_nothing_else():
 
 
 @pytest.mark.parametrize(
+    "reply, answer",
+    [
+        (
+            "Work: Mosorrness and Lumkelsund have 1612 + 1516 = 3028 residents.\nCalc: none\nAnswer: 3028 residents",
+            "3128",
+        ),
+        ("Work: 1,050 + 210 = 1,250.\nAnswer: 1,250 residents", "1260"),  # no Calc line at all
+        ("Work: 500 x 150 = 70000 litres a day.\nCalc: n/a\nAnswer: 70000 litres", "75000"),
+    ],
+)
+def test_a_sum_worked_out_in_words_is_recomputed_when_there_is_no_calc(reply, answer):
+    """The 1.5B strong model wrote `Calc: none` for every sum of two settlements' residents and added in its head."""
+    text, calc = calculator.apply(reply)
+    assert text.splitlines()[-1].split()[1] == answer and calc is not None and calc.value == float(answer)
+
+
+@pytest.mark.parametrize(
     "reply",
     [
         "Work: A lasts 45 days, B 28.\nCalc: none\nAnswer: Zephness",  # a name keeps the model's words
         "Work: ...\nCalc: 2 > 1\nAnswer: 7 days",  # no number: the model's answer stands
-        "Work: ...\nAnswer: 7 days",  # no Calc line
+        "Work: ...\nAnswer: 7 days",  # no Calc line, no equation
+        "Work: 8952000 / (172 x 150) = 17 days.\nCalc: none\nAnswer: 17 days",  # a division's rounding is the model's
+        "Work: 6989000 / 1612 = 21.0 hours; 21.0 x 60 = 1260 minutes.\nCalc: none\nAnswer: 1260 minutes",  # decimal
+        "Work: 2 + 2 = 5, and 3 x 3 = 9.\nCalc: none\nAnswer: 9 pens",  # right, and not the wrong sum's result
     ],
 )
 def test_replies_the_calculator_cannot_improve_are_unchanged(reply):
