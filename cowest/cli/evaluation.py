@@ -48,7 +48,9 @@ def eval_command(
     adapter: str = typer.Option(None, help="weak adapter version for weak/collab ('base': none; default: active)"),
     data: Path = typer.Option(None, exists=True, dir_okay=False, help="a JSONL file in the harness schema"),
     label: str = typer.Option(None, help="row name in reports (one mode only)"),
-    concurrency: int = typer.Option(8, help="requests in flight (vLLM batches them)"),
+    concurrency: int = typer.Option(
+        None, help="requests in flight [default: 8 for weak, the strong server's capacity for the other modes]"
+    ),
     seed: int = typer.Option(0, help="synthetic domain: generator seed"),
     size: int = typer.Option(120, help="synthetic domain: generated questions"),
     eval_size: int = typer.Option(None, help="synthetic domain: eval questions"),
@@ -64,15 +66,18 @@ def eval_command(
         examples = _examples(domain, split, data, limit, seed, size, eval_size)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    url = Stack().orchestrator_url
+    stack = Stack()
+    url = stack.orchestrator_url
     with ProgressBars() as bars:
         for mode in chosen:
+            # The embedded strong server serves `Profile.strong_in_flight` at once (the trainer's concurrency).
+            in_flight = concurrency or (8 if mode == "weak" else stack.trainer_settings().concurrency)
             run = EvalRun(
                 domain,
                 mode,
                 adapter=adapter if mode != "strong" else None,
                 label=label,
-                concurrency=concurrency,
+                concurrency=in_flight,
                 weak_max_tokens=max_tokens,
                 strong_max_tokens=max_tokens,
             )
