@@ -8,6 +8,7 @@ generates one per machine (COWEST_HOME/run/admin.key, mode 0600) and hands it to
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from pathlib import Path
@@ -23,6 +24,11 @@ def bearer_token(authorization: str | None) -> str | None:
 def matches(token: str | None, keys: list[str]) -> bool:
     """Constant-time comparison against every key."""
     return token is not None and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys)
+
+
+def key_id(token: str) -> str:
+    """A caller's name derived from its key (never the key): what feedback is attributed to when keys are set."""
+    return "key-" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def admin_headers(key: SecretStr | None) -> dict[str, str]:

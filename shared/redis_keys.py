@@ -119,9 +119,10 @@ def feedback_given(trace_id: str, source: str) -> str:
     return f"cowest:feedback:given:{trace_id}:{source}"
 
 
-def scored_feedback(feedback_id: str) -> str:
-    """Set when a feedback's score was added to the live scores: a redelivery adds nothing."""
-    return f"cowest:trainer:scored:{feedback_id}"
+def scored_trace(trace_id: str) -> str:
+    """Set when a score of this trace was added to the live scores: one vote per answer served, whoever gives
+    it and however often it is redelivered."""
+    return f"cowest:trainer:scored:{trace_id}"
 
 
 def live_scores(domain: str) -> str:

@@ -141,6 +141,14 @@ async def require_admin_key(request: Request) -> None:
         )
 
 
+async def caller(request: Request) -> str | None:
+    """Who is calling, when client keys are configured: the id of the key they sent (`shared.auth.key_id`).
+    None when the orchestrator runs without client keys (then nobody can be told apart)."""
+    keys = request.app.state.cowest.settings.api_keys
+    token = auth.bearer_token(request.headers.get("authorization"))
+    return auth.key_id(token) if keys and token is not None and auth.matches(token, keys) else None
+
+
 async def require_api_key(request: Request) -> None:
     keys = request.app.state.cowest.settings.api_keys
     if not keys:

@@ -81,11 +81,19 @@ def _describe(exc: RequestValidationError) -> tuple[str, str | None]:
     return "; ".join(parts) or "invalid request body", param
 
 
+def route_label(request: Request) -> str:
+    """The route template a request matched ("/v1/domains/{name}"), never its raw path: a label per path a client
+    makes up would be a new Prometheus series per request (unauthenticated memory growth)."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
 def _count(request: Request, status: int) -> None:
     """Errors count in cowest_requests_total too (the routes count their successes)."""
     state = getattr(request.app.state, "cowest", None)
     if state is not None:
-        state.metrics.requests.labels(request.url.path, "-", str(status)).inc()
+        state.metrics.requests.labels(route_label(request), "-", str(status)).inc()
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -109,6 +117,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        _count(request, exc.status_code)
         return JSONResponse(
             error_body(exc.status_code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )

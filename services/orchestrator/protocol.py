@@ -20,6 +20,11 @@ Stop = (
     | Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=4)]
     | None
 )
+# Length limits of free-text fields (characters), documented in the README: a field over its limit is a 422
+# (400 on the OpenAI routes) naming the field and the limit, never stored or sent on.
+MAX_PROMPT_CHARS = 200_000  # a question, a context or one message: bounded again by the body limit (1 MB)
+MAX_ANSWER_CHARS = 4_000  # a reference answer is scored by EM/F1 against a model's answer: not a document
+MAX_NAME_CHARS = 256  # model, user, label
 MAX_NESTING = 16  # JSON depth of a request body (metadata included): deeper is refused, not recursed into
 
 
@@ -55,14 +60,14 @@ class RequestModel(BaseModel):
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: str = Field(max_length=MAX_PROMPT_CHARS)
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Role
-    content: str | list[TextPart] | None = None
-    name: str | None = None
+    content: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] | list[TextPart] | None = None
+    name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -91,7 +96,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(RequestModel):
     # Unknown OpenAI parameters are kept: they pass through to the model server unchanged.
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -102,11 +107,11 @@ class ChatCompletionRequest(RequestModel):
     n: int = Field(default=1, ge=1, le=MAX_N)  # also bounds what pass-through sends a model server
     seed: int | None = None
     stop: Stop = None
-    user: str | None = None
+    user: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     metadata: dict[str, Any] | None = None
     # CoWest extensions (ignored by the pass-through models).
     draft_format: DraftFormat | None = None
-    context: str | None = None
+    context: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
 
     def sampling(self) -> Sampling:
         return Sampling(
@@ -120,10 +125,10 @@ class ChatCompletionRequest(RequestModel):
 
 class CollaborateRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
-    question: str | None = Field(default=None, min_length=1)
+    question: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    context: str | None = None
+    context: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     draft_format: DraftFormat | None = None  # None: the domain's (its spec's draft_format)
     # The weak model's LoRA adapter for this request: a version the weak server serves, or "base" for
     # none. Default: the domain's active version (what evaluation of an older version overrides).
@@ -140,7 +145,7 @@ class CollaborateRequest(RequestModel):
     strong: Sampling = Field(default_factory=Sampling)
     metadata: dict[str, Any] = Field(default_factory=dict)
     # An end-user id, as OpenAI's `user`: while a domain runs a canary, one user stays on one version.
-    user: str | None = Field(default=None, max_length=256)
+    user: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     # Look the question up in the domain's knowledge and show the weak model what was found. Unset: the domain's
     # way (its spec's `knowledge.mechanism`; the strong model alone never looks up). true with mode `strong`:
     # strong + retrieval (the strong model alone, given the same facts).
@@ -245,8 +250,8 @@ class FeedbackRequest(RequestModel):
     # in [0, 1] (map stars or thumbs onto it); a correct answer, once given, is the trace's reference.
     source: str = Field(default="user", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     score: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
-    label: str | None = Field(default=None, max_length=256)
-    correct_answer: str | None = None
+    label: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    correct_answer: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
     comment: str | None = Field(default=None, max_length=10_000)
 
     @model_validator(mode="after")

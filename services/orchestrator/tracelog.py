@@ -28,6 +28,7 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -64,6 +65,7 @@ return 0
 """
 TRACE_KINDS = ("trace", "1")  # "1": ids logged before the kind was recorded
 LOG_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+Logged = Literal["redis", "spool", "dropped", "taken"]  # where a record went (`TraceLog._append`)
 
 
 class SpoolInUse(RuntimeError):
@@ -150,10 +152,10 @@ class TraceLog:
         self._recent[record.trace_id] = None
         while len(self._recent) > self._remember:
             self._recent.popitem(last=False)
-        return bool(await self._append(TRACES_STREAM, record))  # never None: no claim
+        return await self._append(TRACES_STREAM, record) == "redis"
 
-    async def log_feedback(self, record: FeedbackRecord) -> bool | None:
-        """As `_append`, and the one feedback its source may give on the trace: None (nothing written) when the
+    async def log_feedback(self, record: FeedbackRecord) -> Logged:
+        """As `_append`, and the one feedback its source may give on the trace: "taken" (nothing written) when the
         source already gave another one. Claim and record are one Redis step; while records wait in the spool
         (or Redis is away) a duplicate is refused when Redis can tell, and otherwise left to the trainer, which
         keeps the first per trace and source (the same key)."""
@@ -162,19 +164,19 @@ class TraceLog:
             with contextlib.suppress(*LOG_ERRORS):
                 owner = await asyncio.wait_for(self.redis.get(given), self.timeout_s)
                 if owner is not None and owner != record.feedback_id:
-                    return None
+                    return "taken"
         return await self._append(FEEDBACK_STREAM, record, claim=given)
 
-    async def _append(self, stream: str, record: StreamRecord, claim: str | None = None) -> bool | None:
-        """True when the record is in Redis, False when it waits in the spool (or was dropped: `dropped`), None
-        when `claim` (a feedback's key) is held by another record. Never raises: a served answer must not become
-        a 500 because its log failed."""
+    async def _append(self, stream: str, record: StreamRecord, claim: str | None = None) -> Logged:
+        """Where the record went: "redis", "spool" (replayed when Redis is back), "dropped" (the spool is full or
+        unwritable: counted in `dropped`), or "taken" when `claim` (a feedback's key) is held by another record.
+        Never raises: a served answer must not become a 500 because its log failed."""
         fields = record.to_fields()
         if self.backlog == 0:
             try:
                 if claim is None:
                     await self._xadd(stream, fields)
-                    return True
+                    return "redis"
                 return await self._xadd_claimed(stream, fields, claim)
             except LOG_ERRORS as exc:
                 logger.warning("Redis unavailable (%s): spooling to %s", exc, self.spool_path)
@@ -188,26 +190,26 @@ class TraceLog:
                     self.max_spool_bytes,
                     fields["id"],
                 )
-                return False
+                return "dropped"
             try:
                 await asyncio.to_thread(self._spool_line, line)  # fsync off the event loop
             except OSError as exc:  # disk full, read-only, ...
                 self.dropped += 1
                 logger.error("cannot spool record %s to %s: %s", fields["id"], self.spool_path, exc)
-                return False
+                return "dropped"
             self.backlog += 1
-            return False
+            return "spool"
 
     async def _xadd(self, stream: str, fields: dict[str, str]) -> None:
         args = [KEEP_IDS_S, self.maxlen, fields["kind"], *[x for kv in fields.items() for x in kv]]
         keys = [stream, logged(fields["id"])]
         await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout_s)
 
-    async def _xadd_claimed(self, stream: str, fields: dict[str, str], claim: str) -> bool | None:
+    async def _xadd_claimed(self, stream: str, fields: dict[str, str], claim: str) -> Logged:
         args = [KEEP_IDS_S, self.maxlen, fields["kind"], fields["id"], *[x for kv in fields.items() for x in kv]]
         keys = [stream, logged(fields["id"]), claim]
         done = await asyncio.wait_for(self._feedback_script(keys=keys, args=args), self.timeout_s)
-        return None if done == -1 else True
+        return "taken" if done == -1 else "redis"
 
     def _spool_line(self, line: str) -> None:
         """Append one line and fsync it; a write cut short (disk full) is truncated away, leaving no torn line."""

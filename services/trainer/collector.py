@@ -82,6 +82,14 @@ def _entry_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def served_by_adapter(trace: dict) -> bool:
+    """Whether the answer a score is about came through the trace's adapter version: a draft it wrote, in the
+    collaboration or alone. A strong-alone answer, or one degraded because the weak model failed, is not that
+    version's work and must not move its live score."""
+    degraded = trace.get("degraded") or ""
+    return trace.get("mode", "collab") != "strong" and bool(trace.get("draft")) and not degraded.startswith("weak")
+
+
 def valid_score(score: float) -> bool:
     """The feedback contract's range; older records may hold anything (NaN, 1e308)."""
     return math.isfinite(score) and 0.0 <= score <= 1.0
@@ -213,10 +221,10 @@ class Collector:
                 feedback.trace_id,
             )
             return
-        if feedback.score is not None and valid_score(feedback.score):
-            # Live quality of the version that wrote the draft (auto-rollback).
+        if feedback.score is not None and valid_score(feedback.score) and served_by_adapter(trace):
+            # Live quality of the version that wrote the draft (canary verdicts, auto-rollback): one vote per trace.
             await self.store.add_live_score(
-                trace["domain"], trace.get("weak_adapter"), feedback.score, feedback.feedback_id
+                trace["domain"], trace.get("weak_adapter"), feedback.score, trace["trace_id"]
             )
         if feedback.correct_answer is None:
             return

@@ -127,10 +127,11 @@ class TrainerStore:
         await self.redis.set(key, feedback_id, nx=True, ex=TRACE_TTL_S)
         return await self.redis.get(key) == feedback_id
 
-    async def add_live_score(self, domain: str, adapter: str | None, score: float, feedback_id: str) -> bool:
-        """Count one feedback's score once (a redelivered entry adds nothing); False when already counted."""
+    async def add_live_score(self, domain: str, adapter: str | None, score: float, trace_id: str) -> bool:
+        """Count the first score given on a trace, once: a second source or a redelivered entry adds nothing (one
+        answer, one vote). False when the trace was already counted."""
         name = adapter or BASE_ADAPTER
-        keys = [redis_keys.live_scores(domain), redis_keys.scored_feedback(feedback_id)]
+        keys = [redis_keys.live_scores(domain), redis_keys.scored_trace(trace_id)]
         return bool(await self.redis.eval(_ADD_SCORE, 2, *keys, f"{name}:n", f"{name}:sum", score, TRACE_TTL_S))
 
     async def live_totals(self, domain: str, adapter: str | None) -> tuple[int, float]:

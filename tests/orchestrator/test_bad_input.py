@@ -48,6 +48,10 @@ def app_url(private_redis, tmp_path_factory):
         ("/v1/feedback", {"id": "tr-x"}, 422, None),
         ("/v1/feedback", {"score": 1}, 422, "id"),
         ("/v1/feedback", {"id": "tr-x", "score": "high"}, 422, "score"),
+        ("/v1/feedback", {"id": "tr-x", "correct_answer": "4" * 4001}, 422, "correct_answer"),
+        ("/v1/feedback", {"id": "tr-x", "label": "l" * 257}, 422, "label"),
+        ("/v1/collaborate", {"question": "q", "user": "u" * 257}, 422, "user"),
+        ("/v1/chat/completions", {"model": "m" * 257, "messages": [{"role": "user", "content": "x"}]}, 400, "model"),
     ],
 )
 def test_bad_input(app_url, path, body, status, param):
@@ -62,6 +66,19 @@ def test_bad_input(app_url, path, body, status, param):
     assert error["message"] and error["type"]
     if param:
         assert param in (error["param"] or ""), error
+    if "at most" in error["message"]:
+        assert any(limit in error["message"] for limit in ("256", "4000")), error  # the message says the limit
+
+
+def test_free_text_limits_are_the_documented_ones():
+    """The README's table of limits is what the models enforce (a limit changed in one place only fails here)."""
+    from pathlib import Path
+
+    from services.orchestrator import protocol
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for limit in (protocol.MAX_PROMPT_CHARS, protocol.MAX_ANSWER_CHARS, protocol.MAX_NAME_CHARS):
+        assert f"{limit:,}" in readme, limit
 
 
 def test_oversized_body_is_413(app_url):
@@ -88,3 +105,20 @@ def test_health_endpoints(app_url):
     metrics = httpx.get(f"{app_url}/metrics").text
     assert "cowest_log_backlog" in metrics
     assert 'cowest_requests_total{domain="-",route="/v1/feedback",status="404"}' in metrics  # errors are counted
+
+
+def _series(metrics: str, name: str) -> int:
+    return sum(1 for line in metrics.splitlines() if line.startswith(name + "{"))
+
+
+def test_odd_paths_add_no_metric_series(app_url):
+    """Paths a client makes up count under their route template ("unmatched" when none): thousands of random
+    paths must not add a Prometheus series each (defect: 600 probes made 600 series)."""
+    with httpx.Client(base_url=app_url, timeout=30) as client:
+        before = _series(client.get("/metrics").text, "cowest_requests_total")
+        for i in range(2000):
+            path = f"/v1/domains/probe-{i}-x" if i % 2 else f"/no/such/path/{i}"
+            assert client.get(path).status_code == 404
+        after = client.get("/metrics").text
+    assert _series(after, "cowest_requests_total") - before <= 4, after
+    assert 'route="/v1/domains/{name}"' in after and 'route="unmatched"' in after

@@ -64,8 +64,8 @@ async def test_the_trainer_counts_each_feedback_once_and_keeps_the_first(private
         assert await store.first_feedback("tr-c1", "user", "fb-1")
         assert await store.first_feedback("tr-c1", "user", "fb-1")  # the same record redelivered
         assert not await store.first_feedback("tr-c1", "user", "fb-2")  # a second one (spooled past the API)
-        assert await store.add_live_score("contract", "contract-v1", 1.0, "fb-1")
-        assert not await store.add_live_score("contract", "contract-v1", 1.0, "fb-1")  # redelivered: counted once
+        assert await store.add_live_score("contract", "contract-v1", 1.0, "tr-c1")
+        assert not await store.add_live_score("contract", "contract-v1", 1.0, "tr-c1")  # redelivered: counted once
         assert await store.live_score("contract", "contract-v1") == (1, 1.0)
         await store.add_heldout(Example(id="h", domain="contract", question="Who?", answer="Ada"))
         await store.add_heldout(Example(id="h2", domain="contract", question="Who?", answer="Mallory"))
@@ -101,9 +101,9 @@ async def test_a_feedback_cut_off_before_it_was_stored_can_be_sent_again(private
     try:
         log._append = AsyncMock(side_effect=Killed)  # type: ignore[method-assign]
         with pytest.raises(Killed):
-            await feedback_route(body, state)  # type: ignore[arg-type]
+            await feedback_route(body, state, None)  # type: ignore[arg-type]
         log._append = append  # type: ignore[method-assign]
-        receipt = await feedback_route(body, state)  # type: ignore[arg-type]
+        receipt = await feedback_route(body, state, None)  # type: ignore[arg-type]
         stored = [FeedbackRecord.from_fields(f) for _, f in await redis.xrange(redis_keys.FEEDBACK_STREAM)]
         assert [r.feedback_id for r in stored if r.trace_id == body.id] == [receipt.id]
     finally:

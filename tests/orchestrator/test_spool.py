@@ -105,3 +105,25 @@ async def test_workers_take_free_slots_and_a_dead_workers_spool_is_shipped_by_a_
     finally:
         live.close()
         dead.close()
+
+
+def test_feedback_that_cannot_be_stored_is_refused_not_accepted(tmp_path):
+    """Redis away and the spool full: the answer is still returned (its trace dropped and counted), but a feedback
+    gets 503 + Retry-After instead of a 202 for a record that was thrown away (issue 20, defect 8)."""
+    import httpx
+
+    from services.orchestrator.app import create_app
+    from tests.support.fake_upstream import fake_upstream
+    from tests.support.servers import serve_app
+    from tests.support.settings import orch_settings
+
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["ok"]) as (strong, _):
+        settings = orch_settings(weak, strong, redis_url, tmp_path / "spool.jsonl", max_spool_bytes=1)
+        with serve_app(create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as client:
+            answer = client.post("/v1/collaborate", json={"question": "q"})
+            assert answer.status_code == 200  # the answer goes out although its trace could not be kept
+            r = client.post("/v1/feedback", json={"id": answer.json()["id"], "score": 1.0})
+            assert r.status_code == 503 and r.headers["retry-after"], r.text
+            assert r.json()["error"]["code"] == "feedback_not_stored"
+            assert "cowest_log_dropped 2.0" in client.get("/metrics").text

@@ -393,7 +393,7 @@ async def test_live_feedback_regression_rolls_back_automatically(
                 await collector.poll(block_ms=200)
             assert await parts.store.live_score(domain, names[1]) == (3, pytest.approx(0.9))
             assert await parts.swapper.check_live_regression(domain, parts.store) is None
-            await parts.store.add_live_score(domain, names[1], 0.0, "fb-extra")  # mean now 0.675 < 1.0 - 0.2
+            await parts.store.add_live_score(domain, names[1], 0.0, "tr-extra")  # mean now 0.675 < 1.0 - 0.2
             assert await parts.swapper.check_live_regression(domain, parts.store) == names[0]
             assert await get_active_adapter(parts.redis, domain) == names[0]
             assert "live_score" in parts.registry.get(names[1]).metrics
