@@ -48,7 +48,10 @@ def payloads(items: int) -> dict[str, list[dict]]:
     common = {"model": MODEL, "temperature": 0, "max_tokens": 256}
     return {
         "strong_retrieval": [
-            {**common, "messages": prompts.strong_alone_messages(e.question, "islands", lookup=index.search(e.question))}
+            {
+                **common,
+                "messages": prompts.strong_alone_messages(e.question, "islands", lookup=index.search(e.question)),
+            }
             for e in chosen
         ],
         "collab": [

@@ -32,6 +32,16 @@ def delivery_failures(stream: str) -> str:
     return f"cowest:trainer:failures:{stream}"
 
 
+def retry_at(stream: str) -> str:
+    """Hash: entry id -> when (epoch seconds) a failed entry may be tried again: backoff per entry."""
+    return f"cowest:trainer:retry-at:{stream}"
+
+
+def paired_feedback(trace_id: str, source: str) -> str:
+    """Set with a feedback's pairs (same step): a redelivery after a round claimed them pairs nothing again."""
+    return f"cowest:trainer:paired:{trace_id}:{source}"
+
+
 # --- adapters: the alias each domain serves, and its history (newest first) -----------------------
 ACTIVE_ADAPTER_PATTERN = "adapter:active:*"
 ACTIVE_DOMAINS = "adapter:active-domains"  # set: domains with an alias (read instead of a keyspace SCAN)

@@ -190,6 +190,23 @@ def sft(
         )
 
 
+@feedback_app.command("replay-dead")
+def feedback_replay_dead() -> None:
+    """Put the trainer's dead-lettered entries (feedback it gave up on: a model server down past its retries, a
+    trace that never came) back on their streams, once the cause is mended."""
+    import httpx
+
+    try:
+        stack = Stack()
+        r = httpx.post(
+            f"{stack.trainer_url}/dead-letter/replay", headers=auth.admin_headers(stack.admin_key()), timeout=60
+        )
+        r.raise_for_status()
+    except httpx.HTTPError as exc:
+        fail(f"the trainer did not replay the dead letters: {exc}")
+    console.print(f"{r.json()['replayed']} dead-lettered entries are back on their streams")
+
+
 @feedback_app.command("build")
 def feedback_build(
     domain: str = typer.Option(..., "--domain", "-d"),

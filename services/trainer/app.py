@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
@@ -22,7 +23,7 @@ from services.trainer.collab import CollabClient
 from services.trainer.collector import Collector
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
-from services.trainer.rounds import RoundRunner
+from services.trainer.rounds import RoundResult, RoundRunner
 from services.trainer.store import TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
 from shared import auth, redis_keys
@@ -109,6 +110,8 @@ class Trainer:
             settings, self.redis, self.store, self.registry, self.swapper, self.collab, canaries=self.canaries
         )
         self._last_scheduled: dict[str, float] = {}
+        self._rounds: dict[str, asyncio.Task] = {}  # the automatic round running for a domain
+        self._one_round = asyncio.Lock()
         self.backoff = FailureBackoff(settings.failed_round_backoff_s)
         self._migrated = False
 
@@ -127,26 +130,52 @@ class Trainer:
             stop_if_cancelled()
             await asyncio.sleep(5)
             try:
-                for domain in await self.domains():
-                    await self.canaries.check(domain)
-                    await self.swapper.check_live_regression(domain, self.store)
-                    if await self.store.manual_rounds(domain) or self.backoff.blocked(domain, time.time()):
-                        continue
-                    pairs = len(await self.store.pending_pairs(domain))
-                    due = (
-                        self.settings.round_interval_s > 0
-                        and time.time() - self._last_scheduled.get(domain, 0) >= self.settings.round_interval_s
-                    )
-                    if pairs >= self.settings.min_pairs_per_round or (due and pairs):
-                        self._last_scheduled[domain] = time.time()
-                        result = await self.rounds.run(domain, force=due)
-                        if wait := self.backoff.record(domain, result.status, time.time()):
-                            logger.warning(
-                                "automatic rounds of %s paused for %.0f s after: %s", domain, wait, result.detail
-                            )
-            except Exception:  # noqa: BLE001 - the loop must outlive Redis or vLLM outages
+                domains = await self.domains()
+            except Exception:  # noqa: BLE001 - the loop must outlive Redis outages
                 stop_if_cancelled()
                 logger.exception("round trigger pass failed")
+                continue
+            for domain in domains:
+                await self.trigger(domain)
+
+    async def trigger(self, domain: str) -> None:
+        """One domain's pass: canary verdict, live-regression rollback, then a round if one is due. Isolated:
+        one domain failing here leaves the others alone, and a round runs in its own task, so verdicts and
+        rollbacks of every domain go on while a DPO round trains."""
+        try:
+            await self.canaries.check(domain)
+            await self.swapper.check_live_regression(domain, self.store)
+            running = self._rounds.get(domain)
+            if running is not None and not running.done():
+                return
+            if await self.store.manual_rounds(domain) or self.backoff.blocked(domain, time.time()):
+                return
+            pairs = len(await self.store.pending_pairs(domain))
+            due = (
+                self.settings.round_interval_s > 0
+                and time.time() - self._last_scheduled.get(domain, 0) >= self.settings.round_interval_s
+            )
+            if pairs >= self.settings.min_pairs_per_round or (due and pairs):
+                self._last_scheduled[domain] = time.time()
+                self._rounds[domain] = asyncio.create_task(self._round(domain, force=due))
+        except Exception:  # noqa: BLE001 - the loop must outlive Redis or vLLM outages
+            stop_if_cancelled()
+            logger.exception("round trigger pass failed for %s", domain)
+
+    async def _round(self, domain: str, force: bool) -> None:
+        async with self._one_round:  # rounds train one at a time: the machine's cores go to one DPO job
+            try:
+                result = await self.rounds.run(domain, force=force)
+            except Exception as exc:  # noqa: BLE001 - a failed round backs off; it must not kill the trainer
+                logger.exception("automatic round of %s failed", domain)
+                result = RoundResult(domain, -1, "failed", str(exc)[:300])
+            if wait := self.backoff.record(domain, result.status, time.time()):
+                logger.warning("automatic rounds of %s paused for %.0f s after: %s", domain, wait, result.detail)
+
+    async def stop_rounds(self) -> None:
+        for task in self._rounds.values():
+            task.cancel()
+        await asyncio.gather(*self._rounds.values(), return_exceptions=True)
 
     async def reconcile_loop(self) -> None:
         while True:
@@ -199,6 +228,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await trainer.stop_rounds()
             await trainer.aclose()
 
     # No /docs or /openapi.json: every route but /healthz is an admin route (shared/auth.py).
@@ -211,6 +241,33 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus: the collector's backlog and losses (alert on feedback waiting long or any dead letter)."""
+        t = trainer_of(request)
+        registry = CollectorRegistry()
+        gauges = {
+            "cowest_trainer_feedback_waiting": ("Feedback entries waiting for their trace", t.collector.waiting),
+            "cowest_trainer_dead_lettered": ("Entries dead-lettered by this process", t.collector.dead_lettered),
+            "cowest_trainer_processed_questions": (
+                "Questions turned into collaborative feedback",
+                t.collector.processed,
+            ),
+        }
+        for name, (doc, value) in gauges.items():
+            Gauge(name, doc, registry=registry).set(value)
+        try:
+            dead = await t.redis.xlen(redis_keys.DEAD_LETTER_STREAM)
+            Gauge("cowest_dead_letter_entries", "Entries in the dead-letter stream", registry=registry).set(dead)
+        except (RedisError, OSError):
+            pass  # Redis away: the process's own figures still go out
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @admin.post("/dead-letter/replay")
+    async def replay_dead(request: Request) -> dict:
+        """Dead-lettered entries back onto their streams (after the cause is mended): `cowest feedback replay-dead`."""
+        return {"replayed": await trainer_of(request).collector.replay_dead()}
 
     @admin.get("/status")
     async def status(request: Request) -> dict:

@@ -34,7 +34,10 @@ from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
 from shared.supervise import stop_if_cancelled
 
 logger = logging.getLogger(__name__)
-TRACE_WAIT_S = 600  # how long feedback waits (unacknowledged) for its trace to be read
+# How long feedback whose trace was never logged waits for it: the orchestrator keeps a trace id this long (a
+# feedback on an older trace is a 404), and a trace may sit in an orchestrator's spool while Redis is away. A
+# trace that was logged is waited for as long as it takes (it is in the stream: the collector will read it).
+TRACE_WAIT_S = 7 * 24 * 3600
 
 
 @dataclass
@@ -99,6 +102,10 @@ class TraceNotSeenYet(Exception):
     """The two streams are read independently: feedback can come before its trace. Retry later."""
 
 
+class TraceNeverArrived(Exception):
+    """Feedback whose trace did not arrive within TRACE_WAIT_S: dead-lettered, not dropped."""
+
+
 class Collector:
     def __init__(
         self,
@@ -113,9 +120,12 @@ class Collector:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.reclaim_idle_ms = reclaim_idle_ms
         self.processed = 0
+        self.waiting = 0  # feedback entries waiting for their trace in the last pass (trainer /metrics)
+        self.dead_lettered = 0  # entries this process moved to the dead-letter stream
         self._sem = asyncio.Semaphore(settings.concurrency)  # model calls in flight
         self._entries = asyncio.Semaphore(32)  # entries in flight: bounds Redis connections too
         self._reclaim_from = {TRACES_STREAM: "0-0", FEEDBACK_STREAM: "0-0"}  # XAUTOCLAIM's cursor per stream
+        self._waiting = 0
 
     async def ensure_groups(self) -> None:
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
@@ -129,11 +139,15 @@ class Collector:
         return await get_active_adapter(self.redis, domain)
 
     # --- one question -----------------------------------------------------------------------
-    async def process_item(self, item: Example, trace_ids: list[str] | None = None) -> int:
+    async def process_item(
+        self, item: Example, trace_ids: list[str] | None = None, once_key: str | None = None
+    ) -> int:
         """Collaborative feedback for one question; returns how many pairs it stored."""
-        return (await self.feedback_item(item, trace_ids)).pairs
+        return (await self.feedback_item(item, trace_ids, once_key)).pairs
 
-    async def feedback_item(self, item: Example, trace_ids: list[str] | None = None) -> Processed:
+    async def feedback_item(
+        self, item: Example, trace_ids: list[str] | None = None, once_key: str | None = None
+    ) -> Processed:
         if self.settings.domains is not None and item.domain not in self.settings.domains:
             return Processed("ignored")
         if is_heldout(item.domain, item.question):
@@ -169,7 +183,7 @@ class Collector:
                 )
             )
         ]
-        stored = await self.store.put_pairs(item.domain, item.question, pairs)
+        stored = await self.store.put_pairs(item.domain, item.question, pairs, once_key)
         self.processed += 1
         return Processed(
             "processed" if stored else "waiting", len(pairs) if stored else 0, deltas(fb.drafts, fb.strong_alone_score)
@@ -209,10 +223,13 @@ class Collector:
             return  # labels and comments stay in the log
         trace = await self.store.trace(feedback.trace_id)
         if trace is None:
+            # Wait (the entry stays pending) while the trace can still come: it is in the stream unread, or in an
+            # orchestrator's spool. Past TRACE_WAIT_S it is dead-lettered, never dropped (replay-dead brings it back).
+            if await self.redis.exists(redis_keys.logged(feedback.trace_id)):
+                raise TraceNotSeenYet(feedback.trace_id)
             if time.time() - feedback.created_at < TRACE_WAIT_S:
                 raise TraceNotSeenYet(feedback.trace_id)
-            logger.warning("feedback %s names a trace never seen: %s", feedback.feedback_id, feedback.trace_id)
-            return
+            raise TraceNeverArrived(f"feedback {feedback.feedback_id} names a trace never seen: {feedback.trace_id}")
         if not await self.store.first_feedback(feedback.trace_id, feedback.source, feedback.feedback_id):
             logger.info(
                 "ignoring feedback %s: %s already gave one on %s",
@@ -235,11 +252,16 @@ class Collector:
             answer=feedback.correct_answer,
             context=trace.get("context"),
         )
-        await self.process_item(item, trace_ids=[trace["trace_id"]])
+        if await self.store.was_paired(feedback.trace_id, feedback.source):
+            return  # redelivered after its pairs were stored (and maybe trained on): pair nothing twice
+        once = redis_keys.paired_feedback(feedback.trace_id, feedback.source)
+        await self.process_item(item, trace_ids=[trace["trace_id"]], once_key=once)
 
     async def poll(self, block_ms: int = 1000) -> int:
-        """One pass: reclaimed pending entries first, then new ones. Returns entries handled."""
+        """One pass: reclaimed pending entries first (those whose backoff is over), then new ones. Returns
+        entries handled."""
         batches = []
+        now = time.time()
         for stream in (TRACES_STREAM, FEEDBACK_STREAM):
             cursor, claimed, *_ = await self.redis.xautoclaim(
                 stream,
@@ -251,12 +273,17 @@ class Collector:
             )
             self._reclaim_from[stream] = cursor  # "0-0" again once the scan wrapped around
             own = await self.redis.xreadgroup(TRAINER_GROUP, self.consumer, {stream: "0"}, count=500)  # ours, unacked
-            batches.append((stream, list(claimed) + [e for _, entries in own for e in entries]))
+            entries = list(claimed) + [e for _, got in own for e in got]
+            backoff = await self.redis.hgetall(redis_keys.retry_at(stream))
+            batches.append((stream, [e for e in entries if float(backoff.get(e[0], 0)) <= now]))
+        # Traces are cheap to take in (one SET each) and feedback waits for them: read them in big batches.
+        traces = await self.redis.xreadgroup(TRAINER_GROUP, self.consumer, {TRACES_STREAM: ">"}, count=1000)
         fresh = await self.redis.xreadgroup(
             TRAINER_GROUP, self.consumer, {TRACES_STREAM: ">", FEEDBACK_STREAM: ">"}, count=50, block=block_ms
         )
-        batches += [(stream, entries) for stream, entries in fresh or []]
+        batches += [(stream, entries) for stream, entries in (traces or []) + (fresh or [])]
         handled = 0
+        self._waiting = 0
         seen: set[tuple[str, str]] = set()
         # Traces before feedback, so a trace and its feedback in one batch join up.
         for stream, entries in sorted(batches, key=lambda b: b[0] != TRACES_STREAM):
@@ -267,6 +294,7 @@ class Collector:
                 seen.add((stream, entry_id))
                 tasks.append(self._handle_and_ack(stream, entry_id, fields))
             handled += sum(await asyncio.gather(*tasks))
+        self.waiting = self._waiting
         return handled
 
     async def _handle_and_ack(self, stream: str, entry_id, fields) -> int:
@@ -277,7 +305,10 @@ class Collector:
         try:
             await self.handle(stream, fields)
         except TraceNotSeenYet:
+            self._waiting += 1
             return 0  # stays pending: the next pass retries it, after the trace was read
+        except TraceNeverArrived as exc:
+            return await self._dead_letter(stream, entry_id, fields, exc)
         except (ValueError, KeyError) as exc:
             logger.error("dropping malformed entry %s of %s: %s", entry_id, stream, exc)
         except (RedisError, OSError):
@@ -286,24 +317,55 @@ class Collector:
             return await self._failed(stream, entry_id, fields, exc)
         await self.redis.xack(stream, TRAINER_GROUP, entry_id)  # only after the pairs are stored
         await self.redis.hdel(redis_keys.delivery_failures(stream), entry_id)
+        await self.redis.hdel(redis_keys.retry_at(stream), entry_id)
         return 1
 
     async def _failed(self, stream: str, entry_id: str, fields: dict[str, str], exc: Exception) -> int:
-        """Count a failed delivery; after `max_deliveries` move the entry to the dead-letter stream and ack it."""
+        """Count a failed delivery and back the entry off (2, 4, 8, ... s: a model server restarting for a few
+        seconds costs a few retries, not the entry); after `max_deliveries` move it to the dead-letter stream."""
         failures = await self.redis.hincrby(redis_keys.delivery_failures(stream), entry_id, 1)
         if failures < self.settings.max_deliveries:
+            wait = min(self.settings.retry_base_s * 2 ** (failures - 1), self.settings.retry_max_s)
+            await self.redis.hset(redis_keys.retry_at(stream), entry_id, time.time() + wait)
             logger.warning(
-                "entry %s of %s failed (%d of %d): %s", entry_id, stream, failures, self.settings.max_deliveries, exc
+                "entry %s of %s failed (%d of %d), next try in %.0f s: %s",
+                entry_id,
+                stream,
+                failures,
+                self.settings.max_deliveries,
+                wait,
+                exc,
             )
             return 0
-        logger.error("entry %s of %s failed %d times; dead-lettered: %s", entry_id, stream, failures, exc)
+        return await self._dead_letter(stream, entry_id, fields, exc)
+
+    async def _dead_letter(self, stream: str, entry_id: str, fields: dict[str, str], exc: Exception) -> int:
+        logger.error("entry %s of %s dead-lettered: %s", entry_id, stream, exc)
         dead = {**fields, "dead_stream": stream, "dead_id": entry_id, "dead_error": f"{type(exc).__name__}: {exc}"}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(redis_keys.DEAD_LETTER_STREAM, dead, maxlen=100_000, approximate=True)
             pipe.xack(stream, TRAINER_GROUP, entry_id)
             pipe.hdel(redis_keys.delivery_failures(stream), entry_id)
+            pipe.hdel(redis_keys.retry_at(stream), entry_id)
             await pipe.execute()
+        self.dead_lettered += 1
         return 1
+
+    async def replay_dead(self, limit: int = 10_000) -> int:
+        """Put dead-lettered entries back on the stream they came from (once the cause is mended: a model server
+        back, a prompt limit raised) and remove them from the dead-letter stream. Returns how many."""
+        moved = 0
+        for dead_id, fields in await self.redis.xrange(redis_keys.DEAD_LETTER_STREAM, count=limit):
+            original = {k: v for k, v in fields.items() if not k.startswith("dead_")}
+            stream = fields.get("dead_stream")
+            if stream not in (TRACES_STREAM, FEEDBACK_STREAM):
+                continue
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(stream, original)
+                pipe.xdel(redis_keys.DEAD_LETTER_STREAM, dead_id)
+                await pipe.execute()
+            moved += 1
+        return moved
 
     async def trim(self, now_ms: int | None = None) -> int:
         """Trim what the trainer group has read and acknowledged, once older than `stream_retention_s`: entries

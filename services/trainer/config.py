@@ -55,7 +55,12 @@ class TrainerSettings(BaseSettings):
     concurrency: int = 8  # questions in flight: vLLM batches them
     # An entry whose handling fails this many times (say, a prompt longer than the weak model's context) goes
     # to the dead-letter stream (shared/redis_keys.py) and is acknowledged: it must not be retried forever.
-    max_deliveries: int = 5
+    # Each failure backs the entry off first: retry_base_s, twice that, ... (at most retry_max_s), so 8 deliveries
+    # span ~4 minutes: a model server restarting costs retries, not entries (`cowest feedback replay-dead`
+    # brings dead letters back).
+    max_deliveries: int = 8
+    retry_base_s: float = 2.0
+    retry_max_s: float = 300.0
     # Entries the trainer group has read and acknowledged are trimmed from the streams once this old (the
     # orchestrator's MAXLEN is only an emergency cap: it would trim entries nobody has read yet).
     stream_retention_s: float = 24 * 3600

@@ -44,6 +44,12 @@ redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2], ARGV[3])
 return 1
 """
 
+# KEYS[1] pending hash, KEYS[2] the feedback's once-key. Pairs and the mark that they were made: one step.
+_PUT_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 0 end
+return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+"""
+
 # KEYS[1] pending hash, KEYS[2] the round's hash. A question already claimed by this round keeps its pairs.
 _CLAIM = """
 local fields = redis.call('HGETALL', KEYS[1])
@@ -78,12 +84,24 @@ class TrainerStore:
         """Whether this question already has pairs waiting for the next round (possibly none)."""
         return bool(await self.redis.hexists(redis_keys.pending_pairs(domain), question_key(domain, question)))
 
-    async def put_pairs(self, domain: str, question: str, pairs: list[PreferencePair]) -> bool:
+    async def put_pairs(
+        self, domain: str, question: str, pairs: list[PreferencePair], once_key: str | None = None
+    ) -> bool:
         """Store a question's pairs (possibly none: it still counts as processed) for the next round.
-        False when the question already has pairs waiting (a repeat or a redelivery: the first wins)."""
+        False when the question already has pairs waiting (a repeat or a redelivery: the first wins). `once_key`
+        (a feedback's `paired_feedback` key) is set in the same step, so that feedback is never paired again,
+        even after a round has claimed these pairs."""
         payload = json.dumps([p.model_dump() for p in pairs])
         await self.redis.sadd(redis_keys.TRAINER_DOMAINS, domain)
-        return bool(await self.redis.hsetnx(redis_keys.pending_pairs(domain), question_key(domain, question), payload))
+        pending = redis_keys.pending_pairs(domain)
+        if once_key is None:
+            return bool(await self.redis.hsetnx(pending, question_key(domain, question), payload))
+        keys = [pending, once_key]
+        return bool(await self.redis.eval(_PUT_ONCE, 2, *keys, question_key(domain, question), payload, TRACE_TTL_S))
+
+    async def was_paired(self, trace_id: str, source: str) -> bool:
+        """Whether this feedback's pairs were stored already (defect: a redelivery after a round trained twice)."""
+        return bool(await self.redis.exists(redis_keys.paired_feedback(trace_id, source)))
 
     async def pending_pairs(self, domain: str) -> list[PreferencePair]:
         """What the next round will train on: pairs stored since the last claim, plus the pairs an unfinished

@@ -30,7 +30,7 @@ class FailingCollab:
 
 async def test_a_poison_entry_is_dead_lettered_and_the_rest_still_flows(fresh_redis):
     redis = redis_keys.connect(fresh_redis.url)
-    settings = trainer_settings("http://weak", "http://strong", fresh_redis.url, max_deliveries=3)
+    settings = trainer_settings("http://weak", "http://strong", fresh_redis.url, max_deliveries=3, retry_base_s=0)
     collab = FailingCollab("poison question?")
     collector = Collector(settings, redis, TrainerStore(redis), collab, consumer="c", reclaim_idle_ms=0)
     try:
