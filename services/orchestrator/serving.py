@@ -116,16 +116,28 @@ class Serving:
             )
         self.in_flight += 1
 
+    def _deadline_error(self) -> APIError:
+        limit = self.settings.request_deadline_s
+        return APIError(504, f"no answer within the request deadline of {limit:g} s", code="deadline_exceeded")
+
     async def _within_deadline(self, work):
         try:
             async with asyncio.timeout(self.settings.request_deadline_s):
                 return await work
         except TimeoutError:
-            raise APIError(
-                504,
-                f"no answer within the request deadline of {self.settings.request_deadline_s:g} s",
-                code="deadline_exceeded",
-            ) from None
+            raise self._deadline_error() from None
+
+    async def _bounded_stream(self, upstream, deadline: float) -> AsyncIterator[bytes]:
+        """A pass-through stream's bytes until the request deadline, then an error event; releases the slot."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+        except TimeoutError:
+            body = error_body(504, self._deadline_error().message, code="deadline_exceeded")
+            yield f"\n\ndata: {json.dumps(body)}\n\n".encode()
+        finally:
+            self.in_flight -= 1
 
     # --- checks -----------------------------------------------------------------------------
     def check_max_tokens(self, *stages: Sampling) -> None:
@@ -209,9 +221,10 @@ class Serving:
     async def chat(self, body: ChatCompletionRequest, ctx: RequestContext, request: Request):
         """A ChatCompletionResponse, an async iterator of SSE events (stream), or the pass-through's response."""
         self.check_max_tokens(body.sampling())
+        deadline = asyncio.get_running_loop().time() + self.settings.request_deadline_s  # the whole request's
         domain = pipeline_domain(body.model)
         if domain is None:
-            return await self._pass_through(body, ctx, request)
+            return await self._pass_through(body, ctx, request, deadline)
         self.check_domain(domain)
         if body.n != 1:
             raise APIError(400, "the cowest pipeline returns one choice: n must be 1", param="n")
@@ -236,7 +249,8 @@ class Serving:
             except BaseException:
                 self.in_flight -= 1
                 raise
-            return self._chunks(q, ctx, drafted, body.model, chat_id, include_usage)  # releases the slot at its end
+            # releases the slot at its end
+            return self._chunks(q, ctx, drafted, body.model, chat_id, include_usage, deadline)
         try:
             outcome = await self._within_deadline(self.collaborator.run(q, ctx))
         finally:
@@ -252,17 +266,31 @@ class Serving:
         )
 
     async def _chunks(
-        self, q: Question, ctx: RequestContext, drafted: Drafted, model: str, chat_id: str, include_usage: bool
+        self,
+        q: Question,
+        ctx: RequestContext,
+        drafted: Drafted,
+        model: str,
+        chat_id: str,
+        include_usage: bool,
+        deadline: float,
     ) -> AsyncIterator[dict]:
         """The SSE events; the request's in-flight slot is released when the stream ends, however it ends."""
         try:
-            async for e in self._chunk_events(q, ctx, drafted, model, chat_id, include_usage):
+            async for e in self._chunk_events(q, ctx, drafted, model, chat_id, include_usage, deadline):
                 yield e
         finally:
             self.in_flight -= 1
 
     async def _chunk_events(
-        self, q: Question, ctx: RequestContext, drafted: Drafted, model: str, chat_id: str, include_usage: bool
+        self,
+        q: Question,
+        ctx: RequestContext,
+        drafted: Drafted,
+        model: str,
+        chat_id: str,
+        include_usage: bool,
+        deadline: float,
     ) -> AsyncIterator[dict]:
         created = int(time.time())
 
@@ -278,17 +306,24 @@ class Serving:
         # aclosing: when the client disconnects, the pipeline's generator still closes and logs the trace.
         async with contextlib.aclosing(self.collaborator.stream(q, ctx, drafted)) as events:
             try:
-                async for e in events:
-                    match e:
-                        case Delta(text):
-                            yield event([ChunkChoice(delta=DeltaMessage(content=text))])
-                        case Degraded(reason):
-                            yield event([ChunkChoice()], cowest={"degraded": reason})
-                        case Finished(total):
-                            usage = total
-                        case Interrupted(message, code):
-                            yield error(502, message, code)
-                            return
+                # The request deadline bounds the stream too: a strong model dripping a token every 0.3 s never
+                # trips a read timeout.
+                async with asyncio.timeout_at(deadline):
+                    async for e in events:
+                        match e:
+                            case Delta(text):
+                                yield event([ChunkChoice(delta=DeltaMessage(content=text))])
+                            case Degraded(reason):
+                                yield event([ChunkChoice()], cowest={"degraded": reason})
+                            case Finished(total):
+                                usage = total
+                            case Interrupted(message, code):
+                                yield error(502, message, code)
+                                return
+            except TimeoutError:
+                limit = self.settings.request_deadline_s
+                yield error(504, f"the stream ran past the request deadline of {limit:g} s", "deadline_exceeded")
+                return
             except CollaborationFailed as exc:  # nothing left to answer with (both servers down)
                 yield error(503, str(exc), exc.code)
                 return
@@ -301,7 +336,7 @@ class Serving:
             yield event([], usage=usage)
         yield {"data": "[DONE]"}
 
-    async def _pass_through(self, body: ChatCompletionRequest, ctx: RequestContext, request: Request):
+    async def _pass_through(self, body: ChatCompletionRequest, ctx: RequestContext, request: Request, deadline: float):
         role = await self.directory.served_by(body.model)
         if role is None:
             known = [PIPELINE, *(f"{PIPELINE}/{d}" for d in self.known_domains())]
@@ -314,28 +349,41 @@ class Serving:
                 code="model_not_found",
             )
         headers = {"content-type": "application/json", **{k.lower(): v for k, v in ctx.headers().items()}}
+        self._admit()  # pass-through requests hold a slot too, until their last byte
         try:
-            upstream = await self.directory.upstreams[role].proxy(
-                "POST", "/chat/completions", await request.body(), headers
-            )
-        except UpstreamError as exc:
-            raise APIError(
-                503,
-                f"the {role} model server is unavailable ({exc.public})",
-                code=f"{role}_unavailable",
-                headers={"Retry-After": "5"},
-            ) from exc
+            async with asyncio.timeout_at(deadline):
+                upstream = await self.directory.upstreams[role].proxy(
+                    "POST", "/chat/completions", await request.body(), headers
+                )
+        except BaseException as exc:
+            self.in_flight -= 1
+            if isinstance(exc, TimeoutError):
+                raise self._deadline_error() from None
+            if isinstance(exc, UpstreamError):
+                raise APIError(
+                    503,
+                    f"the {role} model server is unavailable ({exc.public})",
+                    code=f"{role}_unavailable",
+                    headers={"Retry-After": "5"},
+                ) from exc
+            raise
         self.collaborator.metrics.requests.labels(f"pass_{role}", "-", str(upstream.status_code)).inc()
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASS_HEADERS}
         if "text/event-stream" in upstream.headers.get("content-type", ""):
-            return StreamingResponse(
-                upstream.aiter_raw(),
+            return StreamingResponse(  # the stream releases the slot at its end
+                self._bounded_stream(upstream, deadline),
                 status_code=upstream.status_code,
                 headers=out_headers,
                 background=BackgroundTask(upstream.aclose),
             )
-        content = await upstream.aread()
-        await upstream.aclose()
+        try:
+            async with asyncio.timeout_at(deadline):
+                content = await upstream.aread()
+        except TimeoutError:
+            raise self._deadline_error() from None
+        finally:
+            await upstream.aclose()
+            self.in_flight -= 1
         try:
             return JSONResponse(json.loads(content), status_code=upstream.status_code, headers=out_headers)
         except ValueError:

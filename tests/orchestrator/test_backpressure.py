@@ -91,3 +91,30 @@ def test_a_dripping_weak_model_is_cut_at_its_stage_deadline_and_the_strong_one_a
             body = httpx.post(f"{url}/v1/collaborate", json={"question": "q"}, timeout=30).json()
             assert body["degraded"].startswith("weak_unavailable") and body["answer"] == "fake answer", body
             assert time.monotonic() - t0 < 4
+
+
+def test_a_dripping_strong_stream_ends_with_an_error_at_the_request_deadline(private_redis, tmp_path):
+    """Issue 20, defect 6: the weak model drafts, then the strong model streams a token every 0.3 s. The request
+    deadline (2 s) bounds the streamed strong stage and the pass-through stream alike: each ends with an error
+    event within 5 s. A pass-through stream holds an in-flight slot while it lasts."""
+    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["drip"]) as (strong, _):
+        settings = orch_settings(
+            weak, strong, private_redis.url, tmp_path / "s.jsonl", request_deadline_s=2.0, max_in_flight=1
+        )
+        with serve_app(create_app(settings)) as url:
+            for model in ("cowest", "tiny-strong"):
+                chat = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+                t0 = time.monotonic()
+                with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat, timeout=30) as s:
+                    assert s.status_code == 200
+                    lines = []
+                    for line in s.iter_lines():
+                        if line:
+                            lines.append(line)
+                        if time.monotonic() - t0 > 10:
+                            break  # unbounded: fail below instead of hanging
+                        if model == "tiny-strong" and len(lines) == 1:  # the stream holds the only slot
+                            busy = httpx.post(f"{url}/v1/chat/completions", json={**chat, "stream": False})
+                            assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded"
+                assert time.monotonic() - t0 < 5, f"{model}: the stream outlived the deadline"
+                assert "deadline_exceeded" in lines[-1], (model, lines[-3:])
