@@ -128,7 +128,7 @@ class Serving:
             raise self._deadline_error() from None
 
     async def _bounded_stream(self, upstream, deadline: float) -> AsyncIterator[bytes]:
-        """A pass-through stream's bytes until the request deadline, then an error event; releases the slot."""
+        """A pass-through stream's bytes until the request deadline, then an error event."""
         try:
             async with asyncio.timeout_at(deadline):
                 async for chunk in upstream.aiter_raw():
@@ -136,8 +136,6 @@ class Serving:
         except TimeoutError:
             body = error_body(504, self._deadline_error().message, code="deadline_exceeded")
             yield f"\n\ndata: {json.dumps(body)}\n\n".encode()
-        finally:
-            self.in_flight -= 1
 
     # --- checks -----------------------------------------------------------------------------
     def check_max_tokens(self, *stages: Sampling) -> None:
@@ -250,7 +248,7 @@ class Serving:
                 self.in_flight -= 1
                 raise
             # releases the slot at its end
-            return self._chunks(q, ctx, drafted, body.model, chat_id, include_usage, deadline)
+            return self._releasing(self._chunk_events(q, ctx, drafted, body.model, chat_id, include_usage, deadline))
         try:
             outcome = await self._within_deadline(self.collaborator.run(q, ctx))
         finally:
@@ -265,19 +263,10 @@ class Serving:
             | {"degraded": outcome.degraded, "strong": stage_info(outcome.strong).model_dump()},
         )
 
-    async def _chunks(
-        self,
-        q: Question,
-        ctx: RequestContext,
-        drafted: Drafted,
-        model: str,
-        chat_id: str,
-        include_usage: bool,
-        deadline: float,
-    ) -> AsyncIterator[dict]:
-        """The SSE events; the request's in-flight slot is released when the stream ends, however it ends."""
+    async def _releasing(self, events: AsyncIterator) -> AsyncIterator:
+        """`events`, then the request's in-flight slot is released: when the stream ends, however it ends."""
         try:
-            async for e in self._chunk_events(q, ctx, drafted, model, chat_id, include_usage, deadline):
+            async for e in events:
                 yield e
         finally:
             self.in_flight -= 1
@@ -371,7 +360,7 @@ class Serving:
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASS_HEADERS}
         if "text/event-stream" in upstream.headers.get("content-type", ""):
             return StreamingResponse(  # the stream releases the slot at its end
-                self._bounded_stream(upstream, deadline),
+                self._releasing(self._bounded_stream(upstream, deadline)),
                 status_code=upstream.status_code,
                 headers=out_headers,
                 background=BackgroundTask(upstream.aclose),
