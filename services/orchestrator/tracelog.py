@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import mmap
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -357,6 +358,24 @@ class TraceLog:
             return True
         try:
             # Only a trace: a feedback id (also logged once) is not something to give feedback on.
-            return await asyncio.wait_for(self.redis.get(logged(trace_id)), self.timeout_s) in TRACE_KINDS
+            if await asyncio.wait_for(self.redis.get(logged(trace_id)), self.timeout_s) in TRACE_KINDS:
+                return True
         except LOG_ERRORS:
             return None
+        # Not in Redis yet: it may wait in another worker's spool (served while Redis was away, not replayed yet).
+        return await asyncio.to_thread(self._in_sibling_spool, trace_id)
+
+    def _in_sibling_spool(self, trace_id: str) -> bool:
+        """Whether another worker's spool (the other slots beside this one) holds a record with this id."""
+        needle = json.dumps(trace_id).encode()
+        for slot in range(self.slots):
+            path = slot_path(self.base_path, slot)
+            if path == self.spool_path:
+                continue
+            try:
+                with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    if data.find(needle) >= 0:
+                        return True
+            except (OSError, ValueError):  # no such slot, or an empty file (mmap refuses length 0)
+                continue
+        return False

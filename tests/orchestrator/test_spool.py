@@ -107,6 +107,22 @@ async def test_workers_take_free_slots_and_a_dead_workers_spool_is_shipped_by_a_
         dead.close()
 
 
+async def test_a_trace_in_another_workers_spool_is_known(private_redis, tmp_path):
+    """Issue 20, defect 9: worker B served a trace while Redis was away from it; feedback on it reaching worker A
+    (Redis up, the trace not replayed yet) must not be a 404. An id in no spool and not in Redis still is."""
+    base = tmp_path / "spool.jsonl"
+    a = TraceLog(redis_keys.connect(private_redis.url), base, slots=2)
+    b = TraceLog(unreachable(), base, slots=2)
+    try:
+        assert not await b.log_trace(record(370))  # spooled by B
+        assert await a.trace_known("tr-spool-370") is True
+        assert await a.trace_known("tr-spool-37") is False  # a prefix of a spooled id is not that id
+        assert await a.trace_known("tr-nowhere") is False
+    finally:
+        a.close()
+        b.close()
+
+
 def test_feedback_that_cannot_be_stored_is_refused_not_accepted(tmp_path):
     """Redis away and the spool full: the answer is still returned (its trace dropped and counted), but a feedback
     gets 503 + Retry-After instead of a 202 for a record that was thrown away (issue 20, defect 8)."""
