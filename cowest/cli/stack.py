@@ -46,6 +46,16 @@ def start_stack(stack: Stack, profile: str | None, timeout: float) -> None:
             err_console.print("interrupted: the stack was stopped")
             raise typer.Exit(130) from None
     console.print(f"stack is up ({time.monotonic() - t0:.0f}s). `cowest status` shows it; `cowest down` stops it.")
+    if not stack.orchestrator.api_keys:
+        err_console.print(open_door_warning(stack.orchestrator_url))
+
+
+def open_door_warning(url: str) -> str:
+    return (
+        f"[yellow]warning:[/] the orchestrator at {url} runs without client keys: whoever reaches it can send "
+        "feedback (training data) and use the strong model through it. Set COWEST_API_KEYS (comma-separated) "
+        "before `cowest up`, or keep the port on localhost."
+    )
 
 
 @app.command()

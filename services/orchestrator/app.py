@@ -32,6 +32,13 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         state = AppState.create(settings)
         app.state.cowest = state
+        if not settings.api_keys:
+            logging.getLogger(__name__).warning(
+                "no client keys (COWEST_API_KEYS): the /v1 API, feedback and pass-through included, is open to "
+                "whoever reaches %s:%s",
+                settings.host,
+                settings.port,
+            )
         try:
             await asyncio.wait_for(state.aliases.refresh(), 2.0)
         except Exception:  # noqa: BLE001 - Redis may be down at start: the saved aliases, and the loops keep trying

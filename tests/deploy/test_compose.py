@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shared import redis_keys
+
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -68,8 +70,63 @@ def test_weak_servers_read_the_adapters_the_trainer_publishes():
 def test_redis_keeps_its_data_and_requires_a_password():
     redis = SERVICES["redis"]
     command = " ".join(redis["command"])
-    assert "--appendonly yes --appendfsync always" in command and "--requirepass" in command  # durable when acked
+    assert "--appendonly yes --appendfsync always" in command and "--aclfile" in command  # durable when acked
+    assert "user default on >%s" in command  # no user without a password
     assert any(v.startswith("redis-data:") for v in redis["volumes"])
+
+
+def test_each_service_has_its_own_redis_user_with_the_projects_rules():
+    env = SERVICES["redis"]["environment"]
+    for service in ("orchestrator", "trainer"):
+        assert env[f"{service.upper()}_ACL"].split() == redis_keys.acl_rules(service).split(), service
+        url = SERVICES[service]["environment"]["COWEST_REDIS_URL"]
+        assert url.startswith(f"redis://{service}:${{REDIS_{service.upper()}_PASSWORD:?"), url
+
+
+def test_client_keys_are_required():
+    """Nothing but health is open by default: compose refuses to start the orchestrator without client keys."""
+    keys = SERVICES["orchestrator"]["environment"]["COWEST_API_KEYS"]
+    assert keys.startswith("${COWEST_API_KEYS:?"), keys
+
+
+def test_the_compose_redis_command_starts_redis_with_working_least_privilege_users(tmp_path):
+    """The compose command itself, run against the machine's redis-server: each user gets in with its own
+    password and only to its own keys (a typo in the rules or the script would fail here, not in production)."""
+    import subprocess
+
+    import redis as redis_py
+    from redis.exceptions import AuthenticationError, NoPermissionError
+
+    from tests.support.redis import wait_for_ping
+    from tests.support.servers import free_port
+
+    service = SERVICES["redis"]
+    script = service["command"][2].replace("$$", "$").replace("/tmp/users.acl", str(tmp_path / "users.acl"))
+    passwords = {"REDIS_PASSWORD": "p0", "REDIS_ORCHESTRATOR_PASSWORD": "p1", "REDIS_TRAINER_PASSWORD": "p2"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        **passwords,
+        **{k: service["environment"][k] for k in ("ORCHESTRATOR_ACL", "TRAINER_ACL")},
+    }
+    port = free_port()
+    args = ["--port", str(port), "--dir", str(tmp_path), "--appendonly", "no", "--save", ""]
+    server = subprocess.Popen(["sh", "-c", script, "redis", *args], env=env, stdout=subprocess.DEVNULL)
+    try:
+        orch = redis_py.Redis(port=port, username="orchestrator", password="p1", decode_responses=True)
+        wait_for_ping(orch)
+        orch.xadd("cowest:traces", {"kind": "trace"})
+        with pytest.raises(NoPermissionError):
+            orch.hgetall("cowest:pairs:acme:pending")  # the trainer's
+        trainer = redis_py.Redis(port=port, username="trainer", password="p2", decode_responses=True)
+        assert trainer.xlen("cowest:traces") == 1
+        with pytest.raises(NoPermissionError):
+            trainer.flushall()
+        with pytest.raises(AuthenticationError):
+            redis_py.Redis(port=port, username="trainer", password="p1").ping()
+        assert redis_py.Redis(port=port, password="p0").ping()  # the operator's default user
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def pins(lock: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from services.trainer.app import Trainer
 from shared import redis_keys
 from shared.adapters import set_active_adapter
 from tests.support.fake_upstream import fake_upstream
+from tests.support.redis import wait_for_ping
 from tests.support.servers import free_port, serve_app
 from tests.support.settings import ADMIN, orch_settings, trainer_settings
 
@@ -44,15 +45,7 @@ def tls_redis(tmp_path) -> Iterator[tuple[int, Path]]:
     )
     admin = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(cert))
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                admin.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_ping(admin)
         for name, password in PASSWORDS.items():
             admin.execute_command("ACL", "SETUSER", name, "on", f">{password}", *redis_keys.acl_rules(name).split())
         yield port, cert

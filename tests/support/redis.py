@@ -23,19 +23,23 @@ class RedisProcess:
 
     def start(self) -> None:
         start_redis(self.settings, self.table)
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_ping(redis.Redis.from_url(self.url))
 
     def stop(self) -> None:
         self.table.stop("redis", timeout=10)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, decode_responses=True)
+
+
+def wait_for_ping(client: redis.Redis, timeout_s: float = 10.0) -> None:
+    """Until a redis-server just started answers PING (its connection errors until then)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

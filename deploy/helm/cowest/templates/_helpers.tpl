@@ -46,8 +46,6 @@ app.kubernetes.io/component: {{ .component }}
   valueFrom: {secretKeyRef: {name: {{ .Values.secrets.name }}, key: weak-api-key}}
 - name: COWEST_ADMIN_KEY
   valueFrom: {secretKeyRef: {name: {{ .Values.secrets.name }}, key: admin-key}}
-- name: COWEST_REDIS_URL
-  valueFrom: {secretKeyRef: {name: {{ .Values.secrets.name }}, key: redis-url}}
 {{- end }}
 
 {{/* An init container that provisions the profile's models into the shared `models` volume (idempotent). */}}
