@@ -206,7 +206,11 @@ class Upstream:
             try:
                 return await self._send_request(request, stream=stream, check=check)
             except UpstreamError as exc:
-                if exc.kind != "unreachable" or i == len(targets) - 1:
+                if i == len(targets) - 1:
+                    raise
+                if exc.status_code == 404:
+                    continue  # this replica lacks the model (a LoRA version not loaded here yet): try the next
+                if exc.kind != "unreachable":
                     raise
                 self._down_until[target] = time.monotonic() + self.down_s
         raise AssertionError("unreachable")

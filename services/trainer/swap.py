@@ -128,6 +128,15 @@ class AdapterSwapper:
             if not isinstance(error, Exception):
                 raise error
             raise AdapterError(f"{name} on {root}: {error}") from error
+        # Quorum: a majority of the known replicas must hold the version before the alias flips. A replica skipped
+        # here serves no request for it meanwhile (the orchestrator tries the next replica on its 404, and a
+        # restarted replica is not ready until it holds the desired versions: services/weak_server/ready.py).
+        members, verified = len(await self.replicas.members()), len(ready) - len(failed)
+        if verified < (quorum := members // 2 + 1):
+            await self.unload(name)
+            raise AdapterError(
+                f"{name} verified on {verified} of {members} weak replicas, below the quorum of {quorum}: not flipped"
+            )
         logger.info(
             "adapter %s (round %s, %s pairs) loaded and verified on %d replica(s)",
             name,

@@ -58,6 +58,27 @@ async def test_a_5xx_is_retried_on_the_other_replica():
     assert len(fgood.calls) == 4 and fbad.calls  # every request answered: those that met the bad one went on
 
 
+async def test_a_replica_without_the_model_passes_the_request_to_one_with_it():
+    """Issue 20, defect 11: a replica that does not hold a LoRA version yet (skipped at the flip) answers 404 for
+    it; the request goes to the next replica instead of failing the draft. A 404 from every replica still fails."""
+    with fake_upstream("m", ["404"]) as (lacking, flacking), fake_upstream("m", ["ok"]) as (holding, fholding):
+        up = upstream([lacking, holding], retries=0)
+        try:
+            for _ in range(4):
+                assert (await up.chat({"model": "acme-v2", "messages": []}))["choices"]
+        finally:
+            await up.aclose()
+    assert len(fholding.calls) == 4 and flacking.calls
+    with fake_upstream("m", ["404"]) as (a, _), fake_upstream("m", ["404"]) as (b, _):
+        up = upstream([a, b])
+        try:
+            with pytest.raises(UpstreamError) as info:
+                await up.chat({"model": "acme-v2", "messages": []})
+        finally:
+            await up.aclose()
+    assert info.value.status_code == 404
+
+
 async def test_all_replicas_refusing_is_unreachable():
     up = upstream([closed_url(), closed_url()])
     try:

@@ -20,7 +20,7 @@ class FakeUpstream:
     repeating: "ok", "429" (Retry-After: 1), "500", "hang", "garbage" (a 200 whose body is not JSON),
     "nullusage" (usage fields null), "badchunk" (a stream whose second chunk is not JSON), "drip" (a 200 that
     never ends: a byte of its body, or a token of its stream, every 0.3 s, so no read ever times out), "slow" (an
-    "ok" after 2 s)."""
+    "ok" after 2 s), "404" (the model is not loaded there)."""
 
     def __init__(self, model: str, script: list[str], text: str = "fake answer", extra_models: tuple[str, ...] = ()):
         self.model, self.script, self.text, self.extra_models = model, list(script), text, extra_models
@@ -42,6 +42,9 @@ class FakeUpstream:
             )
         if action == "500":
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
+        if action == "404":  # vLLM's answer for a LoRA name it has not loaded
+            message = f"The model `{body.get('model')}` does not exist."
+            return JSONResponse({"error": {"message": message, "type": "NotFoundError"}}, 404)
         if action == "hang":
             await asyncio.sleep(60)
         if action == "slow":

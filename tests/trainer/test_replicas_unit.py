@@ -39,7 +39,7 @@ def setup(tmp_path):
     )
     settings = settings.model_copy(update={"drain_s": 0.0, "rollback_depth": 1})
     registry, redis = AdapterRegistry(settings.adapters_dir), MemoryRedis()
-    admins = {"http://weak-0": Recorder(redis), "http://weak-1": Recorder(redis)}
+    admins = {f"http://weak-{i}": Recorder(redis) for i in range(3)}
     swapper = AdapterSwapper(settings, registry, redis, replicas=WeakReplicas(admins=admins))
 
     def register(seed: int) -> str:
@@ -79,10 +79,23 @@ async def test_a_replica_that_went_away_is_skipped_then_reconciled_when_back(set
     gone.down, gone.loaded = True, {}  # killed: a restarted vLLM has no adapters
     await swapper.activate(DOMAIN, v2)
     assert await redis.get(redis_keys.active_adapter(DOMAIN)) == v2
-    assert set(admins["http://weak-0"].loaded) == {v1, v2} and gone.loaded == {}
+    assert set(admins["http://weak-0"].loaded) == {v1, v2} and gone.loaded == {}  # 2 of 3: the quorum
     gone.down = False  # back, empty
     assert set(await swapper.reconcile(DOMAIN)) == {v1, v2}
     assert set(gone.loaded) == {v1, v2}
+
+
+async def test_below_a_quorum_of_replicas_the_alias_does_not_flip(setup):
+    """Issue 20, defect 11: 1 of 3 replicas verified is not enough to flip (majority: 2); nothing stays loaded."""
+    swapper, redis, admins, register = setup
+    v1, v2 = register(1), register(2)
+    await swapper.activate(DOMAIN, v1)
+    for root in ("http://weak-1", "http://weak-2"):
+        admins[root].down = True
+    with pytest.raises(AdapterError, match="1 of 3 weak replicas, below the quorum of 2"):
+        await swapper.activate(DOMAIN, v2)
+    assert await redis.get(redis_keys.active_adapter(DOMAIN)) == v1
+    assert v2 not in admins["http://weak-0"].loaded
 
 
 async def test_no_ready_replica_is_an_error_not_a_flip(setup):
