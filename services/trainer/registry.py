@@ -56,13 +56,21 @@ class AdapterManifest(BaseModel):
 
 
 def content_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    contents = {}
     for name in CONTENT_FILES:
         file = path / name
         if not file.is_file():
             raise AdapterError(f"{path} has no {name}")
+        contents[name] = file.read_bytes()
+    return _sha256_of(contents)
+
+
+def _sha256_of(contents: dict[str, bytes]) -> str:
+    """The content hash of an adapter: each content file's name and bytes, in CONTENT_FILES order."""
+    digest = hashlib.sha256()
+    for name in CONTENT_FILES:
         digest.update(name.encode())
-        digest.update(file.read_bytes())
+        digest.update(contents[name])
     return digest.hexdigest()
 
 
@@ -179,18 +187,39 @@ class AdapterRegistry:
         """The version as vLLM's filesystem LoRA resolver reads it: `<served_dir>/<name>/`, a flat copy whose
         adapter_config.json names the base model as the weak servers were started with it (the resolver serves
         an adapter only when `base_model_name_or_path` equals the model argument of `vllm serve`, a path; the
-        training job's own path may differ). Written once (new dir + rename): a replica never reads half of one."""
+        training job's own path may differ). Written new + renamed: a replica never reads half of one. A copy
+        already there is kept only when its content hash is the one this registry's version gives: a stale copy
+        (an earlier registry's version of the same name) or an edited one is replaced, never served."""
         target = served_dir / self.path(name).name
+        config = json.loads((self.path(name) / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = served_base
+        served_config = json.dumps(config, indent=2)
+        expected = _sha256_of(
+            {
+                "adapter_config.json": served_config.encode(),
+                **{f: (self.path(name) / f).read_bytes() for f in CONTENT_FILES[1:]},
+            }
+        )
         if target.is_dir():
-            return target
+            try:
+                if content_sha256(target) == expected:
+                    return target
+            except AdapterError:
+                pass  # a file missing: replaced below
+            logger.warning("the published copy of %s does not match the registry's version: replacing it", name)
         served_dir.mkdir(parents=True, exist_ok=True)
         staging = served_dir / f".{name}.staging"
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(self.path(name), staging)
-        config = json.loads((staging / "adapter_config.json").read_text())
-        config["base_model_name_or_path"] = served_base
-        (staging / "adapter_config.json").write_text(json.dumps(config, indent=2))
-        os.replace(staging, target)
+        (staging / "adapter_config.json").write_text(served_config)
+        if target.is_dir():
+            old = served_dir / f".{name}.replaced"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
         return target
 
     @staticmethod

@@ -72,6 +72,25 @@ def test_publish_writes_a_flat_copy_naming_the_served_base_and_leaves_the_versio
     assert not list((tmp_path / "served").glob(".*"))  # no staging left behind
 
 
+def test_a_stale_or_edited_published_copy_is_replaced_not_served(tmp_path):
+    """Issue 20, defect 14: a copy already in the served directory under the version's name (left by an earlier
+    registry, or edited) is checked against the registry's content hash and replaced; a matching one is kept."""
+    base = tmp_path / "base"
+    reg = AdapterRegistry(tmp_path / "adapters")
+    name = register(reg, tmp_path, base, "a").name
+    served = reg.publish(name, tmp_path / "served", "/models/tiny-weak")
+    mtime = (served / "adapter_model.safetensors").stat().st_mtime_ns
+    assert reg.publish(name, tmp_path / "served", "/models/tiny-weak") == served
+    assert (served / "adapter_model.safetensors").stat().st_mtime_ns == mtime  # a matching copy is left alone
+    (served / "adapter_model.safetensors").write_bytes(b"an earlier registry's weights")
+    reg.publish(name, tmp_path / "served", "/models/tiny-weak")
+    assert (served / "adapter_model.safetensors").read_bytes() == b"weights"
+    (served / "adapter_config.json").unlink()
+    reg.publish(name, tmp_path / "served", "/models/tiny-weak")
+    assert json.loads((served / "adapter_config.json").read_text())["base_model_name_or_path"] == "/models/tiny-weak"
+    assert not list((tmp_path / "served").glob(".*"))  # nothing left beside it
+
+
 def test_a_version_keeps_the_knowledge_it_was_trained_on_and_refuses_an_edited_copy(tmp_path):
     from shared.knowledge import Knowledge
 
