@@ -90,7 +90,8 @@ def served_by_adapter(trace: dict) -> bool:
     collaboration or alone. A strong-alone answer, or one degraded because the weak model failed, is not that
     version's work and must not move its live score."""
     degraded = trace.get("degraded") or ""
-    return trace.get("mode", "collab") != "strong" and bool(trace.get("draft")) and not degraded.startswith("weak")
+    drafted = trace.get("draft") is not None
+    return trace.get("mode", "collab") != "strong" and drafted and not degraded.startswith("weak")
 
 
 def valid_score(score: float) -> bool:
