@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import os
@@ -90,13 +91,17 @@ def served_by_adapter(trace: dict) -> bool:
     collaboration or alone. A strong-alone answer, or one degraded because the weak model failed, is not that
     version's work and must not move its live score."""
     degraded = trace.get("degraded") or ""
-    drafted = trace.get("draft") is not None
+    drafted = trace.get("drafted", trace.get("draft") is not None)  # "draft": a copy kept before JOIN_FIELDS
     return trace.get("mode", "collab") != "strong" and drafted and not degraded.startswith("weak")
 
 
 def valid_score(score: float) -> bool:
     """The feedback contract's range; older records may hold anything (NaN, 1e308)."""
     return math.isfinite(score) and 0.0 <= score <= 1.0
+
+
+# What the trainer keeps of a trace to join later feedback with: its question, and who answered it how.
+JOIN_FIELDS = ("trace_id", "domain", "question", "context", "weak_adapter", "mode", "degraded")
 
 
 class TraceNotSeenYet(Exception):
@@ -217,7 +222,10 @@ class Collector:
     async def handle(self, stream: str, fields: dict[str, str]) -> None:
         if stream == TRACES_STREAM:
             trace = TraceRecord.from_fields(fields)
-            await self.store.remember_trace(trace.trace_id, trace.model_dump_json())
+            # Only what joining a feedback needs (the stream keeps the whole record until it is trimmed): a full
+            # copy cost ~3x the memory (bench/redis_memory.py).
+            joined = {f: getattr(trace, f) for f in JOIN_FIELDS} | {"drafted": trace.draft is not None}
+            await self.store.remember_trace(trace.trace_id, json.dumps(joined), self.settings.trace_keep_s)
             return
         feedback = FeedbackRecord.from_fields(fields)
         if feedback.correct_answer is None and feedback.score is None:

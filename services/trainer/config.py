@@ -64,6 +64,11 @@ class TrainerSettings(BaseSettings):
     # Entries the trainer group has read and acknowledged are trimmed from the streams once this old (the
     # orchestrator's MAXLEN is only an emergency cap: it would trim entries nobody has read yet).
     stream_retention_s: float = 24 * 3600
+    # How long the trainer keeps what it needs of each trace to join a later feedback with it (JOIN_FIELDS, ~0.6 KB
+    # a trace): feedback after that cannot become pairs. 7 days = the orchestrator's memory of trace ids. At 100
+    # requests/s that is ~37 GB of Redis (bench/results/redis_memory.md): lower it (1 day: ~5 GB) where feedback
+    # comes soon after the answer.
+    trace_keep_s: float = 7 * 24 * 3600
     # Rounds
     min_pairs_per_round: int = 8  # an automatic round starts at this many pairs
     # POST /train with force=true trains below min_pairs_per_round, but never below this: DPO on one or two

@@ -176,8 +176,8 @@ class TrainerStore:
     async def manual_rounds(self, domain: str) -> bool:
         return bool(await self.redis.exists(redis_keys.manual_rounds(domain)))
 
-    async def remember_trace(self, trace_id: str, data: str) -> None:
-        await self.redis.set(redis_keys.seen_trace(trace_id), data, ex=TRACE_TTL_S)
+    async def remember_trace(self, trace_id: str, data: str, ttl_s: float = TRACE_TTL_S) -> None:
+        await self.redis.set(redis_keys.seen_trace(trace_id), data, ex=int(ttl_s))
 
     async def trace(self, trace_id: str) -> dict | None:
         raw = await self.redis.get(redis_keys.seen_trace(trace_id))

@@ -131,3 +131,21 @@ def test_the_trainer_reports_waiting_and_dead_letters_and_replays_them(fresh_red
         r = httpx.post(f"{url}/dead-letter/replay", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         assert r.status_code == 200 and r.json() == {"replayed": 0}  # "x" is no stream of ours: left there
     client.close()
+
+
+async def test_the_trainer_keeps_only_what_joining_needs_for_its_configured_time(fresh_redis):
+    """Issue 20, defect 15: the trainer's copy of a trace is bounded in size (no answer, draft or usage) and in time
+    (`trace_keep_s`)."""
+    redis = redis_keys.connect(fresh_redis.url)
+    c = collector(fresh_redis.url, redis, Collab(), trace_keep_s=3600)
+    try:
+        trace = TraceRecord(
+            trace_id="tr-m", domain="acme", draft_format="cot", question="q?", draft="d" * 5000, answer="a" * 5000
+        )
+        await c.handle(redis_keys.TRACES_STREAM, trace.to_fields())
+        kept = await redis.get(redis_keys.seen_trace("tr-m"))
+        assert len(kept) < 400 and "ddd" not in kept and "aaa" not in kept
+        assert 0 < await redis.ttl(redis_keys.seen_trace("tr-m")) <= 3600
+        assert (await c.store.trace("tr-m"))["drafted"] is True
+    finally:
+        await redis.aclose()
