@@ -80,3 +80,44 @@ def test_registering_a_domain_needs_the_admin_key_not_a_client_key(private_redis
             assert httpx.put(f"{url}/v1/domains/authz", json=spec, headers=ADMIN).status_code in (200, 201)
             assert httpx.get(f"{url}/v1/domains/authz", headers=client).status_code == 200  # reading: a client key
             assert httpx.get(f"{url}/v1/domains/authz", headers=ADMIN).status_code == 401  # not an admin's
+
+
+def _routes(app) -> list[tuple[str, str]]:
+    """(method, path) of every route in an app's table, path parameters filled with harmless names."""
+    from fastapi.routing import APIRoute
+
+    fill = {"domain": "authz", "name": "authz", "decision": "promote"}
+    return [
+        (method, route.path.format(**fill))
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in sorted(route.methods)
+    ]
+
+
+def test_every_trainer_route_in_its_route_table_needs_the_admin_key(trainer, private_redis):
+    """Generated from the route table: a route added without the admin key fails here (issue 20)."""
+    open_routes = {("GET", "/healthz"), ("GET", "/metrics")}  # liveness and numbers only
+    down = f"http://127.0.0.1:{free_port()}"
+    routes = _routes(create_trainer(trainer_settings(down, down, private_redis.url)))
+    assert len(routes) > len(TRAINER_ROUTES)
+    for method, path in routes:
+        status = httpx.request(method, f"{trainer}{path}", headers=WRONG).status_code
+        assert status == 200 if (method, path) in open_routes else status == 401, (method, path, status)
+
+
+def test_every_orchestrator_route_in_its_route_table_needs_a_key(private_redis, tmp_path):
+    """With client keys set, every orchestrator route but health and metrics refuses a request without one; the
+    admin routes refuse a client key too."""
+    open_routes = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["ok"]) as (strong, _):
+        settings = orch_settings(weak, strong, private_redis.url, tmp_path / "s", api_keys=["client-key"])
+        app = create_orchestrator(settings)
+        routes = _routes(app)
+        with serve_app(app) as url:
+            for method, path in routes:
+                status = httpx.request(method, f"{url}{path}", json={}).status_code
+                if (method, path) in open_routes:
+                    assert status == 200, (method, path, status)
+                else:
+                    assert status == 401, (method, path, status)
