@@ -16,7 +16,7 @@ from tests.support.settings import orch_settings
 
 
 def test_deadline_and_in_flight_cap(private_redis, tmp_path):
-    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["hang"]) as (strong, _):
+    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["hang"]) as (strong, fake):
         settings = orch_settings(
             weak, strong, private_redis.url, tmp_path / "s.jsonl", max_in_flight=1, request_deadline_s=2.0
         )
@@ -30,7 +30,9 @@ def test_deadline_and_in_flight_cap(private_redis, tmp_path):
 
             thread = threading.Thread(target=hung)
             thread.start()
-            time.sleep(0.5)  # the first request holds the only slot, waiting on the hung strong model
+            waited = time.monotonic() + 5
+            while not fake.calls and time.monotonic() < waited:  # until it holds the only slot, at the hung model
+                time.sleep(0.01)
             t0 = time.monotonic()
             busy = httpx.post(f"{url}/v1/collaborate", json={"question": "q"}, timeout=30)
             assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded"

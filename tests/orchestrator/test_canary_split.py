@@ -24,7 +24,10 @@ async def test_the_cache_follows_a_canary_and_splits_requests(private_redis):
     watcher = asyncio.create_task(notified.run())
     try:
         await set_active_adapter(redis, "split", "split-v1")
-        await asyncio.sleep(0.3)  # subscribed
+        for _ in range(500):  # until it subscribed (5 s at most)
+            if (await redis.pubsub_numsub(redis_keys.ADAPTER_CHANGED_CHANNEL))[0][1]:
+                break
+            await asyncio.sleep(0.01)
         await set_canary(redis, "split", Canary(adapter="split-v2", weight=0.25, active="split-v1"))
         await until(lambda: notified.canary("split") is not None)
         await polled.refresh()  # the periodic re-read finds it too (a missed notification)
