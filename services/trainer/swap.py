@@ -128,11 +128,12 @@ class AdapterSwapper:
             if not isinstance(error, Exception):
                 raise error
             raise AdapterError(f"{name} on {root}: {error}") from error
-        # Quorum: a majority of the known replicas must hold the version before the alias flips. A replica skipped
+        # Quorum: at least half the known replicas must hold the version before the alias flips (2 of 3, 1 of 2: a
+        # rollout goes on while one of two replicas restarts, not while most of a fleet is away). A replica skipped
         # here serves no request for it meanwhile (the orchestrator tries the next replica on its 404, and a
         # restarted replica is not ready until it holds the desired versions: services/weak_server/ready.py).
         members, verified = len(await self.replicas.members()), len(ready) - len(failed)
-        if verified < (quorum := members // 2 + 1):
+        if verified < (quorum := (members + 1) // 2):
             await self.unload(name)
             raise AdapterError(
                 f"{name} verified on {verified} of {members} weak replicas, below the quorum of {quorum}: not flipped"

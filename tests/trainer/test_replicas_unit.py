@@ -86,7 +86,8 @@ async def test_a_replica_that_went_away_is_skipped_then_reconciled_when_back(set
 
 
 async def test_below_a_quorum_of_replicas_the_alias_does_not_flip(setup):
-    """Issue 20, defect 11: 1 of 3 replicas verified is not enough to flip (majority: 2); nothing stays loaded."""
+    """Issue 20, defect 11: 1 of 3 replicas verified is not enough to flip (at least half: 2); nothing stays
+    loaded."""
     swapper, redis, admins, register = setup
     v1, v2 = register(1), register(2)
     await swapper.activate(DOMAIN, v1)
