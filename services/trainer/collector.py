@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from services.trainer import dead_letters
 from services.trainer.collab import CollabClient
 from services.trainer.config import TrainerSettings
 from services.trainer.pairs import PreferencePair, deltas, select_pairs
@@ -349,32 +350,13 @@ class Collector:
         return await self._dead_letter(stream, entry_id, fields, exc)
 
     async def _dead_letter(self, stream: str, entry_id: str, fields: dict[str, str], exc: Exception) -> int:
-        logger.error("entry %s of %s dead-lettered: %s", entry_id, stream, exc)
-        dead = {**fields, "dead_stream": stream, "dead_id": entry_id, "dead_error": f"{type(exc).__name__}: {exc}"}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(redis_keys.DEAD_LETTER_STREAM, dead, maxlen=100_000, approximate=True)
-            pipe.xack(stream, TRAINER_GROUP, entry_id)
-            pipe.hdel(redis_keys.delivery_failures(stream), entry_id)
-            pipe.hdel(redis_keys.retry_at(stream), entry_id)
-            await pipe.execute()
+        await dead_letters.dead_letter(self.redis, stream, entry_id, fields, exc)
         self.dead_lettered += 1
         return 1
 
     async def replay_dead(self, limit: int = 10_000) -> int:
-        """Put dead-lettered entries back on the stream they came from (once the cause is mended: a model server
-        back, a prompt limit raised) and remove them from the dead-letter stream. Returns how many."""
-        moved = 0
-        for dead_id, fields in await self.redis.xrange(redis_keys.DEAD_LETTER_STREAM, count=limit):
-            original = {k: v for k, v in fields.items() if not k.startswith("dead_")}
-            stream = fields.get("dead_stream")
-            if stream not in (TRACES_STREAM, FEEDBACK_STREAM):
-                continue
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(stream, original)
-                pipe.xdel(redis_keys.DEAD_LETTER_STREAM, dead_id)
-                await pipe.execute()
-            moved += 1
-        return moved
+        """Dead-lettered entries back on their streams (services/trainer/dead_letters.py)."""
+        return await dead_letters.replay(self.redis, limit)
 
     async def trim(self, now_ms: int | None = None) -> int:
         """Trim what the trainer group has read and acknowledged, once older than `stream_retention_s`: entries
