@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def test_sigterm_drains_in_flight_requests_and_streams_and_logs_their_traces(fresh_redis, tmp_path):
     table = ProcessTable(tmp_path / "run")
-    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["slow"]) as (strong, _):
+    with fake_upstream("tiny-weak", ["ok"]) as (weak, _), fake_upstream("tiny-strong", ["slow"]) as (strong, fake):
         settings = orch_settings(weak, strong, fresh_redis.url, tmp_path / "spool.jsonl", port=free_port())
         url = start_orchestrator(table, settings, tmp_path / "home")
         got: dict = {}
@@ -39,7 +39,9 @@ def test_sigterm_drains_in_flight_requests_and_streams_and_logs_their_traces(fre
         clients = [threading.Thread(target=collaborate), threading.Thread(target=stream)]
         for c in clients:
             c.start()
-        time.sleep(0.7)  # both wait on the strong model (2 s)
+        waited = time.monotonic() + 10
+        while len(fake.calls) < 2 and time.monotonic() < waited:  # until both wait on the strong model (2 s)
+            time.sleep(0.01)
         assert table.stop("orchestrator", timeout=20) == "stopped"  # SIGTERM; it exited on its own
         for c in clients:
             c.join(30)
