@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis as redis_sync
 
+from cowest.redis_server import redis_server_binary
 from services.orchestrator.tracelog import TraceLog
 from services.trainer.collector import JOIN_FIELDS
 from services.trainer.store import TrainerStore
@@ -115,7 +116,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="redis-memory-"))
     port = free_port()
     server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        [redis_server_binary(), "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)],
         stdout=subprocess.DEVNULL,
     )
     try:

@@ -267,7 +267,10 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     @admin.post("/dead-letter/replay")
     async def replay_dead(request: Request) -> dict:
         """Dead-lettered entries back onto their streams (after the cause is mended): `cowest feedback replay-dead`."""
-        return {"replayed": await trainer_of(request).collector.replay_dead()}
+        try:
+            return {"replayed": await trainer_of(request).collector.replay_dead()}
+        except (RedisError, OSError) as exc:
+            raise HTTPException(503, f"Redis is unavailable ({exc}); nothing was replayed: try again") from exc
 
     @admin.get("/status")
     async def status(request: Request) -> dict:

@@ -97,17 +97,16 @@ def test_the_compose_redis_command_starts_redis_with_working_least_privilege_use
     import redis as redis_py
     from redis.exceptions import AuthenticationError, NoPermissionError
 
+    from cowest.redis_server import redis_server_binary
     from tests.support.redis import wait_for_ping
     from tests.support.servers import free_port
 
     service = SERVICES["redis"]
     script = service["command"][2].replace("$$", "$").replace("/tmp/users.acl", str(tmp_path / "users.acl"))
     passwords = {"REDIS_PASSWORD": "p0", "REDIS_ORCHESTRATOR_PASSWORD": "p1", "REDIS_TRAINER_PASSWORD": "p2"}
-    env = {
-        "PATH": "/usr/bin:/bin",
-        **passwords,
-        **{k: service["environment"][k] for k in ("ORCHESTRATOR_ACL", "TRAINER_ACL")},
-    }
+    acls = {k: service["environment"][k] for k in ("ORCHESTRATOR_ACL", "TRAINER_ACL")}
+    binary_dir = str(Path(redis_server_binary()).parent)  # the one the stack uses (installed where missing)
+    env = {"PATH": f"{binary_dir}:/usr/bin:/bin", **passwords, **acls}
     port = free_port()
     args = ["--port", str(port), "--dir", str(tmp_path), "--appendonly", "no", "--save", ""]
     server = subprocess.Popen(["sh", "-c", script, "redis", *args], env=env, stdout=subprocess.DEVNULL)
