@@ -310,8 +310,7 @@ class Serving:
                                 yield error(502, message, code)
                                 return
             except TimeoutError:
-                limit = self.settings.request_deadline_s
-                yield error(504, f"the stream ran past the request deadline of {limit:g} s", "deadline_exceeded")
+                yield error(504, self._deadline_error().message, "deadline_exceeded")
                 return
             except CollaborationFailed as exc:  # nothing left to answer with (both servers down)
                 yield error(503, str(exc), exc.code)
