@@ -37,6 +37,16 @@ def retry_at(stream: str) -> str:
     return f"cowest:trainer:retry-at:{stream}"
 
 
+# What became of each feedback entry the trainer acknowledged: outcome -> count (FEEDBACK_OUTCOMES in
+# services/trainer/collector.py says what each means). With the dead-letter stream it accounts for every entry.
+FEEDBACK_OUTCOMES = "cowest:trainer:feedback_outcomes"
+
+
+def feedback_counted(entry_id: str) -> str:
+    """Set when a feedback stream entry's outcome is counted: a redelivered entry is counted once."""
+    return f"cowest:trainer:counted:{entry_id}"
+
+
 def paired_feedback(trace_id: str, source: str) -> str:
     """Set with a feedback's pairs (same step): a redelivery after a round claimed them pairs nothing again."""
     return f"cowest:trainer:paired:{trace_id}:{source}"

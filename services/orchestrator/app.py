@@ -18,9 +18,11 @@ from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.deps import AppState
 from services.orchestrator.errors import install_error_handlers
 from services.orchestrator.middleware import RequestContextMiddleware
+from services.orchestrator.protocol import ErrorResponse
 from services.orchestrator.routes import chat, collaborate, domains, feedback, health, models
 from shared import domains as domain_specs
 from shared import redis_keys
+from shared.openapi_errors import document_errors
 from shared.supervise import supervised
 from shared.watch import watch
 
@@ -69,6 +71,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     docs: dict[str, Any] = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="CoWest orchestrator", version="0.1.0", lifespan=lifespan, **docs)
     install_error_handlers(app)
+    document_errors(
+        app,
+        ErrorResponse,
+        text_routes={"/metrics": "text/plain"},
+        stream_routes=("/v1/chat/completions",),
+    )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (collaborate, chat, models, domains, feedback, health):
         app.include_router(module.router)

@@ -301,3 +301,16 @@ class DomainInfo(BaseModel):
 class DomainList(BaseModel):
     object: Literal["list"] = "list"
     data: list[DomainInfo]
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the orchestrator answers: OpenAI's error object."""
+
+    error: ErrorInfo

@@ -11,6 +11,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
@@ -32,10 +33,17 @@ from shared.adapters import get_active_adapter
 from shared.data.example import Example
 from shared.domains import NAME_PATTERN
 from shared.knowledge import KnowledgeCache
+from shared.openapi_errors import document_errors
 from shared.supervise import stop_if_cancelled, supervised
 from shared.watch import watch
 
 logger = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    """Every error the trainer answers (FastAPI's shape): a message, or the validation errors for a 422."""
+
+    detail: str | list[dict[str, Any]]
 
 
 class TrainRequest(BaseModel):
@@ -233,6 +241,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
 
     # No /docs or /openapi.json: every route but /healthz is an admin route (shared/auth.py).
     app = FastAPI(title="CoWest trainer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    document_errors(app, ErrorDetail, text_routes={"/metrics": "text/plain"})
     admin = APIRouter(dependencies=[Depends(require_admin_key)])
 
     def trainer_of(request: Request) -> Trainer:
@@ -260,6 +269,14 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
         try:
             dead = await t.redis.xlen(redis_keys.DEAD_LETTER_STREAM)
             Gauge("cowest_dead_letter_entries", "Entries in the dead-letter stream", registry=registry).set(dead)
+            outcomes = Gauge(
+                "cowest_feedback_outcomes",
+                "Feedback entries acknowledged, by what became of them (services/trainer/store.py)",
+                ["outcome"],
+                registry=registry,
+            )
+            for outcome, count in (await t.store.feedback_outcomes()).items():
+                outcomes.labels(outcome).set(count)
         except (RedisError, OSError):
             pass  # Redis away: the process's own figures still go out
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

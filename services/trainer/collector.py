@@ -121,11 +121,11 @@ class Collector:
         store: TrainerStore,
         collab: CollabClient,
         consumer: str | None = None,
-        reclaim_idle_ms: int = 60_000,
+        reclaim_idle_ms: int | None = None,
     ):
         self.settings, self.redis, self.store, self.collab = settings, redis, store, collab
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-        self.reclaim_idle_ms = reclaim_idle_ms
+        self.reclaim_idle_ms = int(settings.reclaim_idle_s * 1000) if reclaim_idle_ms is None else reclaim_idle_ms
         self.processed = 0
         self.waiting = 0  # feedback entries waiting for their trace in the last pass (trainer /metrics)
         self.dead_lettered = 0  # entries this process moved to the dead-letter stream
@@ -220,17 +220,18 @@ class Collector:
         return report
 
     # --- the streams ------------------------------------------------------------------------
-    async def handle(self, stream: str, fields: dict[str, str]) -> None:
+    async def handle(self, stream: str, fields: dict[str, str]) -> str | None:
+        """Take in one entry; for feedback, returns its outcome (store.FEEDBACK_OUTCOMES)."""
         if stream == TRACES_STREAM:
             trace = TraceRecord.from_fields(fields)
             # Only what joining a feedback needs (the stream keeps the whole record until it is trimmed): a full
             # copy cost ~3x the memory (bench/redis_memory.py).
             joined = {f: getattr(trace, f) for f in JOIN_FIELDS} | {"drafted": trace.draft is not None}
             await self.store.remember_trace(trace.trace_id, json.dumps(joined), self.settings.trace_keep_s)
-            return
+            return None
         feedback = FeedbackRecord.from_fields(fields)
         if feedback.correct_answer is None and feedback.score is None:
-            return  # labels and comments stay in the log
+            return "no_reference"  # labels and comments stay in the log
         trace = await self.store.trace(feedback.trace_id)
         if trace is None:
             # Wait (the entry stays pending) while the trace can still come: it is in the stream unread, or in an
@@ -241,20 +242,15 @@ class Collector:
                 raise TraceNotSeenYet(feedback.trace_id)
             raise TraceNeverArrived(f"feedback {feedback.feedback_id} names a trace never seen: {feedback.trace_id}")
         if not await self.store.first_feedback(feedback.trace_id, feedback.source, feedback.feedback_id):
-            logger.info(
-                "ignoring feedback %s: %s already gave one on %s",
-                feedback.feedback_id,
-                feedback.source,
-                feedback.trace_id,
-            )
-            return
+            logger.info("ignoring feedback %s: %s gave one already", feedback.feedback_id, feedback.source)
+            return "repeat_source"
         if feedback.score is not None and valid_score(feedback.score) and served_by_adapter(trace):
             # Live quality of the version that wrote the draft (canary verdicts, auto-rollback): one vote per trace.
             await self.store.add_live_score(
                 trace["domain"], trace.get("weak_adapter"), feedback.score, trace["trace_id"]
             )
         if feedback.correct_answer is None:
-            return
+            return "score_only"
         item = Example(
             id=trace["trace_id"],
             domain=trace["domain"],
@@ -263,9 +259,12 @@ class Collector:
             context=trace.get("context"),
         )
         if await self.store.was_paired(feedback.trace_id, feedback.source):
-            return  # redelivered after its pairs were stored (and maybe trained on): pair nothing twice
+            return "paired"  # redelivered after its pairs were stored (and maybe trained on): pair nothing twice
         once = redis_keys.paired_feedback(feedback.trace_id, feedback.source)
-        await self.process_item(item, trace_ids=[trace["trace_id"]], once_key=once)
+        done = await self.feedback_item(item, trace_ids=[trace["trace_id"]], once_key=once)
+        if done.status == "processed":
+            return "paired" if done.pairs else "no_pair"
+        return {"heldout": "heldout", "waiting": "question_waiting"}.get(done.status, "other_domain")
 
     async def poll(self, block_ms: int = 1000) -> int:
         """One pass: reclaimed pending entries first (those whose backoff is over), then new ones. Returns
@@ -313,7 +312,7 @@ class Collector:
 
     async def _handle_and_ack_one(self, stream: str, entry_id, fields) -> int:
         try:
-            await self.handle(stream, fields)
+            outcome = await self.handle(stream, fields)
         except TraceNotSeenYet:
             self._waiting += 1
             return 0  # stays pending: the next pass retries it, after the trace was read
@@ -321,10 +320,13 @@ class Collector:
             return await self._dead_letter(stream, entry_id, fields, exc)
         except (ValueError, KeyError) as exc:
             logger.error("dropping malformed entry %s of %s: %s", entry_id, stream, exc)
+            outcome = "malformed" if stream == FEEDBACK_STREAM else None
         except (RedisError, OSError):
             raise  # Redis is away: the pass fails and the entry stays pending, no delivery is counted
         except Exception as exc:  # noqa: BLE001 - a model-server error: retried, then dead-lettered
             return await self._failed(stream, entry_id, fields, exc)
+        if outcome is not None:  # counted before the ack: a crash in between recounts nothing (once per entry)
+            await self.store.count_outcome(entry_id, outcome, self.settings.stream_retention_s)
         await self.redis.xack(stream, TRAINER_GROUP, entry_id)  # only after the pairs are stored
         await self.redis.hdel(redis_keys.delivery_failures(stream), entry_id)
         await self.redis.hdel(redis_keys.retry_at(stream), entry_id)

@@ -59,6 +59,8 @@ class TrainerSettings(BaseSettings):
     # span ~4 minutes: a model server restarting costs retries, not entries (`cowest feedback replay-dead`
     # brings dead letters back).
     max_deliveries: int = 8
+    # An entry another consumer (a trainer that died) left unacknowledged this long is taken over by this one.
+    reclaim_idle_s: float = 60.0
     retry_base_s: float = 2.0
     retry_max_s: float = 300.0
     # Entries the trainer group has read and acknowledged are trimmed from the streams once this old (the
@@ -86,7 +88,7 @@ class TrainerSettings(BaseSettings):
     dpo_beta: float = 0.1
     # Gate, swap, rollback
     # Gate (services/trainer/gate.py): a paired comparison on the held-out items
-    gate_tolerance: float = 0.0  # promote when candidate >= active - tolerance (collaboration and drafts alone)
+    gate_tolerance: float = 0.05  # non-inferiority margin: paired 95% CI of candidate - active must stay above -this
     gate_min_items: int = 20  # no round trains before the gate has this many held-out items
     # The gate scores at most this many held-out items (a stable sample by question): every round runs both
     # versions over them, so an ever-growing held-out set would make every round slower.

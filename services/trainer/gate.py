@@ -4,6 +4,10 @@ no worse, for the collaboration users get and for the weak model's own drafts.
 Why each rule (all measured failures of the earlier gate, which compared two means on a handful of items):
 - enough items: 4 held-out questions cannot see a 2-question change; below `min_items` nothing is promoted.
 - paired: both versions answer the same items, and the decision is on the per-item differences.
+- non-inferiority on the evidence, not the point estimate: a candidate one item worse in 40 has a mean within
+  any small tolerance, yet nothing shows it is not worse. The candidate passes only when the paired 95% bootstrap
+  CI of (candidate - active) lies above -tolerance, so few items must agree nearly everywhere and many items may
+  differ both ways.
 - no ties at the floor: 0.000 vs 0.000 says nothing about the candidate; it is not a pass.
 - the weak model's own output: a collapsed draft (every question gets the same answer) must fail even when
   the strong model hides it, so the drafts are scored alone and their variety is compared.
@@ -24,13 +28,14 @@ from shared.metrics import bootstrap_ci, final_answer, normalize
 @dataclass(frozen=True)
 class GateRules:
     """Args:
-    tolerance: promote when the candidate's mean is at least the active one's minus this (on a 0-1 metric).
+    tolerance: the non-inferiority margin (on a 0-1 metric): promote only when the lower end of the paired 95% CI
+        of candidate - active is at least -tolerance, for the collaboration and for the drafts alone.
     min_items: held-out items needed before any promotion.
     min_variety: the candidate's share of distinct draft answers must be at least this fraction of the
         active version's (1.0: as varied; 0.5: half as many distinct answers is a collapse).
     """
 
-    tolerance: float = 0.0
+    tolerance: float = 0.05
     min_items: int = 20
     min_variety: float = 0.5
 
@@ -54,15 +59,20 @@ class GateDecision:
     diff_ci: tuple[float, float] | None = None  # paired 95% bootstrap CI of candidate - active
     weak_candidate: float | None = None  # mean score of the drafts alone
     weak_active: float | None = None
+    weak_diff_ci: tuple[float, float] | None = None  # the same CI for the drafts scored alone
     variety_candidate: float | None = None  # distinct draft answers / items
     variety_active: float | None = None
 
     def metrics(self) -> dict[str, float]:
-        return {
+        out = {
             f"gate_{k}": float(v)
             for k, v in asdict(self).items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
+        for name in ("diff_ci", "weak_diff_ci"):  # the manifest's metrics are numbers: the CI as its two ends
+            if (ci := getattr(self, name)) is not None:
+                out[f"gate_{name}_low"], out[f"gate_{name}_high"] = float(ci[0]), float(ci[1])
+        return out
 
 
 async def score_version(
@@ -95,6 +105,7 @@ def decide(candidate: list[Scored], active: list[Scored], rules: GateRules) -> G
     cand, act = statistics.fmean(c.collab for c in candidate), statistics.fmean(a.collab for a in active)
     weak_cand, weak_act = statistics.fmean(c.weak for c in candidate), statistics.fmean(a.weak for a in active)
     ci = bootstrap_ci(diffs)
+    weak_ci = bootstrap_ci([c.weak - a.weak for c, a in zip(candidate, active, strict=True)])
     d = GateDecision(
         False,
         "",
@@ -104,16 +115,23 @@ def decide(candidate: list[Scored], active: list[Scored], rules: GateRules) -> G
         diff_ci=ci,
         weak_candidate=weak_cand,
         weak_active=weak_act,
+        weak_diff_ci=weak_ci,
         variety_candidate=variety(candidate),
         variety_active=variety(active),
     )
     tol = rules.tolerance
     if cand == 0 and act == 0:
         d.reason = "both versions score 0 on every held-out item: no evidence for the candidate"
-    elif cand < act - tol:
-        d.reason = f"collaboration {cand:.3f} < active {act:.3f} - {tol} (paired diff CI [{ci[0]:+.3f}, {ci[1]:+.3f}])"
-    elif weak_cand < weak_act - tol:
-        d.reason = f"the weak model's own drafts got worse: {weak_cand:.3f} < {weak_act:.3f} - {tol}"
+    elif ci[0] < -tol:
+        d.reason = (
+            f"collaboration {cand:.3f} vs active {act:.3f}: the paired diff CI [{ci[0]:+.3f}, {ci[1]:+.3f}] "
+            f"reaches below -{tol} (not shown to be no worse)"
+        )
+    elif weak_ci[0] < -tol:
+        d.reason = (
+            f"the weak model's own drafts may have got worse: {weak_cand:.3f} vs {weak_act:.3f}, paired diff CI "
+            f"[{weak_ci[0]:+.3f}, {weak_ci[1]:+.3f}] reaches below -{tol}"
+        )
     elif variety(candidate) < rules.min_variety * variety(active):
         d.reason = (
             f"the drafts collapsed: {d.variety_candidate:.2f} distinct answers per item vs "

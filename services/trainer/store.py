@@ -44,6 +44,28 @@ redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2], ARGV[3])
 return 1
 """
 
+# What becomes of each feedback entry, counted once per entry (redis_keys.FEEDBACK_OUTCOMES, trainer /metrics).
+# Together with the dead-letter stream these account for every accepted feedback: none is acknowledged unseen.
+FEEDBACK_OUTCOMES = {
+    "paired": "collaborative feedback ran and stored preference pairs for the next round",
+    "no_pair": "collaborative feedback ran; no draft moved the strong model's score past the margin: nothing to learn",
+    "question_waiting": "the question already has pairs waiting for the next round (asked again)",
+    "heldout": "the question belongs to the gate's held-out set: kept for evaluation, never trained on",
+    "other_domain": "the trainer does not train this domain (COWEST_TRAINER_DOMAINS)",
+    "repeat_source": "the same source already gave feedback on this trace",
+    "score_only": "a score without a reference: counted as a live score (canary, rollback)",
+    "no_reference": "neither a reference nor a score (a label or comment): kept in the log only",
+    "malformed": "the entry could not be parsed",
+}
+
+
+# KEYS[1] the entry's counted-key, KEYS[2] the outcome counts. An entry redelivered after a crash counts once.
+_COUNT_ONCE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return 1
+"""
+
 # KEYS[1] pending hash, KEYS[2] the feedback's once-key. Pairs and the mark that they were made: one step.
 _PUT_ONCE = """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 0 end
@@ -98,6 +120,15 @@ class TrainerStore:
             return bool(await self.redis.hsetnx(pending, question_key(domain, question), payload))
         keys = [pending, once_key]
         return bool(await self.redis.eval(_PUT_ONCE, 2, *keys, question_key(domain, question), payload, TRACE_TTL_S))
+
+    async def count_outcome(self, entry_id: str, outcome: str, keep_s: float) -> bool:
+        """Count what became of one feedback stream entry, once per entry (`keep_s`: as long as a redelivery can
+        come, the stream's retention)."""
+        keys = [redis_keys.feedback_counted(entry_id), redis_keys.FEEDBACK_OUTCOMES]
+        return bool(await self.redis.eval(_COUNT_ONCE, 2, *keys, outcome, max(1, int(keep_s))))
+
+    async def feedback_outcomes(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (await self.redis.hgetall(redis_keys.FEEDBACK_OUTCOMES)).items()}
 
     async def was_paired(self, trace_id: str, source: str) -> bool:
         """Whether this feedback's pairs were stored already (defect: a redelivery after a round trained twice)."""

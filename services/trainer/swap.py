@@ -90,9 +90,12 @@ class AdapterSwapper:
             if not self._users[domain]:  # nobody holds or waits: no lock per name ever asked about stays behind
                 del self._users[domain], self._locks[domain]
 
-    async def aclose(self) -> None:
-        # A short-lived swapper (the CLI, the demo) still retires the versions its flip made old.
+    async def retired(self) -> None:
+        """Wait for the retire passes scheduled so far (each after its drain)."""
         await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.retired()  # a short-lived swapper (the CLI, the demo) still retires the versions its flip made old
         await self.replicas.aclose()
 
     async def loaded(self) -> set[str]:

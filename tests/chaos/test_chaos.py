@@ -1,7 +1,11 @@
 """Chaos: the whole stack as real processes (Redis, tiny weak and strong vLLM, orchestrator, trainer) under a
 steady client load, each part SIGKILLed and restarted in turn. Per phase it counts answered / degraded / failed
 requests; at the end it compares what the clients got (trace ids, accepted feedback) with what reached the Redis
-streams: nothing may be lost or duplicated, and the trainer must consume everything after its own restart.
+streams: nothing may be lost or duplicated. Consumption, not only arrival: every feedback carries its question's
+reference, so the trainer runs collaborative feedback (weak drafts, strong answers) on each, while the model servers
+die under it; the trainer itself stays down longer than its reclaim timeout, so the restarted one must take over
+what the killed one held. Every accepted feedback must end as pairs or as a counted skip
+(services/trainer/store.py FEEDBACK_OUTCOMES), none in the dead-letter stream.
 
 `COWEST_CHAOS_REPORT=path` also writes the table there (bench/results/chaos.md is such a run)."""
 
@@ -24,8 +28,16 @@ from cowest.stack import http_ok, settings_env
 from services.strong_server.settings import StrongServerSettings
 from services.weak_server.admin_client import VllmAdminClient
 from shared.config import CowestSettings
-from shared.redis_keys import FEEDBACK_STREAM, TRACES_STREAM, TRAINER_GROUP
+from shared.redis_keys import (
+    DEAD_LETTER_STREAM,
+    FEEDBACK_OUTCOMES,
+    FEEDBACK_STREAM,
+    TRACES_STREAM,
+    TRAINER_GROUP,
+    pending_pairs,
+)
 from tests.support.chaos import ChaosLoad, Part, wait_for, write_table
+from tests.support.metrics import length_metric_env
 from tests.support.servers import free_port, weak_server_settings
 from tests.support.settings import orch_settings, trainer_settings
 
@@ -33,6 +45,9 @@ pytestmark = pytest.mark.slow
 
 KILL_ORDER = ("redis", "weak", "strong", "orchestrator", "trainer")
 DOWN_S = 3.0  # how long each part stays dead before its restart
+RECLAIM_IDLE_S = 5.0  # the trainer's takeover timeout for a dead consumer's entries (60 s by default)
+TRAINER_DOWN_S = 3 * RECLAIM_IDLE_S  # the trainer stays down past it: the new one must reclaim the old one's
+SKIPS = {"no_pair", "heldout", "question_waiting"}  # outcomes other than pairs that this load may produce
 STEADY_S = 5.0  # load after each restart, before the next kill
 
 
@@ -57,12 +72,16 @@ def build_parts(tiny_models: dict[str, Path], tmp_path: Path) -> tuple[dict[str,
         k_drafts=2,
         draft_max_tokens=8,
         strong_max_tokens=8,
+        reclaim_idle_s=RECLAIM_IDLE_S,
     )
     orch_env = home | settings_env(
         orch, "endpoints", "admin_key", "spool_path", "draft_policy", "weak_max_tokens", "strong_max_tokens", "port"
     )
     orch_env |= settings_env(orch, "retry_max_wait_s")
-    trainer_env = home | settings_env(
+    # The tiny models' answers are never right: the trainer scores "general" by answer length (as the other real
+    # round tests do), so drafts differ in score and pairs can come out of the traffic.
+    trainer_env = home | length_metric_env(tmp_path / "hook", "general")
+    trainer_env |= settings_env(
         trainer,
         "endpoints",
         "admin_key",
@@ -73,6 +92,7 @@ def build_parts(tiny_models: dict[str, Path], tmp_path: Path) -> tuple[dict[str,
         "k_drafts",
         "draft_max_tokens",
         "strong_max_tokens",
+        "reclaim_idle_s",
     )
     orch_url, trainer_url = f"http://127.0.0.1:{orch.port}", f"http://127.0.0.1:{trainer.port}"
 
@@ -123,6 +143,11 @@ def build_parts(tiny_models: dict[str, Path], tmp_path: Path) -> tuple[dict[str,
     return parts, orch_url, redis_url
 
 
+def accounted(client: redis_sync.Redis) -> int:
+    """Feedback entries the trainer has finished with: counted outcomes plus dead letters."""
+    return sum(int(v) for v in client.hvals(FEEDBACK_OUTCOMES)) + client.xlen(DEAD_LETTER_STREAM)
+
+
 def trainer_caught_up(client: redis_sync.Redis) -> bool:
     groups = {g["name"]: g for g in client.xinfo_groups(TRACES_STREAM)}
     group = groups.get(TRAINER_GROUP)
@@ -144,7 +169,7 @@ def test_each_part_sigkilled_under_load_loses_and_duplicates_nothing(tiny_models
                 load.phase = f"{name} killed"
                 t_kill = time.monotonic()
                 parts[name].kill()
-                time.sleep(DOWN_S)
+                time.sleep(TRAINER_DOWN_S if name == "trainer" else DOWN_S)
                 parts[name].start()
                 ready_s = parts[name].ready()
                 load.phase = f"after {name}"
@@ -168,7 +193,11 @@ def test_each_part_sigkilled_under_load_loses_and_duplicates_nothing(tiny_models
         not_accepted = [(o.trace_id, o.feedback) for o in load.outcomes if o.trace_id and o.feedback != 202]
         catch_up_t0 = time.monotonic()
         wait_for(lambda: trainer_caught_up(client), 300, "the restarted trainer consuming every trace")
+        wait_for(lambda: accounted(client) >= len(feedback), 600, "every feedback entry consumed and accounted for")
         catch_up_s = time.monotonic() - catch_up_t0
+        outcomes = {k: int(v) for k, v in client.hgetall(FEEDBACK_OUTCOMES).items()}
+        dead = client.xlen(DEAD_LETTER_STREAM)
+        pairs = sum(len(json.loads(v)) for v in client.hvals(pending_pairs("general")))
     finally:
         for name in reversed(KILL_ORDER):
             parts[name].table.stop(name, timeout=10)
@@ -190,6 +219,14 @@ def test_each_part_sigkilled_under_load_loses_and_duplicates_nothing(tiny_models
         "feedback_duplicated": len(feedback) - len(set(feedback)),
         "trainer_catch_up_s": round(catch_up_s, 1),
     }
+    consumed = {
+        "feedback_accepted": len(accepted),
+        **{k: outcomes.get(k, 0) for k in ("paired", *sorted(SKIPS))},
+        "other_outcomes": sum(v for k, v in outcomes.items() if k not in SKIPS | {"paired"}),
+        "dead_lettered": dead,
+        "pairs_built": pairs,
+        "pairs_per_accepted_feedback": round(pairs / max(1, len(accepted)), 2),
+    }
     # Where anything went missing (empty when nothing did): the phase each lost trace or feedback started in.
     stored_traces, stored_feedback = set(traces), set(feedback)
     lost = [o.phase for o in load.outcomes if o.trace_id and o.trace_id not in stored_traces]
@@ -198,15 +235,21 @@ def test_each_part_sigkilled_under_load_loses_and_duplicates_nothing(tiny_models
     report = os.environ.get("COWEST_CHAOS_REPORT")
     text = write_table([{**r, "down_s": r.get("down_s", ""), "ready_s": r.get("ready_s", "")} for r in table], None)
     text += "\n" + write_table([summary], None)
+    text += "\n" + write_table([consumed], None)
     if report:
         header = (
             f"# Chaos: each part SIGKILLed under load ({time.strftime('%Y-%m-%d')})\n\n"
             f"Command: `COWEST_CHAOS_REPORT={report} .venv/bin/pytest -s tests/chaos/test_chaos.py`  \n"
             f"Machine: {os.cpu_count()} cores, no GPU; tiny profile (weak and strong vLLM-CPU, fp32), a private Redis "
             "(AOF), orchestrator and trainer as processes; 2 clients in a loop (collaborate, then feedback retried "
-            f"until accepted). Each part: SIGKILL, {DOWN_S:.0f} s down, restart, ready, {STEADY_S:.0f} s of load. "
+            "until accepted; each feedback carries the reference answer, so the trainer runs collaborative feedback "
+            "on it: 2 drafts, 3 strong answers, scored by answer length). "
+            f"Each part: SIGKILL, {DOWN_S:.0f} s down (the trainer {TRAINER_DOWN_S:.0f} s, past its "
+            f"{RECLAIM_IDLE_S:.0f} s reclaim timeout), restart, ready, {STEADY_S:.0f} s of load. "
             "A request is counted in the phase it started in; degraded and failed requests must overlap a kill "
-            "window of a model server (degraded) or of the orchestrator (failed).\n\n"
+            "window of a model server (degraded) or of the orchestrator (failed). The last table: what the trainer "
+            "made of every accepted feedback (pairs, or a counted skip: no_pair = no draft changed the strong "
+            "model's score, heldout = kept for the gate).\n\n"
         )
         Path(report).write_text(header + text)
     print(text)
@@ -214,6 +257,11 @@ def test_each_part_sigkilled_under_load_loses_and_duplicates_nothing(tiny_models
     assert summary["traces_lost"] == 0 and summary["traces_duplicated"] == 0, text
     assert summary["feedback_never_accepted"] == 0, (not_accepted, text)
     assert summary["feedback_lost"] == 0 and summary["feedback_duplicated"] == 0, text
+    # Consumed, not only stored: each accepted feedback became pairs or a counted skip; nothing dead-lettered,
+    # nothing acknowledged without an outcome (the streams' entries are the accepted feedback, once each).
+    assert dead == 0 and consumed["other_outcomes"] == 0, (outcomes, text)
+    assert sum(outcomes.values()) == len(feedback), (outcomes, text)
+    assert consumed["paired"] > 0 and pairs >= consumed["paired"], text
     for phase, counts in phases.items():
         assert counts["answered"] + counts["degraded"] > 0 or phase == "orchestrator killed", (phase, text)
     # A request may only be degraded while a model server was down, may only fail with "a model server is

@@ -10,7 +10,6 @@ import asyncio
 import re
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import psutil
@@ -23,9 +22,10 @@ from services.trainer.registry import AdapterRegistry
 from services.weak_server.admin_client import VllmAdminClient
 from shared.adapters import get_active_adapter, set_active_adapter
 from shared.failpoints import FAILPOINT_ENV, FAILPOINTS
+from tests.support.metrics import length_metric_env
 from tests.support.servers import free_port, serve_app
 from tests.support.settings import ADMIN, orch_settings
-from tests.trainer.test_round import Parts, collect_all, round_settings, send_traffic
+from tests.trainer.test_round import GATE_ITEMS, Parts, collect_all, round_settings, send_traffic
 
 pytestmark = pytest.mark.slow
 DOMAIN = "crashy"
@@ -52,7 +52,6 @@ async def test_a_trainer_killed_at_each_point_of_a_round_recovers_and_counts_rou
         port=free_port(),
         min_pairs_per_round=10**6,  # rounds only when this test asks (POST /train, forced)
         lock_ttl_s=LOCK_TTL_S,
-        gate_min_variety=0.0,
         dpo_max_steps=4,
         dpo_learning_rate=1e-3,
         dpo_batch_size=4,
@@ -67,16 +66,7 @@ async def test_a_trainer_killed_at_each_point_of_a_round_recovers_and_counts_rou
     fields += ("dpo_learning_rate", "dpo_batch_size")
     # The trainer process scores this domain by answer length too (as this process does, for the collector):
     # a sitecustomize on its path installs the same metric override at start-up.
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "from services.trainer.evaluators import metric_override\n"
-        "from tests.support.metrics import length_score\n"
-        f"_override = metric_override({DOMAIN!r}, length_score)  # kept: collected, it would undo itself\n"
-        "_override.__enter__()\n"
-    )
-    root = str(Path(__file__).resolve().parents[2])
-    env = {"COWEST_HOME": str(tmp_path / "home"), "PYTHONPATH": f"{hook}:{root}"}
+    env = {"COWEST_HOME": str(tmp_path / "home")} | length_metric_env(tmp_path / "hook", DOMAIN)
     env |= settings_env(settings, *fields)
     url = f"http://127.0.0.1:{settings.port}"
     table = ProcessTable(tmp_path / "run")
@@ -117,7 +107,7 @@ async def test_a_trainer_killed_at_each_point_of_a_round_recovers_and_counts_rou
 
     try:
         with serve_app(create_app(orch)) as orch_url:
-            sent = await asyncio.to_thread(send_traffic, orch_url, DOMAIN, 16)
+            sent = await asyncio.to_thread(send_traffic, orch_url, DOMAIN, GATE_ITEMS + 14)
             await collect_all(parts.named_collector("c1"), parts.store, DOMAIN, sent)
             assert len(await parts.store.pending_pairs(DOMAIN)) >= 2
 
@@ -138,7 +128,7 @@ async def test_a_trainer_killed_at_each_point_of_a_round_recovers_and_counts_rou
             async with VllmAdminClient(tiny_weak_server) as admin:
                 assert promoted in {c.id for c in await admin.models()}
 
-            more = await asyncio.to_thread(send_traffic, orch_url, DOMAIN, 16)
+            more = await asyncio.to_thread(send_traffic, orch_url, DOMAIN, GATE_ITEMS + 14)
             await collect_all(parts.named_collector("c2"), parts.store, DOMAIN, more)
             final = await asyncio.to_thread(train)
             assert final["status"] == "promoted" and final["round"] == 2, final

@@ -108,7 +108,9 @@ def test_sigkill_in_a_loop_while_spooling_loses_no_trace_a_client_got(fresh_redi
                 clients = [threading.Thread(target=client, args=(stop,)) for _ in range(3)]
                 for c in clients:
                     c.start()
-                time.sleep(1.5)
+                before, deadline = len(got), time.monotonic() + 30
+                while len(got) < before + 6 and time.monotonic() < deadline:  # answers are being logged
+                    time.sleep(0.05)
                 table.kill("orchestrator")  # mid-load, mid-spool
                 stop.set()
                 for c in clients:

@@ -59,8 +59,9 @@ class Outcome:
 
 @dataclass
 class ChaosLoad:
-    """`clients` threads, each sending /v1/collaborate then, for every answer, one feedback, retried (as a client
-    that must deliver it would) until accepted or `feedback_deadline_s` has passed."""
+    """`clients` threads, each sending /v1/collaborate then, for every answer, one feedback with the question's
+    reference answer (so the trainer runs collaborative feedback on it) and a score, retried (as a client that must
+    deliver it would) until accepted or `feedback_deadline_s` has passed."""
 
     url: str
     domain: str = "general"
@@ -107,16 +108,17 @@ class ChaosLoad:
                     time.sleep(0.2)  # a refused connection fails at once: do not spin
                 out.finished = time.monotonic()
                 if out.trace_id:
-                    out.feedback = self._feedback(client, out.trace_id)
+                    out.feedback = self._feedback(client, out.trace_id, str(2 + n))
                 with self._lock:
                     self.outcomes.append(out)
 
-    def _feedback(self, client: httpx.Client, trace_id: str) -> int | str:
+    def _feedback(self, client: httpx.Client, trace_id: str, reference: str) -> int | str:
         deadline = time.monotonic() + self.feedback_deadline_s
+        body = {"id": trace_id, "score": 1.0, "correct_answer": reference, "source": "chaos"}
         status: int | str = "not sent"
         while time.monotonic() < deadline:
             try:
-                r = client.post(f"{self.url}/v1/feedback", json={"id": trace_id, "score": 1.0, "source": "chaos"})
+                r = client.post(f"{self.url}/v1/feedback", json=body)
                 status = r.status_code
                 if r.status_code in (202, 409):  # 409: an earlier attempt was stored but its answer was lost
                     return 202

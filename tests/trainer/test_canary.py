@@ -132,8 +132,17 @@ async def test_a_canary_is_promoted_or_rolled_back_on_live_feedback(
 
                     await until(rolled_back, 60, "the trainer rolled the canary of v3 back")
                     assert await redis.get(redis_keys.active_adapter(DOMAIN)) == v2
-                    manifest = (await admin.get("/adapters")).json()[DOMAIN]
-                    metrics = {m["name"]: m["metrics"] for m in manifest}
+
+                    # The verdict lands in the manifest just after the canary key goes: wait for it, not a sleep.
+                    async def verdicts() -> dict:
+                        manifest = (await admin.get("/adapters")).json()[DOMAIN]
+                        return {m["name"]: m["metrics"] for m in manifest}
+
+                    async def v3_judged() -> bool:
+                        return "canary_promoted" in (await verdicts()).get(v3, {})
+
+                    await until(v3_judged, 30, "v3's verdict in the manifest")
+                    metrics = await verdicts()
                     assert metrics[v3]["canary_promoted"] == 0.0 and metrics[v2]["canary_promoted"] == 1.0
                     assert metrics[v3]["canary_live_score"] == pytest.approx(0.2)
 

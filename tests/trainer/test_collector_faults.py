@@ -5,6 +5,7 @@ still handled, and a loop that raises is restarted."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from services.trainer.collab import Feedback
 from services.trainer.collector import Collector
@@ -63,7 +64,9 @@ async def test_a_loop_that_raises_is_restarted():
         await asyncio.sleep(3600)
 
     task = asyncio.create_task(supervised("flaky", flaky, base_s=0.01))
-    await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while len(runs) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     task.cancel()
     assert len(runs) == 3
 

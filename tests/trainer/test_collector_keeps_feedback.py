@@ -114,6 +114,49 @@ async def test_a_redelivery_after_the_round_claimed_the_pairs_pairs_nothing_agai
         await redis.aclose()
 
 
+async def test_every_acknowledged_feedback_is_counted_once_by_what_became_of_it(fresh_redis):
+    """An acknowledged feedback entry is never unaccounted for: each ends as exactly one counted outcome (or in
+    the dead-letter stream), and a redelivered entry (a crash before the ack) is not counted twice."""
+    redis = redis_keys.connect(fresh_redis.url)
+    c = collector(fresh_redis.url, redis, Collab())
+    try:
+        await c.ensure_groups()
+        asked = [i for i in range(40) if not is_heldout("acme", f"question {i}?")][:2]
+        held = next(i for i in range(40) if is_heldout("acme", f"question {i}?"))
+        for i in (*asked, held):
+            await add(redis, i)
+        trace = TraceRecord(trace_id="tr-x", domain="acme", draft_format="cot", question=f"question {asked[0]}?")
+        await redis.xadd(redis_keys.TRACES_STREAM, trace.to_fields())
+        entries = [
+            FeedbackRecord(trace_id=f"tr-{asked[0]}", correct_answer="y", source="again"),  # the question has pairs
+            FeedbackRecord(trace_id=f"tr-{asked[1]}", correct_answer="y"),  # the same source twice
+            FeedbackRecord(trace_id=f"tr-{asked[1]}", score=0.5, source="rater"),
+            FeedbackRecord(trace_id="tr-x", label="nice"),
+        ]
+        for fb in entries:
+            await redis.xadd(redis_keys.FEEDBACK_STREAM, fb.to_fields())
+        await redis.xadd(redis_keys.FEEDBACK_STREAM, {"data": "{not json"})
+        for _ in range(3):
+            await c.poll(block_ms=50)
+        outcomes = await c.store.feedback_outcomes()
+        assert outcomes == {
+            "paired": 2,
+            "heldout": 1,
+            "question_waiting": 1,
+            "repeat_source": 1,
+            "score_only": 1,
+            "no_reference": 1,
+            "malformed": 1,
+        }, outcomes
+        assert sum(outcomes.values()) == await redis.xlen(redis_keys.FEEDBACK_STREAM)
+        # Redelivered (handled again, then acknowledged again): still counted once.
+        entry_id, fields = (await redis.xrange(redis_keys.FEEDBACK_STREAM))[0]
+        await c._handle_and_ack(redis_keys.FEEDBACK_STREAM, entry_id, fields)
+        assert await c.store.feedback_outcomes() == outcomes
+    finally:
+        await redis.aclose()
+
+
 def test_the_trainer_reports_waiting_and_dead_letters_and_replays_them(fresh_redis, tmp_path):
     import redis as sync_redis
 
@@ -127,6 +170,8 @@ def test_the_trainer_reports_waiting_and_dead_letters_and_replays_them(fresh_red
     with serve_app(create_app(settings)) as url:
         metrics = httpx.get(f"{url}/metrics").text
         assert "cowest_trainer_feedback_waiting 0.0" in metrics and "cowest_dead_letter_entries 1.0" in metrics
+        client.hset(redis_keys.FEEDBACK_OUTCOMES, "paired", 3)
+        assert 'cowest_feedback_outcomes{outcome="paired"} 3.0' in httpx.get(f"{url}/metrics").text
         assert httpx.post(f"{url}/dead-letter/replay").status_code == 401  # an admin route
         r = httpx.post(f"{url}/dead-letter/replay", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         assert r.status_code == 200 and r.json() == {"replayed": 0}  # "x" is no stream of ours: left there

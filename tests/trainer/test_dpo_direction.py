@@ -6,6 +6,7 @@ pairs are fed backwards or training does nothing."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,9 @@ def _pairs(path: Path, swap: bool = False) -> Path:
     return path
 
 
-def margin(base_dir: Path, adapter: Path | None) -> float:
-    """Mean over pairs of log p(chosen | prompt) - log p(rejected | prompt), summed over completion tokens."""
+def margin(base_dir: Path, adapter: Path | None, rows: list[dict] | None = None) -> float:
+    """Mean over pairs of log p(chosen | prompt) - log p(rejected | prompt), summed over completion tokens. `rows`:
+    DPO data rows (prompt messages, chosen and rejected assistant messages); by default this module's pairs."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -46,8 +48,7 @@ def margin(base_dir: Path, adapter: Path | None) -> float:
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()
 
-    def logp(question: str, answer: str) -> float:
-        prompt = [{"role": "user", "content": question}]
+    def logp(prompt: list[dict], answer: str) -> float:
         head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=False)
         n_head = len(tokenizer(head, add_special_tokens=False)["input_ids"])
@@ -57,7 +58,11 @@ def margin(base_dir: Path, adapter: Path | None) -> float:
         targets = ids[0, 1:]
         return float(logits[n_head - 1 :].gather(1, targets[n_head - 1 :, None]).sum())
 
-    diffs = [logp(q, c) - logp(q, r) for q, c, r in zip(PROMPTS, CHOSEN, REJECTED, strict=True)]
+    if rows is None:
+        rows = [json.loads(line) for line in _pairs(Path(tempfile.mkdtemp()) / "pairs.jsonl").read_text().splitlines()]
+    diffs = [
+        logp(r["prompt"], r["chosen"][0]["content"]) - logp(r["prompt"], r["rejected"][0]["content"]) for r in rows
+    ]
     return sum(diffs) / len(diffs)
 
 

@@ -4,8 +4,6 @@ real vLLM and Redis."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from services.trainer.registry import AdapterError, AdapterRegistry
@@ -85,7 +83,7 @@ async def test_reconcile_unloads_a_version_nobody_wants_once_stale_and_no_round_
     swapper, redis, admin, register = parts
     v1, orphan = register(1), register(2)
     await swapper.activate(DOMAIN, v1)
-    await asyncio.sleep(0.05)  # the activation's retire pass (drain_s=0) is over
+    await swapper.retired()  # the activation's retire pass (drain_s=0) is over
     await swapper.load_verified(orphan)
     swapper.stale_after_s = 0.0
     redis.locked.add(redis_keys.round_lock(DOMAIN))  # a round runs: the candidate it gates stays loaded
