@@ -286,10 +286,16 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class CanaryInfo(BaseModel):
+    adapter: str  # the candidate version
+    weight: float  # its share of the domain's requests
+
+
 class DomainInfo(BaseModel):
     name: str
     builtin: bool
     active_adapter: str | None = None
+    canary: CanaryInfo | None = None  # a candidate on a share of the traffic, as this orchestrator routes it now
     spec: DomainSpec
     # The mode a request without one gets (with the active adapter) and why; `default_mode_measured`: the
     # measurement behind it (shared/modes.py), when the active version was measured.

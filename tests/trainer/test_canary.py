@@ -56,6 +56,17 @@ async def until(check, seconds: float, what: str):
     raise AssertionError(f"not within {seconds} s: {what}")
 
 
+async def routed(url: str, active: str | None, canary: str | None) -> None:
+    """Wait until the orchestrator routes DOMAIN this way (its cache hears of changes by pub/sub)."""
+
+    async def now() -> bool:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            info = (await http.get(f"/v1/domains/{DOMAIN}")).json()
+        return info["active_adapter"] == active and (info["canary"] or {}).get("adapter") == canary
+
+    await until(now, 30, f"the orchestrator routing {DOMAIN} to {active} with canary {canary}")
+
+
 async def test_a_canary_is_promoted_or_rolled_back_on_live_feedback(
     tiny_models, tiny_weak_server, tiny_strong_server, private_redis, tmp_path
 ):
@@ -97,7 +108,7 @@ async def test_a_canary_is_promoted_or_rolled_back_on_live_feedback(
                     assert await redis.get(redis_keys.active_adapter(DOMAIN)) == v1
                     r = await admin.post(f"/adapters/{DOMAIN}/canary", json={"adapter": v2})
                     assert r.status_code == 200 and r.json()["active"] == v1 and r.json()["weight"] == 0.5, r.text
-                    await asyncio.sleep(0.5)  # the orchestrator's cache hears of it
+                    await routed(url, v1, v2)
                     served = await traffic(client, 40, "first")
                     versions = [a for _, a in served]
                     assert set(versions) == {v1, v2}
@@ -116,13 +127,13 @@ async def test_a_canary_is_promoted_or_rolled_back_on_live_feedback(
 
                     await until(promoted, 60, "the trainer promoted v2")
                     assert (await admin.get(f"/adapters/{DOMAIN}/canary")).status_code == 404
-                    await asyncio.sleep(0.5)
+                    await routed(url, v2, None)
                     assert {a for _, a in await traffic(client, 8, "after")} == {v2}
 
                     # v3 on a canary that users score lower: rolled back; v2 stays, v3 leaves vLLM.
                     r = await admin.post(f"/adapters/{DOMAIN}/canary", json={"adapter": v3, "weight": 0.5})
                     assert r.status_code == 200, r.text
-                    await asyncio.sleep(0.5)
+                    await routed(url, v2, v3)
                     served = await traffic(client, 40, "second")
                     assert {a for _, a in served} == {v2, v3}
                     await score(client, served, {v2: 0.8, v3: 0.2})
@@ -151,7 +162,7 @@ async def test_a_canary_is_promoted_or_rolled_back_on_live_feedback(
                             return v3 not in {m.id for m in await vllm.adapters()}
 
                     await until(v3_unloaded, 30, "v3 unloaded after the drain")
-                    await asyncio.sleep(0.5)
+                    await routed(url, v2, None)
                     assert {a for _, a in await traffic(client, 8, "last")} == {v2}
     finally:
         await redis.aclose()

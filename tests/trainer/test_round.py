@@ -245,7 +245,8 @@ async def test_full_round_swaps_with_zero_failed_requests(
             by_draft = {(p.chosen, p.rejected): p for p in pairs}
             assert len(fed) == len(pairs)
             for row in fed:
-                pair = by_draft[(row["chosen"][0]["content"], row["rejected"][0]["content"])]
+                pair = by_draft.get((row["chosen"][0]["content"], row["rejected"][0]["content"]))
+                assert pair is not None, f"a row that is no stored pair the right way round (swapped?): {row}"
                 assert pair.chosen_delta > pair.rejected_delta and row["prompt"] == pair.prompt
             base = tiny_models["tiny-weak"]
             assert margin(base, parts.registry.path(v1), fed) > margin(base, None, fed)

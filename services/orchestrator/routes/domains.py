@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from services.orchestrator.deps import AppState, get_state, require_admin_key, require_api_key
 from services.orchestrator.errors import APIError
-from services.orchestrator.protocol import DomainInfo, DomainList, check_json_input
+from services.orchestrator.protocol import CanaryInfo, DomainInfo, DomainList, check_json_input
 from shared import domains
 from shared.domains import DomainSpec, SpecError
 
@@ -27,10 +27,12 @@ def _info(state: AppState, name: str) -> DomainInfo:
         mode, why = "collab", "an adapter drafts for this domain (no measured default for its version)"
     else:
         mode, why = "strong", "no adapter for this domain yet (draft policy)"
+    canary = state.aliases.canary(name)
     return DomainInfo(
         name=name,
         builtin=name in domains.BUILTIN,
         active_adapter=active,
+        canary=CanaryInfo(adapter=canary.adapter, weight=canary.weight) if canary else None,
         spec=domains.get(name),
         default_mode=mode,
         default_mode_reason=why,
