@@ -11,7 +11,9 @@ export COWEST_HOME ?= $(HOME)/.cache/cowest
 
 .PHONY: setup demo test test-fast lint audit lock lock-orchestrator lock-deploy-check deploy-check down clean openapi
 
-setup: $(VENV)/.installed $(VLLM_VENV)/.installed
+# The two environments install side by side (-j2): on a fresh machine each is mostly unpacking wheels, one core each.
+setup:
+	@$(MAKE) --no-print-directory -j2 --output-sync=target $(VENV)/.installed $(VLLM_VENV)/.installed
 
 # Application environment: CLI, orchestrator, trainer, tests (torch CPU, transformers, trl, peft, ...).
 $(VENV)/.installed: requirements/app.lock pyproject.toml
