@@ -2,7 +2,7 @@
 the trainer's OpenAPI schemas (positive and negative modes, stateful collaborate -> feedback links included)
 and the run fails on any 5xx, any status the schema does not document, and any body or content type (stream
 events included) that does not match it. The model servers are fakes (the run is about input handling) and Redis
-is real. Each run is capped at 120 s (thousands of generated requests; CI's time is the limit)."""
+is real. Each run is capped at 90 s (thousands of generated requests; CI's time is the limit)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 
 
 def fuzz(
-    schema_url: str, base_url: str, *headers: str, examples: int = 40, max_time: int = 120
+    schema_url: str, base_url: str, *headers: str, examples: int = 40, max_time: int = 90
 ) -> subprocess.CompletedProcess:
     argv = [
         SCHEMATHESIS,
