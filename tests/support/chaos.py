@@ -66,6 +66,9 @@ class ChaosLoad:
     url: str
     domain: str = "general"
     clients: int = 2
+    # A client's think time between requests. Without it a degraded answer (milliseconds) starts the next request at
+    # once: ~20 requests/s, each feedback 5 model calls for the trainer, all competing with the vLLM being restarted.
+    pause_s: float = 0.1
     feedback_deadline_s: float = 60.0
     phase: str = "baseline"
     outcomes: list[Outcome] = field(default_factory=list)
@@ -88,7 +91,7 @@ class ChaosLoad:
     def _run(self, client_no: int) -> None:
         n = 0
         with httpx.Client(timeout=30) as client:
-            while not self._stop.is_set():
+            while not self._stop.wait(self.pause_s if n else 0):
                 n += 1
                 out = Outcome(self.phase, time.monotonic(), 0.0, 0)
                 try:
