@@ -34,6 +34,7 @@ SSE_EVENT = {
     "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"}},
     "required": ["data"],
 }
+BODY_ONLY = {400, 413}  # an unparsable or oversized body: only operations that take one
 PROBES = ("/healthz", "/readyz", "/metrics")  # open, and answer no error body (but /readyz's 503)
 
 
@@ -75,6 +76,8 @@ def document_errors(
                 if path in PROBES:
                     continue
                 for status in statuses:
+                    if status in BODY_ONLY and "requestBody" not in operation:
+                        continue
                     responses[str(status)] = {"description": DESCRIPTIONS[status], "content": body}
         app.openapi_schema = schema
         return schema
