@@ -7,7 +7,8 @@ die under it; the trainer itself stays down longer than its reclaim timeout, so 
 what the killed one held. Every accepted feedback must end as pairs or as a counted skip
 (services/trainer/store.py FEEDBACK_OUTCOMES), none in the dead-letter stream.
 
-`COWEST_CHAOS_REPORT=path` also writes the table there (bench/results/chaos.md is such a run)."""
+`COWEST_CHAOS_REPORT=path` also writes the tables there and their figures as JSON beside them
+(bench/results/chaos.md and chaos.json are such a run)."""
 
 from __future__ import annotations
 
@@ -252,6 +253,9 @@ def test_each_part_sigkilled_under_load_loses_and_duplicates_nothing(tiny_models
             "model's score, heldout = kept for the gate).\n\n"
         )
         Path(report).write_text(header + text)
+        figures = {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "phases": table}
+        figures |= {"summary": summary, "consumed": consumed, "outcomes": outcomes}
+        Path(report).with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")  # the figures, beside
     print(text)
 
     assert summary["traces_lost"] == 0 and summary["traces_duplicated"] == 0, text
