@@ -25,7 +25,7 @@ from services.trainer.collector import Collector
 from services.trainer.config import TrainerSettings
 from services.trainer.registry import AdapterError, AdapterRegistry
 from services.trainer.rounds import RoundResult, RoundRunner
-from services.trainer.store import TrainerStore, question_key
+from services.trainer.store import FEEDBACK_OUTCOMES, TrainerStore, question_key
 from services.trainer.swap import AdapterSwapper
 from shared import auth, redis_keys
 from shared import domains as domain_specs
@@ -275,8 +275,9 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
                 ["outcome"],
                 registry=registry,
             )
-            for outcome, count in (await t.store.feedback_outcomes()).items():
-                outcomes.labels(outcome).set(count)
+            counts = await t.store.feedback_outcomes()
+            for outcome in FEEDBACK_OUTCOMES:  # every documented outcome, 0 included: the series exist from the start
+                outcomes.labels(outcome).set(counts.get(outcome, 0))
         except (RedisError, OSError):
             pass  # Redis away: the process's own figures still go out
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

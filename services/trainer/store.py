@@ -124,6 +124,8 @@ class TrainerStore:
     async def count_outcome(self, entry_id: str, outcome: str, keep_s: float) -> bool:
         """Count what became of one feedback stream entry, once per entry (`keep_s`: as long as a redelivery can
         come, the stream's retention)."""
+        if outcome not in FEEDBACK_OUTCOMES:  # the documented list is the metric's label set: keep them one
+            raise ValueError(f"undocumented feedback outcome {outcome!r}")
         keys = [redis_keys.feedback_counted(entry_id), redis_keys.FEEDBACK_OUTCOMES]
         return bool(await self.redis.eval(_COUNT_ONCE, 2, *keys, outcome, max(1, int(keep_s))))
 
